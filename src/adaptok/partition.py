@@ -1,0 +1,243 @@
+"""`Partition`: the one data type every stage of the pipeline speaks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .errors import AdaptokError
+from .graph import label_components
+
+__all__ = ["Partition", "PartitionError", "check_partition"]
+
+
+class PartitionError(AdaptokError):
+    """A Partition's invariants do not hold."""
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A batch of images cut into regions: each pixel belongs to exactly one region.
+
+    Regions are numbered 0..N-1 across the whole batch, image by image (all regions of image 0,
+    then those of image 1, ...), so the regions of one image are a contiguous run of ids.
+    Build one with `Partition.from_labels`, which derives every field from the label map.
+
+    Attributes:
+        labels: [B, H, W] int64 region id of every pixel.
+        batch_index: [N] int64 image of every region (non-decreasing).
+        box: [N, 4] int64 bounding box (y0, x0, y1, x1), end-exclusive.
+        area: [N] int64 pixel count of every region.
+    """
+
+    labels: Tensor
+    batch_index: Tensor
+    box: Tensor
+    area: Tensor
+
+    @classmethod
+    def from_labels(cls, labels: Tensor, *, relabel: bool = True) -> Partition:
+        """Build a Partition from a label map.
+
+        Args:
+            labels: [B, H, W] integer region ids.
+            relabel: renumber ids to 0..N-1, image by image, in order of each region's first pixel;
+                ids may then repeat across images and need not be consecutive. With False the ids
+                must already be 0..N-1 and ordered by image.
+
+        Returns:
+            The Partition with batch_index, box and area computed from the labels.
+        """
+        if not isinstance(labels, Tensor) or labels.ndim != 3:
+            shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+            raise PartitionError(f"labels must be a [B, H, W] tensor, got {shape}")
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise PartitionError(f"labels must be an integer tensor, got {labels.dtype}")
+        labels = labels.long()
+        batch, height, width = labels.shape
+        if relabel:
+            offset = (labels.flatten(1).amax(1) + 1).cumsum(0) - (labels.flatten(1).amax(1) + 1)
+            global_ids = (labels + offset.view(batch, 1, 1)).flatten()
+            # Order by (image, first pixel) so the numbering is deterministic and image-grouped.
+            first_pixel = torch.full(
+                (int(global_ids.max()) + 1,), labels.numel(), device=labels.device, dtype=torch.long
+            )
+            first_pixel.scatter_reduce_(
+                0, global_ids, torch.arange(labels.numel(), device=labels.device), reduce="amin"
+            )
+            used = first_pixel < labels.numel()
+            order = torch.argsort(first_pixel[used])
+            new_id = torch.empty(int(used.sum()), device=labels.device, dtype=torch.long)
+            new_id[order] = torch.arange(order.numel(), device=labels.device)
+            lookup = torch.full_like(first_pixel, -1)
+            lookup[used] = new_id
+            labels = lookup[global_ids].view(batch, height, width)
+        return cls._derive(labels)
+
+    @classmethod
+    def _derive(cls, labels: Tensor) -> Partition:
+        batch, height, width = labels.shape
+        flat = labels.flatten()
+        num_regions = int(flat.max()) + 1 if flat.numel() else 0
+        device = labels.device
+        if bool((flat < 0).any()):
+            raise PartitionError("labels must be non-negative region ids")
+        area = torch.bincount(flat, minlength=num_regions)
+        ys = torch.arange(height, device=device).view(1, height, 1).expand_as(labels).flatten()
+        xs = torch.arange(width, device=device).view(1, 1, width).expand_as(labels).flatten()
+        bs = torch.arange(batch, device=device).view(batch, 1, 1).expand_as(labels).flatten()
+        big = max(height, width, batch) + 1
+        lows = torch.full((num_regions, 3), big, device=device, dtype=torch.long)
+        highs = torch.full((num_regions, 3), -1, device=device, dtype=torch.long)
+        coords = torch.stack([ys, xs, bs], 1)
+        index = flat[:, None].expand(-1, 3)
+        lows.scatter_reduce_(0, index, coords, reduce="amin")
+        highs.scatter_reduce_(0, index, coords, reduce="amax")
+        if bool((area == 0).any()):
+            missing = torch.nonzero(area == 0).flatten()[:5].tolist()
+            raise PartitionError(f"region ids must be consecutive; ids {missing} have no pixels")
+        if bool((lows[:, 2] != highs[:, 2]).any()):
+            raise PartitionError("a region id is used in more than one image; ids must be unique")
+        batch_index = lows[:, 2]
+        if num_regions > 1 and bool((batch_index[1:] < batch_index[:-1]).any()):
+            raise PartitionError("region ids must be ordered by image (use relabel=True)")
+        box = torch.stack([lows[:, 0], lows[:, 1], highs[:, 0] + 1, highs[:, 1] + 1], 1)
+        return cls(labels=labels, batch_index=batch_index, box=box, area=area)
+
+    # ----------------------------------------------------------------------------------- sizes
+    @property
+    def batch_size(self) -> int:
+        return self.labels.shape[0]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the images."""
+        return self.labels.shape[1], self.labels.shape[2]
+
+    @property
+    def num_regions(self) -> int:
+        """N, the number of regions in the whole batch."""
+        return self.area.shape[0]
+
+    @property
+    def counts(self) -> Tensor:
+        """[B] int64 number of regions (tokens) in each image."""
+        return torch.bincount(self.batch_index, minlength=self.batch_size)
+
+    @property
+    def offsets(self) -> Tensor:
+        """[B + 1] int64 first region id of each image, then N: regions of image b are
+        offsets[b]:offsets[b+1] (the packed layout)."""
+        return torch.nn.functional.pad(self.counts.cumsum(0), (1, 0))
+
+    @property
+    def device(self) -> torch.device:
+        return self.labels.device
+
+    def to(self, device: torch.device | str) -> Partition:
+        """The same Partition on another device."""
+        return Partition(*(t.to(device) for t in (self.labels, self.batch_index, self.box, self.area)))
+
+    def select(self, index: Tensor | list[int]) -> Partition:
+        """The Partition of a subset of the images, renumbered from 0."""
+        index = torch.as_tensor(index, device=self.device, dtype=torch.long)
+        return Partition.from_labels(self.labels[index])
+
+    # ------------------------------------------------------------------------ regions <-> pixels
+    def scatter(self, values: Tensor) -> Tensor:
+        """Spread per-region values back to pixels (the "reverse quadtree").
+
+        Args:
+            values: [N, C] one vector per region (or [N] for one channel).
+
+        Returns:
+            [B, C, H, W] map where every pixel holds its region's vector (or [B, H, W] for [N]).
+        """
+        if values.shape[0] != self.num_regions:
+            raise AdaptokError(
+                f"values must have one row per region: expected {self.num_regions}, "
+                f"got shape {tuple(values.shape)}"
+            )
+        if values.ndim == 1:
+            return values[self.labels]
+        return values[self.labels].permute(0, 3, 1, 2)
+
+    def region_mean(self, images: Tensor) -> Tensor:
+        """Mean of every region's pixels.
+
+        Args:
+            images: [B, C, H, W] values on the Partition's pixel grid.
+
+        Returns:
+            [N, C] mean value of each region (differentiable with respect to images).
+        """
+        self._check_pixels(images)
+        channels = images.shape[1]
+        pixels = images.permute(0, 2, 3, 1).reshape(-1, channels)
+        sums = pixels.new_zeros(self.num_regions, channels).index_add_(
+            0, self.labels.flatten(), pixels
+        )
+        return sums / self.area[:, None].to(sums.dtype)
+
+    def mean_image(self, images: Tensor) -> Tensor:
+        """Each region filled with its mean colour: [B, C, H, W] -> [B, C, H, W]."""
+        return self.scatter(self.region_mean(images))
+
+    def pad(self, values: Tensor, fill: float = 0.0) -> tuple[Tensor, Tensor]:
+        """Group per-region values by image into a padded batch.
+
+        Args:
+            values: [N, ...] one entry per region.
+            fill: value of the padding entries.
+
+        Returns:
+            (padded [B, T, ...] with T the largest region count, valid [B, T] bool).
+        """
+        counts = self.counts
+        longest = int(counts.max()) if counts.numel() else 0
+        slot = torch.arange(self.num_regions, device=self.device) - self.offsets[self.batch_index]
+        padded = values.new_full((self.batch_size, longest, *values.shape[1:]), fill)
+        padded[self.batch_index, slot] = values
+        valid = torch.zeros(self.batch_size, longest, dtype=torch.bool, device=self.device)
+        valid[self.batch_index, slot] = True
+        return padded, valid
+
+    def unpad(self, padded: Tensor, valid: Tensor) -> Tensor:
+        """Inverse of `pad`: [B, T, ...] + valid [B, T] -> [N, ...] in region order."""
+        return padded[valid]
+
+    def _check_pixels(self, images: Tensor) -> None:
+        expected = (self.batch_size, *self.image_size)
+        if images.ndim != 4 or (images.shape[0], *images.shape[2:]) != expected:
+            raise AdaptokError(
+                f"images must be [B, C, H, W] with B, H, W = {expected} to match the Partition, "
+                f"got {tuple(images.shape)}"
+            )
+
+
+def check_partition(part: Partition, *, connected: bool = True) -> None:
+    """Verify every invariant of a Partition (for tests and for debugging a new partitioner).
+
+    Checks that ids are 0..N-1 and grouped by image, every pixel is in exactly one region, the
+    derived fields agree with the labels, and (optionally) that every region is 4-connected.
+
+    Raises:
+        PartitionError: naming the first invariant that fails.
+    """
+    labels = part.labels
+    if labels.dtype != torch.long or labels.ndim != 3:
+        raise PartitionError(f"labels must be [B, H, W] int64, got {labels.dtype} {labels.shape}")
+    derived = Partition._derive(labels)
+    for name in ("batch_index", "box", "area"):
+        if not torch.equal(getattr(derived, name), getattr(part, name)):
+            raise PartitionError(f"{name} does not match the labels")
+    if int(part.area.sum()) != labels.numel():
+        raise PartitionError("region areas do not add up to the number of pixels")
+    if connected:
+        pieces = label_components(labels)
+        if int(pieces.max()) + 1 != part.num_regions:
+            raise PartitionError(
+                f"{int(pieces.max()) + 1 - part.num_regions} regions are not 4-connected"
+            )

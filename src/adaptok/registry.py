@@ -1,0 +1,73 @@
+"""`partition(images, method=...)`: one entry point, a registry of partitioners behind it."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+
+from torch import Tensor
+
+from .errors import AdaptokError
+from .partition import Partition
+
+__all__ = ["available_methods", "partition", "register_partitioner"]
+
+Partitioner = Callable[..., Partition]
+
+# name -> "module:function", imported on first use so that `import adaptok` stays light.
+_REGISTRY: dict[str, str | Partitioner] = {
+    "grid": "adaptok.grid:grid_partition",
+    "quadtree": "adaptok.quadtree:quadtree_partition",
+    "dht": "adaptok.dht:dht_partition",
+    "slic": "adaptok.slic:slic_partition",
+}
+
+
+def register_partitioner(name: str, function: Partitioner) -> None:
+    """Make `partition(images, method=name, **options)` call `function(images, **options)`."""
+    _REGISTRY[name] = function
+
+
+def available_methods() -> list[str]:
+    """Names accepted by `partition(..., method=...)`."""
+    return sorted(_REGISTRY)
+
+
+def get_partitioner(method: str) -> Partitioner:
+    """The function registered under `method`; raises listing the known names otherwise."""
+    if method not in _REGISTRY:
+        raise AdaptokError(
+            f"unknown partition method {method!r}; known methods: {', '.join(available_methods())}"
+        )
+    entry = _REGISTRY[method]
+    if isinstance(entry, str):
+        module_name, function_name = entry.split(":")
+        entry = getattr(importlib.import_module(module_name), function_name)
+        _REGISTRY[method] = entry
+    return entry
+
+
+def partition(images: Tensor, method: str = "grid", **options: object) -> Partition:
+    """Cut a batch of images into regions.
+
+    Args:
+        images: [B, C, H, W] float images.
+        method: one of `available_methods()`: "grid", "quadtree", "dht", "slic".
+        **options: the method's own options (e.g. patch_size for grid; budget, min_patch,
+            max_patch, scorer for quadtree); unknown names raise.
+
+    Returns:
+        The Partition of the batch.
+    """
+    function = get_partitioner(method)
+    parameters = inspect.signature(function).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = [name for name in options if name not in parameters]
+    if unknown and not takes_any:
+        accepted = [n for n, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        raise AdaptokError(
+            f"method {method!r} got unknown option(s) {', '.join(unknown)}; "
+            f"it accepts: {', '.join(accepted)}"
+        )
+    return function(images, **options)
