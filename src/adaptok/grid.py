@@ -8,17 +8,41 @@ from torch import Tensor
 from .errors import AdaptokError, check_images
 from .partition import Partition
 
-__all__ = ["grid_labels", "grid_partition"]
+__all__ = ["grid_partition", "square_partition"]
 
 
-def grid_labels(batch: int, height: int, width: int, patch_size: int, device=None) -> Tensor:
-    """[B, H, W] int64 labels of a P x P grid, row-major within each image, images in order."""
-    rows, cols = height // patch_size, width // patch_size
-    cell = (torch.arange(height, device=device) // patch_size)[:, None] * cols + (
-        torch.arange(width, device=device) // patch_size
-    )[None, :]
-    first = torch.arange(batch, device=device).view(batch, 1, 1) * rows * cols
-    return first + cell
+def square_partition(leaf_level: Tensor, cell: int) -> Partition:
+    """The Partition of aligned squares described by a grid of cells (grid and quadtree leaves).
+
+    Args:
+        leaf_level: [B, rows, cols] int64 for every cell of side `cell`, the level k of the square
+            that covers it (side cell * 2^k, aligned to its own side); all zeros is the plain grid.
+        cell: side of a cell in pixels.
+
+    Returns:
+        Partition of B images of size (rows * cell) x (cols * cell), regions numbered per image in
+        raster order of their top-left corner (the numbering of Partition.from_labels). Built
+        directly from the cells, without a pass over every pixel.
+    """
+    batch, rows, cols = leaf_level.shape
+    device = leaf_level.device
+    row = torch.arange(rows, device=device).view(1, rows, 1)
+    col = torch.arange(cols, device=device).view(1, 1, cols)
+    anchor_row = (row >> leaf_level) << leaf_level  # top-left cell of each cell's square
+    anchor_col = (col >> leaf_level) << leaf_level
+    is_anchor = (anchor_row == row) & (anchor_col == col)
+    region_id = (is_anchor.flatten().cumsum(0) - 1).view(batch, rows * cols)
+    cell_label = region_id.gather(1, (anchor_row * cols + anchor_col).view(batch, -1))
+    labels = (
+        cell_label.view(batch, rows, 1, cols, 1)
+        .expand(batch, rows, cell, cols, cell)
+        .reshape(batch, rows * cell, cols * cell)
+    )
+    image, top, left = is_anchor.nonzero(as_tuple=True)  # row-major: the region id order
+    side = cell << leaf_level[image, top, left]
+    y0, x0 = top * cell, left * cell
+    box = torch.stack([y0, x0, y0 + side, x0 + side], 1)
+    return Partition(labels=labels, batch_index=image, box=box, area=side * side)
 
 
 def grid_partition(images: Tensor, *, patch_size: int = 16) -> Partition:
@@ -42,8 +66,8 @@ def grid_partition(images: Tensor, *, patch_size: int = 16) -> Partition:
             f"(adaptok.io.pad_to_multiple) or crop to "
             f"{height // patch_size * patch_size}x{width // patch_size * patch_size}"
         )
-    labels = grid_labels(batch, height, width, patch_size, device=images.device)
-    return Partition._derive(labels)
+    cells = (batch, height // patch_size, width // patch_size)
+    return square_partition(torch.zeros(cells, dtype=torch.long, device=images.device), patch_size)
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -138,7 +138,9 @@ class Partition:
 
     def to(self, device: torch.device | str) -> Partition:
         """The same Partition on another device."""
-        return Partition(*(t.to(device) for t in (self.labels, self.batch_index, self.box, self.area)))
+        return Partition(
+            *(t.to(device) for t in (self.labels, self.batch_index, self.box, self.area))
+        )
 
     def select(self, index: Tensor | list[int]) -> Partition:
         """The Partition of a subset of the images, renumbered from 0."""
@@ -196,6 +198,12 @@ class Partition:
             (padded [B, T, ...] with T the largest region count, valid [B, T] bool).
         """
         counts = self.counts
+        if self.num_regions and bool((counts == counts[0]).all()):
+            # Every image has as many regions (grid, quadtree): padding is a reshape.
+            valid = torch.ones(
+                self.batch_size, int(counts[0]), dtype=torch.bool, device=self.device
+            )
+            return values.reshape(self.batch_size, -1, *values.shape[1:]), valid
         longest = int(counts.max()) if counts.numel() else 0
         slot = torch.arange(self.num_regions, device=self.device) - self.offsets[self.batch_index]
         padded = values.new_full((self.batch_size, longest, *values.shape[1:]), fill)

@@ -16,7 +16,14 @@ from torch import Tensor
 from .errors import AdaptokError
 from .partition import Partition
 
-__all__ = ["Tokens", "embed_inputs", "extract_squares", "is_square_partition", "sincos_2d"]
+__all__ = [
+    "Tokens",
+    "embed_inputs",
+    "extract_squares",
+    "halve",
+    "is_square_partition",
+    "sincos_2d",
+]
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,8 @@ def is_square_partition(part: Partition, patch_size: int) -> bool:
 def extract_squares(images: Tensor, part: Partition, patch_size: int) -> Tensor:
     """Resample aligned square regions to P x P by area averaging.
 
-    One average pool per distinct region size (a handful), then a gather: no loop over regions.
+    One area-averaged image per distinct region size (a handful; power-of-two factors are built
+    as a pyramid of 2 x 2 means), then a gather: no loop over regions.
 
     Args:
         images: [B, C, H, W].
@@ -85,12 +93,18 @@ def extract_squares(images: Tensor, part: Partition, patch_size: int) -> Tensor:
     Returns:
         [N, C*P*P] one flattened patch per region, channel-major.
     """
-    batch, channels, height, width = images.shape
+    channels = images.shape[1]
     side = part.box[:, 2] - part.box[:, 0]
     out = images.new_empty(part.num_regions, channels * patch_size * patch_size)
+    pyramid = {1: images}  # factor -> images area-averaged over factor x factor blocks
     for size in torch.unique(side).tolist():
         factor = size // patch_size
-        pooled = F.avg_pool2d(images, factor) if factor > 1 else images
+        if factor & (factor - 1) == 0:
+            while max(pyramid) < factor:
+                pyramid[2 * max(pyramid)] = halve(pyramid[max(pyramid)])
+            pooled = pyramid[factor]
+        else:
+            pooled = F.avg_pool2d(images, factor)
         # [B, C, H/size, W/size, P, P]: the P x P block of every size-aligned square.
         blocks = pooled.unfold(2, patch_size, patch_size).unfold(3, patch_size, patch_size)
         chosen = torch.nonzero(side == size).flatten()
@@ -99,6 +113,17 @@ def extract_squares(images: Tensor, part: Partition, patch_size: int) -> Tensor:
         picked = blocks[part.batch_index[chosen], :, rows, cols]  # [n, C, P, P]
         out[chosen] = picked.reshape(chosen.numel(), -1)
     return out
+
+
+def halve(images: Tensor) -> Tensor:
+    """Means of 2 x 2 blocks: [B, C, H, W] -> [B, C, H / 2, W / 2] (H, W even).
+
+    The same numbers as F.avg_pool2d(images, 2) up to rounding, several times faster on CPU.
+    """
+    batch, channels, height, width = images.shape
+    rows = images.reshape(batch, channels, height // 2, 2, width)
+    pairs = rows[:, :, :, 0] + rows[:, :, :, 1]
+    return (pairs[..., 0::2] + pairs[..., 1::2]).mul_(0.25)
 
 
 def sincos_2d(coords: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
@@ -117,7 +142,8 @@ def sincos_2d(coords: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
     if dim % 4:
         raise AdaptokError(f"sincos_2d needs dim divisible by 4, got {dim}")
     quarter = dim // 4
-    omega = 1.0 / temperature ** (torch.arange(quarter, device=coords.device, dtype=torch.float64) / quarter)
+    steps = torch.arange(quarter, device=coords.device, dtype=torch.float64)
+    omega = 1.0 / temperature ** (steps / quarter)
     y = coords[..., 0:1].double() * omega
     x = coords[..., 1:2].double() * omega
     emb = torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=-1)
@@ -155,15 +181,18 @@ def _assemble(part: Partition, patch_size: int, patches: Tensor, **per_region: T
     box = part.box
     centre = torch.stack([box[:, 0] + box[:, 2], box[:, 1] + box[:, 3]], 1).to(patches.dtype)
     coord = centre / (2 * patch_size)
-    padded_patches, valid = part.pad(patches)
     region = torch.arange(part.num_regions, device=part.device)
-    padded = {name: part.pad(value)[0] for name, value in per_region.items()}
+    padded_patches, valid = part.pad(patches)
+
+    def pad(values: Tensor, fill: float = 0.0) -> Tensor:
+        return part.pad(values, fill)[0]
+
     return Tokens(
         patches=padded_patches,
-        patch_coord=part.pad(coord)[0],
+        patch_coord=pad(coord),
         patch_valid=valid,
-        region_index=part.pad(region, fill=-1)[0],
-        box=part.pad(box)[0],
+        region_index=pad(region, fill=-1),
+        box=pad(box),
         patch_size=patch_size,
-        **padded,
+        **{name: pad(value) for name, value in per_region.items()},
     )

@@ -1,0 +1,242 @@
+"""ViT patch embedding for square tokens (grid, quadtree): `PatchEmbedder`, `embed_patches`.
+
+Interface (consumed by `adaptok.models`):
+
+    embedder = PatchEmbedder(patch_size=16, in_chans=3, embed_dim=192, num_prefix_tokens=1,
+                             position="sincos" | "learned" | "none", grid_size=(14, 14))
+    x, valid = embedder(tokens)     # tokens: adaptok.Tokens from embed_inputs(images, part, P)
+    # x: [B, prefix + T, D] prefix tokens first, then one embedding per token (zeros at padding)
+    # valid: [B, prefix + T] bool, True for the prefix tokens and the real tokens
+
+Parameters are laid out like a timm ViT's, so pretrained weights map over without reshaping
+(`timm_vit_state` does it, to be loaded with strict=True):
+
+* `proj`: nn.Linear with weight [D, C*P*P] = timm `patch_embed.proj.weight.flatten(1)` (the patches
+  of `Tokens` are flattened channel-major, the layout of that conv weight), bias = timm's bias;
+* `norm`: timm's `patch_embed.norm` (applied after the projection, before positions);
+* `prefix_tokens`: [1, prefix, D], the cls (and register) tokens with their own position
+  embedding already added (timm adds `pos_embed[:, :prefix]` to them, a constant);
+* `pos_embed` ("learned" only): [1, gh*gw, D], timm's patch position grid. It is sampled bilinearly
+  at every token's centre (in units of P), so a grid patch (centre i + 0.5, j + 0.5) reads cell
+  (i, j) exactly and a big quadtree patch reads the mean of the cells it covers (for 2P) or a blend.
+  Centres beyond the grid read its border (resample the grid, e.g. with timm's
+  `resample_abs_pos_embed`, for images of another size).
+
+"sincos" uses `adaptok.sincos_2d` of the centre (DESIGN.md 3.6) and has no parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import AdaptokError
+from .tokens import Tokens, sincos_2d
+
+__all__ = ["PatchEmbedder", "embed_patches", "sample_position_grid", "timm_vit_state"]
+
+Position = Literal["sincos", "learned", "none"]
+POSITIONS = ("sincos", "learned", "none")
+
+
+def sample_position_grid(pos_embed: Tensor, grid_size: tuple[int, int], coords: Tensor) -> Tensor:
+    """Bilinearly sample a learned position grid at fractional token centres.
+
+    Args:
+        pos_embed: [1, gh*gw, D] (or [gh*gw, D]) grid, row-major like timm's pos_embed.
+        grid_size: (gh, gw).
+        coords: [..., 2] (y, x) centres in units of P: cell (i, j) has centre (i + 0.5, j + 0.5).
+
+    Returns:
+        [..., D] position embeddings; a centre on a cell centre returns that cell exactly, and
+        centres outside the grid are clamped to its border.
+    """
+    rows, cols = grid_size
+    table = pos_embed.reshape(rows * cols, -1)
+    y = (coords[..., 0] - 0.5).clamp(0, rows - 1)
+    x = (coords[..., 1] - 0.5).clamp(0, cols - 1)
+    y0, x0 = y.floor(), x.floor()
+    wy, wx = (y - y0)[..., None].to(table.dtype), (x - x0)[..., None].to(table.dtype)
+    y0, x0 = y0.long(), x0.long()
+    y1, x1 = (y0 + 1).clamp(max=rows - 1), (x0 + 1).clamp(max=cols - 1)
+    top = table[y0 * cols + x0] * (1 - wx) + table[y0 * cols + x1] * wx
+    bottom = table[y1 * cols + x0] * (1 - wx) + table[y1 * cols + x1] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def embed_patches(
+    tokens: Tokens,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    *,
+    prefix: Tensor | None = None,
+    position: Position = "sincos",
+    pos_embed: Tensor | None = None,
+    grid_size: tuple[int, int] | None = None,
+    norm: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Embed square tokens like a ViT: project, add positions, prepend prefix tokens.
+
+    Args:
+        tokens: Tokens with patches [B, T, C*P*P] (channel-major) and patch_coord [B, T, 2].
+        weight: [D, C*P*P] projection (timm `patch_embed.proj.weight.flatten(1)`).
+        bias: [D] or None.
+        prefix: [1, prefix, D] tokens prepended to every image (cls, registers), or None.
+        position: "sincos" (2-D sinusoids of the centre), "learned" (sample `pos_embed`) or "none".
+        pos_embed: [1, gh*gw, D] learned grid, for position="learned".
+        grid_size: (gh, gw) of pos_embed.
+        norm: applied to the projected tokens before positions are added (timm's patch norm).
+
+    Returns:
+        (x [B, prefix + T, D], valid [B, prefix + T] bool); padding rows of x are zero.
+    """
+    if position not in POSITIONS:
+        raise AdaptokError(f"position must be one of {', '.join(POSITIONS)}, got {position!r}")
+    patches = tokens.patches
+    if patches.shape[-1] != weight.shape[1]:
+        raise AdaptokError(
+            f"tokens have {patches.shape[-1]} values per patch but the projection expects "
+            f"{weight.shape[1]} (C*P*P); build the tokens with the embedder's patch_size"
+        )
+    x = F.linear(patches.to(weight.dtype), weight, bias)
+    if norm is not None:
+        x = norm(x)
+    if position == "sincos":
+        x = x + sincos_2d(tokens.patch_coord.to(x.dtype), x.shape[-1])
+    elif position == "learned":
+        if pos_embed is None or grid_size is None:
+            raise AdaptokError("position='learned' needs pos_embed and grid_size")
+        x = x + sample_position_grid(pos_embed, grid_size, tokens.patch_coord)
+    valid = tokens.patch_valid
+    x = torch.where(valid[..., None], x, 0.0)
+    if prefix is not None and prefix.shape[1]:
+        batch = x.shape[0]
+        x = torch.cat([prefix.to(x.dtype).expand(batch, -1, -1), x], 1)
+        valid = torch.cat([valid.new_ones(batch, prefix.shape[1]), valid], 1)
+    return x, valid
+
+
+class PatchEmbedder(nn.Module):
+    """Patch embedding for grid and quadtree tokens, laid out like a timm ViT's (see module doc).
+
+    Args:
+        patch_size: P, the side of every (resampled) token.
+        in_chans: C.
+        embed_dim: D.
+        num_prefix_tokens: learned tokens prepended to every image (1 = cls; 0 = none).
+        position: "sincos", "learned" (needs grid_size) or "none".
+        grid_size: (gh, gw) (or one int for a square) of the learned position grid; the model's
+            image size / P. Ignored for "sincos" and "none".
+        norm_layer: e.g. nn.LayerNorm, built as norm_layer(D) and applied after the projection.
+    """
+
+    def __init__(
+        self,
+        *,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        num_prefix_tokens: int = 1,
+        position: Position = "sincos",
+        grid_size: int | tuple[int, int] | None = None,
+        norm_layer: Callable[[int], nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("patch_size", patch_size),
+            ("in_chans", in_chans),
+            ("embed_dim", embed_dim),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise AdaptokError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(num_prefix_tokens, int) or num_prefix_tokens < 0:
+            raise AdaptokError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens!r}")
+        if position not in POSITIONS:
+            raise AdaptokError(f"position must be one of {', '.join(POSITIONS)}, got {position!r}")
+        if position == "sincos" and embed_dim % 4:
+            raise AdaptokError(f"position='sincos' needs embed_dim divisible by 4, got {embed_dim}")
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.embed_dim = embed_dim
+        self.num_prefix_tokens = num_prefix_tokens
+        self.position = position
+        self.proj = nn.Linear(in_chans * patch_size * patch_size, embed_dim)
+        self.norm = norm_layer(embed_dim) if norm_layer is not None else nn.Identity()
+        self.prefix_tokens = (
+            nn.Parameter(torch.randn(1, num_prefix_tokens, embed_dim) * 1e-6)
+            if num_prefix_tokens
+            else None
+        )
+        self.grid_size: tuple[int, int] | None = None
+        self.pos_embed: nn.Parameter | None = None
+        if position == "learned":
+            if grid_size is None:
+                raise AdaptokError(
+                    "position='learned' needs grid_size (image size / patch_size, e.g. 14 for a "
+                    "224 ViT with 16-pixel patches)"
+                )
+            rows, cols = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
+            self.grid_size = (int(rows), int(cols))
+            self.pos_embed = nn.Parameter(torch.randn(1, rows * cols, embed_dim) * 0.02)
+
+    def forward(self, tokens: Tokens) -> tuple[Tensor, Tensor]:
+        """Tokens -> (x [B, prefix + T, D], valid [B, prefix + T] bool)."""
+        if tokens.patch_size != self.patch_size:
+            raise AdaptokError(
+                f"tokens were resampled to {tokens.patch_size} pixels but the embedder expects "
+                f"patch_size={self.patch_size}; call embed_inputs(..., patch_size="
+                f"{self.patch_size})"
+            )
+        return embed_patches(
+            tokens,
+            self.proj.weight,
+            self.proj.bias,
+            prefix=self.prefix_tokens,
+            position=self.position,
+            pos_embed=self.pos_embed,
+            grid_size=self.grid_size,
+            norm=None if isinstance(self.norm, nn.Identity) else self.norm,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"patch_size={self.patch_size}, in_chans={self.in_chans}, "
+            f"embed_dim={self.embed_dim}, num_prefix_tokens={self.num_prefix_tokens}, "
+            f"position={self.position!r}, grid_size={self.grid_size}"
+        )
+
+
+def timm_vit_state(vit: nn.Module) -> dict[str, Tensor]:
+    """A timm VisionTransformer's patch-embedding weights as a `PatchEmbedder` state dict.
+
+    Build the embedder with position="learned", grid_size=vit.patch_embed.grid_size,
+    num_prefix_tokens=vit.num_prefix_tokens (and norm_layer matching vit.patch_embed.norm), then
+    `embedder.load_state_dict(timm_vit_state(vit), strict=True)`. On grid tokens of the model's
+    own image size it then reproduces `vit._pos_embed(vit.patch_embed(images))`.
+    """
+    patch_embed = vit.patch_embed
+    num_prefix = int(getattr(vit, "num_prefix_tokens", 0))
+    pos_embed = vit.pos_embed.detach()
+    no_embed_class = bool(getattr(vit, "no_embed_class", False))
+    state = {
+        "proj.weight": patch_embed.proj.weight.detach().flatten(1),
+        "proj.bias": patch_embed.proj.bias.detach(),
+        "pos_embed": pos_embed if no_embed_class else pos_embed[:, num_prefix:],
+    }
+    if num_prefix:
+        parts = [
+            t.detach()
+            for t in (getattr(vit, "cls_token", None), getattr(vit, "reg_token", None))
+            if t is not None
+        ]
+        prefix = torch.cat(parts, 1)
+        if not no_embed_class:
+            prefix = prefix + pos_embed[:, :num_prefix]
+        state["prefix_tokens"] = prefix
+    for name, value in patch_embed.norm.state_dict().items():
+        state[f"norm.{name}"] = value
+    return state

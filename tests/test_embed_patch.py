@@ -1,0 +1,170 @@
+"""PatchEmbedder: timm compatibility, positions, padding, gradients, function == module."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import adaptok
+from adaptok import AdaptokError
+from adaptok.embed_patch import PatchEmbedder, embed_patches, sample_position_grid, timm_vit_state
+from adaptok.quadtree import quadtree_partition
+from conftest import photo
+
+timm = pytest.importorskip("timm")
+
+
+def grid_tokens(images: torch.Tensor, patch_size: int = 16) -> adaptok.Tokens:
+    part = adaptok.partition(images, method="grid", patch_size=patch_size)
+    return adaptok.embed_inputs(images, part, patch_size=patch_size)
+
+
+def test_projection_reproduces_timm_patch_embed() -> None:
+    images = torch.cat([photo("astronaut", (64, 96)), photo("coffee", (64, 96))])
+    reference = timm.layers.PatchEmbed(img_size=(64, 96), patch_size=16, in_chans=3, embed_dim=24)
+    embedder = PatchEmbedder(
+        patch_size=16, in_chans=3, embed_dim=24, num_prefix_tokens=0, position="none"
+    )
+    embedder.proj.weight.data.copy_(reference.proj.weight.flatten(1))
+    embedder.proj.bias.data.copy_(reference.proj.bias)
+    x, valid = embedder(grid_tokens(images))
+    torch.testing.assert_close(x, reference(images), rtol=1e-5, atol=1e-5)
+    assert valid.all() and valid.shape == (2, 24)
+
+
+def test_retrofitted_timm_vit_embedding_is_reproduced() -> None:
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=(64, 96)).eval()
+    images = torch.cat([photo("chelsea", (64, 96)), photo("rocket", (64, 96))])
+    embedder = PatchEmbedder(
+        patch_size=16,
+        in_chans=3,
+        embed_dim=vit.embed_dim,
+        num_prefix_tokens=vit.num_prefix_tokens,
+        position="learned",
+        grid_size=vit.patch_embed.grid_size,
+    )
+    embedder.load_state_dict(timm_vit_state(vit), strict=True)
+    x, valid = embedder(grid_tokens(images))
+    with torch.no_grad():
+        expected = vit._pos_embed(vit.patch_embed(images))
+    torch.testing.assert_close(x, expected, rtol=1e-5, atol=1e-5)
+    assert valid.shape == (2, 1 + 24) and valid.all()
+
+
+def test_sincos_positions_are_the_token_centres() -> None:
+    images = photo("astronaut", (64, 64))
+    part = quadtree_partition(images, budget=10, min_patch=16, max_patch=32)
+    tokens = adaptok.embed_inputs(images, part, patch_size=16)
+    embedder = PatchEmbedder(patch_size=16, in_chans=3, embed_dim=32, num_prefix_tokens=2)
+    x, valid = embedder(tokens)
+    projected = embedder.proj(tokens.patches)
+    torch.testing.assert_close(x[:, 2:] - projected, adaptok.sincos_2d(tokens.patch_coord, 32))
+    torch.testing.assert_close(x[:, :2], embedder.prefix_tokens.expand(1, -1, -1))
+    assert valid.shape == (1, 12) and valid.all()
+
+
+def test_learned_grid_is_exact_on_cells_and_averages_big_patches() -> None:
+    table = torch.randn(1, 3 * 4, 6)
+    centres = torch.tensor([[1.5, 2.5], [1.0, 1.0], [0.5, 0.5], [9.0, -3.0]])
+    out = sample_position_grid(table, (3, 4), centres)
+    grid = table.view(3, 4, 6)
+    assert torch.equal(out[0], grid[1, 2])  # a grid patch reads its cell exactly
+    torch.testing.assert_close(out[1], grid[:2, :2].mean((0, 1)))  # a 2P patch: its 4 cells
+    assert torch.equal(out[2], grid[0, 0])
+    assert torch.equal(out[3], grid[2, 0])  # clamped to the border
+
+
+def test_padding_is_zero_and_masked() -> None:
+    # two images with different token counts: 64x64 of 32-pixel squares vs 16-pixel squares
+    images = torch.rand(2, 3, 64, 64)
+    coarse = adaptok.partition(images[:1], method="grid", patch_size=32).labels
+    fine = adaptok.partition(images[1:], method="grid", patch_size=16).labels
+    part = adaptok.Partition.from_labels(torch.cat([coarse, fine]))
+    tokens = adaptok.embed_inputs(images, part, patch_size=16)
+    embedder = PatchEmbedder(patch_size=16, in_chans=3, embed_dim=16)
+    x, valid = embedder(tokens)
+    assert valid.tolist() == [[True] * 5 + [False] * 12, [True] * 17]
+    assert (x[0, 5:] == 0).all()
+
+
+@pytest.mark.parametrize("position", ["sincos", "learned", "none"])
+def test_function_and_module_agree_and_gradients_reach_every_parameter(position: str) -> None:
+    images = torch.cat([photo("coffee", (64, 64)), photo("chelsea", (64, 64))])
+    part = quadtree_partition(images, budget=13, min_patch=16, max_patch=32)
+    tokens = adaptok.embed_inputs(images, part, patch_size=16)
+    embedder = PatchEmbedder(
+        patch_size=16,
+        in_chans=3,
+        embed_dim=32,
+        position=position,
+        grid_size=(4, 4),
+        norm_layer=nn.LayerNorm,
+    )
+    x, valid = embedder(tokens)
+    y, valid_y = embed_patches(
+        tokens,
+        embedder.proj.weight,
+        embedder.proj.bias,
+        prefix=embedder.prefix_tokens,
+        position=position,
+        pos_embed=embedder.pos_embed,
+        grid_size=embedder.grid_size,
+        norm=embedder.norm,
+    )
+    torch.testing.assert_close(x, y)
+    assert torch.equal(valid, valid_y)
+    (x[valid] * torch.randn_like(x[valid])).sum().backward()
+    names = {name for name, _ in embedder.named_parameters()}
+    assert ("pos_embed" in names) == (position == "learned")
+    for name, parameter in embedder.named_parameters():
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all() and parameter.grad.abs().sum() > 0, name
+
+
+def test_batch_independent() -> None:
+    images = torch.cat([photo("coffee", (64, 64)), photo("rocket", (64, 64))])
+    embedder = PatchEmbedder(
+        patch_size=16, in_chans=3, embed_dim=32, position="learned", grid_size=4
+    ).eval()
+    together, _ = embedder(grid_tokens(images))
+    alone, _ = embedder(grid_tokens(images[1:]))
+    torch.testing.assert_close(together[1:], alone)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"position": "rope"}, "position must be one of"),
+        ({"position": "learned"}, "needs grid_size"),
+        ({"embed_dim": 30}, "divisible by 4"),
+        ({"patch_size": 0}, "positive integer"),
+        ({"num_prefix_tokens": -1}, ">= 0"),
+    ],
+)
+def test_rejects_bad_configuration(options: dict, match: str) -> None:
+    with pytest.raises(AdaptokError, match=match):
+        PatchEmbedder(**{"patch_size": 16, "in_chans": 3, "embed_dim": 32, **options})
+
+
+def test_rejects_tokens_of_another_patch_size() -> None:
+    embedder = PatchEmbedder(patch_size=16, in_chans=3, embed_dim=32)
+    with pytest.raises(AdaptokError, match=r"embed_inputs\(\.\.\., patch_size=16\)"):
+        embedder(grid_tokens(torch.rand(1, 3, 64, 64), patch_size=8))
+    with pytest.raises(AdaptokError, match="values per patch"):
+        embed_patches(grid_tokens(torch.rand(1, 3, 64, 64)), torch.zeros(8, 10))
+
+
+def test_same_embedding_on_cuda() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    images = photo("astronaut", (64, 64))
+    part = quadtree_partition(images, budget=10, min_patch=16, max_patch=32)
+    tokens = adaptok.embed_inputs(images, part, patch_size=16)
+    embedder = PatchEmbedder(
+        patch_size=16, in_chans=3, embed_dim=32, position="learned", grid_size=4
+    )
+    x, _ = embedder(tokens)
+    gpu_tokens = adaptok.embed_inputs(images.cuda(), part.to("cuda"), patch_size=16)
+    y, _ = embedder.cuda()(gpu_tokens)
+    torch.testing.assert_close(y.cpu(), x, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,126 @@
+import pytest
+import torch
+
+from adaptok import AdaptokError, Partition, PartitionError, check_partition, label_components
+
+
+def random_partition(batch: int = 3, height: int = 12, width: int = 17) -> Partition:
+    return Partition.from_labels(label_components(torch.randint(0, 4, (batch, height, width))))
+
+
+def test_fields_match_a_per_region_oracle() -> None:
+    part = random_partition()
+    check_partition(part)
+    for region in range(part.num_regions):
+        b, ys, xs = torch.nonzero(part.labels == region, as_tuple=True)
+        assert part.area[region] == ys.numel()
+        assert part.batch_index[region] == b[0] and (b == b[0]).all()
+        expected = [ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]
+        assert part.box[region].tolist() == [int(v) for v in expected]
+
+
+def test_ids_are_grouped_by_image_and_counts_add_up() -> None:
+    part = random_partition()
+    assert (part.batch_index[1:] >= part.batch_index[:-1]).all()
+    assert part.counts.sum() == part.num_regions
+    assert part.offsets.tolist() == [0, *part.counts.cumsum(0).tolist()]
+
+
+def test_from_labels_renumbers_repeated_and_sparse_ids() -> None:
+    labels = torch.tensor([[[7, 7], [3, 3]], [[7, 9], [7, 9]]])
+    part = Partition.from_labels(labels)
+    assert part.labels.tolist() == [[[0, 0], [1, 1]], [[2, 3], [2, 3]]]
+    assert part.counts.tolist() == [2, 2]
+
+
+def test_scatter_and_region_mean_round_trip() -> None:
+    part = random_partition()
+    values = torch.randn(part.num_regions, 5)
+    spread = part.scatter(values)
+    assert spread.shape == (3, 5, 12, 17)
+    torch.testing.assert_close(part.region_mean(spread), values)
+    assert torch.equal(part.scatter(values[:, 0]), spread[:, 0])
+
+
+def test_mean_image_is_constant_per_region_and_preserves_region_sums() -> None:
+    part = random_partition()
+    images = torch.rand(3, 3, 12, 17, dtype=torch.float64)
+    mean = part.mean_image(images)
+    torch.testing.assert_close(part.region_mean(mean), part.region_mean(images))
+    torch.testing.assert_close(part.mean_image(mean), mean)
+
+
+def test_region_mean_gradient() -> None:
+    part = random_partition(batch=1, height=5, width=6)
+    images = torch.rand(1, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(part.region_mean, (images,))
+
+
+def test_pad_and_unpad() -> None:
+    part = random_partition()
+    values = torch.arange(part.num_regions)
+    padded, valid = part.pad(values, fill=-1)
+    assert padded.shape == (3, int(part.counts.max()))
+    assert valid.sum(1).tolist() == part.counts.tolist()
+    assert (padded[~valid] == -1).all()
+    assert torch.equal(part.unpad(padded, valid), values)
+
+
+def test_select_keeps_the_images_partition() -> None:
+    part = random_partition()
+    one = part.select([1])
+    assert one.num_regions == part.counts[1]
+    assert torch.equal(one.labels + part.offsets[1], part.labels[1:2])
+
+
+def test_check_partition_rejects_disconnected_regions() -> None:
+    labels = torch.tensor([[[0, 1, 0]]])
+    part = Partition.from_labels(labels)
+    with pytest.raises(PartitionError, match="not 4-connected"):
+        check_partition(part)
+    check_partition(part, connected=False)
+
+
+def test_check_partition_rejects_inconsistent_fields() -> None:
+    part = random_partition()
+    broken = Partition(part.labels, part.batch_index, part.box, part.area + 1)
+    with pytest.raises(PartitionError, match="area"):
+        check_partition(broken)
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        (torch.zeros(4, 4, dtype=torch.long), r"\[B, H, W\]"),
+        (torch.zeros(1, 4, 4), "integer"),
+        ("labels", r"\[B, H, W\]"),
+    ],
+)
+def test_from_labels_rejects_bad_input(labels, match: str) -> None:
+    with pytest.raises(PartitionError, match=match):
+        Partition.from_labels(labels)
+
+
+def test_from_labels_without_relabel_checks_ids() -> None:
+    with pytest.raises(PartitionError, match="consecutive"):
+        Partition.from_labels(torch.tensor([[[0, 2]]]), relabel=False)
+    with pytest.raises(PartitionError, match="more than one image"):
+        Partition.from_labels(torch.zeros(2, 2, 2, dtype=torch.long), relabel=False)
+
+
+def test_scatter_and_mean_reject_mismatched_shapes() -> None:
+    part = random_partition()
+    with pytest.raises(AdaptokError, match="one row per region"):
+        part.scatter(torch.zeros(part.num_regions + 1, 3))
+    with pytest.raises(AdaptokError, match="to match the Partition"):
+        part.mean_image(torch.zeros(3, 3, 12, 16))
+
+
+def test_pad_of_equal_counts_matches_the_general_layout() -> None:
+    labels = torch.arange(2 * 3 * 4).view(2, 3, 4)  # 12 one-pixel regions per image
+    part = Partition.from_labels(labels)
+    values = torch.randn(part.num_regions, 2)
+    padded, valid = part.pad(values)
+    assert valid.all() and padded.shape == (2, 12, 2)
+    for b in range(2):
+        torch.testing.assert_close(padded[b], values[part.batch_index == b])
