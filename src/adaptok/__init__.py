@@ -3,8 +3,10 @@
 Images -> `partition` -> `Partition` -> `embed_inputs` -> `Tokens` -> ViT.
 """
 
+from .dht_embed import DHTEmbedder, position_columns
 from .embed_patch import PatchEmbedder, embed_patches
 from .errors import AdaptokError, check_images
+from .extract import extract_regions
 from .graph import connected_components, label_components
 from .partition import Partition, PartitionError, check_partition
 from .quadtree import quadtree_partition, valid_budgets
@@ -16,12 +18,14 @@ from .scorers import (
     RandomScorer,
     available_scorers,
 )
+from .slic import slic_partition
 from .tokens import Tokens, embed_inputs, sincos_2d
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdaptokError",
+    "DHTEmbedder",
     "FeatureScorer",
     "Partition",
     "PartitionError",
@@ -38,10 +42,13 @@ __all__ = [
     "connected_components",
     "embed_inputs",
     "embed_patches",
+    "extract_regions",
     "label_components",
     "partition",
+    "position_columns",
     "quadtree_partition",
     "register_partitioner",
     "sincos_2d",
+    "slic_partition",
     "valid_budgets",
 ]
