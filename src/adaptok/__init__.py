@@ -20,6 +20,7 @@ from .scorers import (
 )
 from .slic import slic_partition
 from .tokens import Tokens, embed_inputs, sincos_2d
+from .vectorize import vectorize
 
 __version__ = "0.1.0"
 
@@ -51,4 +52,5 @@ __all__ = [
     "sincos_2d",
     "slic_partition",
     "valid_budgets",
+    "vectorize",
 ]

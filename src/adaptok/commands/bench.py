@@ -1,0 +1,47 @@
+"""`adaptok bench`: time each tokenizer on the bundled photo on this machine."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ..benchmarking import machine_header, median_ms
+from ..io import sample_image
+from ..registry import partition
+from ..tokens import embed_inputs
+from .demo import METHODS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--size", type=int, default=512, help="image side (a multiple of 128)")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--repeats", type=int, default=5)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"adaptok bench · {machine_header(args.device)}")
+    print(
+        f"bundled photo at {args.size}x{args.size}; median of {args.repeats} runs; "
+        "time = partition + token extraction (16x16 tokens)"
+    )
+    print("| method | batch | tokens/image | ms/batch | ms/image |\n|---|---:|---:|---:|---:|")
+    for batch in args.batch:
+        images = sample_image(args.size).repeat(batch, 1, 1, 1).to(args.device)
+        for method in args.methods:
+            options = METHODS[method]
+
+            def tokenize(method=method, options=options, images=images) -> object:
+                with torch.no_grad():
+                    return embed_inputs(images, partition(images, method=method, **options))
+
+            tokens = tokenize()
+            count = tokens.patch_valid.sum().item() / batch
+            elapsed = median_ms(tokenize, repeats=args.repeats, device=args.device)
+            print(f"| {method} | {batch} | {count:.0f} | {elapsed:.1f} | {elapsed / batch:.1f} |")
+    return 0

@@ -1,0 +1,165 @@
+"""`adaptok vectorize IMG... -o OUT.svg`: convert images to gap-free SVG through their tokens."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ..errors import AdaptokError
+from ..io import DEFAULT_MAX_PIXELS, display_name, load_image
+from ..registry import available_methods
+from ..vectorize import DEFAULT_METHOD, render_svg, vectorize
+
+# Longest file name (bytes) most file systems accept.
+NAME_MAX = 255
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", type=Path, help="image files")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="output SVG (one image) or folder (several images, created if missing); "
+        "default: IMAGE.svg in the current folder",
+    )
+    parser.add_argument(
+        "--method",
+        default=DEFAULT_METHOD,
+        choices=available_methods(),
+        help=f"partition method (default: {DEFAULT_METHOD})",
+    )
+    parser.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        help="regions per image (default: one per 24 pixels; an upper bound for dht)",
+    )
+    parser.add_argument(
+        "--smoothness",
+        type=float,
+        default=1.0,
+        help="0 = exact pixel outlines, 1 = smooth curves (default), more = smoother",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.3,
+        help="simplification tolerance in pixels (default 0.3; larger = smaller "
+        "files, coarser outlines)",
+    )
+    parser.add_argument(
+        "--background",
+        action="store_true",
+        help="draw a rectangle of the image's mean colour under the shapes",
+    )
+    parser.add_argument(
+        "--background-color",
+        default=None,
+        metavar="COLOR",
+        help="draw a rectangle of COLOR (#rrggbb) under the shapes",
+    )
+    parser.add_argument(
+        "--antialias",
+        action="store_true",
+        help="let renderers anti-alias the shapes (smoother edges, but thin seams "
+        "of the background show between neighbours; combine with --background)",
+    )
+    parser.add_argument(
+        "--preview",
+        action="store_true",
+        help="also write OUT.preview.png, the SVG rendered back with resvg",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse larger images (default {DEFAULT_MAX_PIXELS:,} pixels)",
+    )
+
+
+def output_paths(images: list[Path], output: Path | None) -> list[Path]:
+    """Where each image's SVG goes: `output` itself for one image, else a folder of NAME.svg.
+
+    Names are the inputs' base names (never their folders, so '..' cannot escape the output
+    folder), shortened to fit the file system, and numbered when two inputs share a name.
+    """
+    if output is not None and len(images) == 1 and not output.is_dir():
+        return [output]
+    folder = Path(".") if output is None else output
+    if output is not None and output.suffix.lower() == ".svg" and len(images) > 1:
+        raise AdaptokError(
+            f"{len(images)} images cannot all be written to {display_name(output)}; "
+            "give a folder with -o"
+        )
+    taken: dict[str, int] = {}
+    paths = []
+    for image in images:  # one name per file: a loop over files, not pixels
+        stem = _fit_name(image.stem or "image", reserve=len(".preview.png") + 8)
+        count = taken.get(stem, 0)
+        taken[stem] = count + 1
+        paths.append(folder / (f"{stem}-{count + 1}.svg" if count else f"{stem}.svg"))
+    return paths
+
+
+def preview_path(target: Path) -> Path:
+    """NAME.preview.png beside NAME.svg (never NAME.png, which may be the input image)."""
+    return target.with_name(f"{target.stem}.preview.png")
+
+
+def _fit_name(stem: str, reserve: int) -> str:
+    """Cut a file name stem so that it and `reserve` more bytes fit in NAME_MAX bytes."""
+    raw = os.fsencode(stem)
+    if len(raw) + reserve <= NAME_MAX:
+        return stem
+    return os.fsdecode(raw[: NAME_MAX - reserve].decode("utf-8", "ignore").encode("utf-8"))
+
+
+def run(args: argparse.Namespace) -> int:
+    images: list[Path] = args.images
+    try:
+        targets = output_paths(images, args.output)
+        if args.output is not None and (len(images) > 1 or args.output.is_dir()):
+            args.output.mkdir(parents=True, exist_ok=True)
+    except (AdaptokError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    background: bool | str = args.background_color or args.background
+    failures = 0
+    bar = tqdm(list(zip(images, targets, strict=True)), unit="image", disable=len(images) < 2)
+    for source, target in bar:
+        name = display_name(source)
+        try:
+            image = load_image(source, mode=None, max_pixels=args.max_pixels)
+            with torch.no_grad():
+                svg = vectorize(
+                    image,
+                    args.method,
+                    budget=args.budget,
+                    smoothness=args.smoothness,
+                    tolerance=args.tolerance,
+                    background=background,
+                    crisp_edges=not args.antialias,
+                )
+            target.write_text(svg, encoding="utf-8")
+            if args.preview:
+                Image.fromarray(render_svg(svg)).save(preview_path(target))
+        except (AdaptokError, OSError) as error:
+            failures += 1
+            message = str(error) if name in str(error) else f"{name}: {error}"
+            tqdm.write(f"error: {display_name(message)}", file=sys.stderr)
+            continue
+        paths = svg.count("<path")
+        tqdm.write(
+            display_name(f"{name}: {paths} regions ({args.method}), {len(svg):,} bytes -> {target}")
+        )
+    if failures:
+        tqdm.write(f"{failures} of {len(images)} images failed", file=sys.stderr)
+    return 1 if failures else 0

@@ -1,0 +1,237 @@
+"""Turn the staircase chains of `trace_boundaries` into few, smooth-looking points.
+
+All chains are processed at once in flat arrays (`points` plus `offsets`, as in `Boundaries`):
+
+1. `refine_chains`: a pixel staircase is replaced by the midpoints of its runs, which lie on the
+   straight edge the staircase approximates; corners where both runs are long (`corner_length`
+   pixels or more) are genuine corners and stay, as do the chain ends (junctions, shared with
+   other chains). Those points are *fixed*.
+2. `smooth_chains`: a few passes of the [1, 2, 1] / 4 filter along each chain move the free points
+   (closed chains wrap around).
+3. `douglas_peucker`: Douglas-Peucker simplification of every chain at once; each round splits
+   every segment whose farthest point lies more than `tolerance` pixels away, at that point.
+
+The fixed ends of a chain never move, so chains meeting at a junction still meet after every step.
+Loops run over filter passes and simplification rounds, never over points or chains.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["Chains", "douglas_peucker", "refine_chains", "smooth_chains"]
+
+
+class Chains(NamedTuple):
+    """Polylines stored flat: chain c owns rows offsets[c]:offsets[c + 1].
+
+    Attributes:
+        points: [P, 2] float64 (x, y) in pixels; a closed chain repeats its first point at its end.
+        offsets: [C + 1] int64 start of every chain in `points`, then P.
+        fixed: [P] bool points that must stay where they are (chain ends, genuine corners).
+        closed: [C] bool chains that are closed loops (no junction; their first point is free).
+    """
+
+    points: np.ndarray
+    offsets: np.ndarray
+    fixed: np.ndarray
+    closed: np.ndarray
+
+    def chain_of_point(self) -> np.ndarray:
+        """[P] int64 chain of every point."""
+        return np.repeat(np.arange(self.offsets.shape[0] - 1), np.diff(self.offsets))
+
+    def neighbours(self) -> tuple[np.ndarray, np.ndarray]:
+        """([P], [P]) index of the previous and next point along the chain.
+
+        Open chains' ends are their own neighbours; closed chains wrap (their duplicated first and
+        last point both see the second and the second-to-last point).
+        """
+        count = self.points.shape[0]
+        previous, following = np.arange(-1, count - 1), np.arange(1, count + 1)
+        first, last = self.offsets[:-1], self.offsets[1:] - 1
+        closed = self.closed
+        previous[first] = np.where(closed, last - 1, first)
+        following[last] = np.where(closed, first + 1, last)
+        previous[last[closed]] = last[closed] - 1
+        following[first[closed]] = first[closed] + 1
+        return previous, following
+
+
+def refine_chains(
+    points: np.ndarray, offsets: np.ndarray, closed: np.ndarray, *, corner_length: float = 2.0
+) -> Chains:
+    """Replace pixel staircases by run midpoints, keeping chain ends and genuine corners.
+
+    Args:
+        points: [P, 2] (x, y) corner points of the chains (only turning points and ends).
+        offsets: [C + 1] start of every chain in `points`.
+        closed: [C] bool closed chains (their last point repeats the first).
+        corner_length: a turn whose two runs are both at least this long (pixels) is kept as a
+            sharp corner; shorter runs are treated as the steps of a slanted edge. With 2 (the
+            default) only turns next to a one-pixel step are cut: the line between the two run
+            midpoints then passes ab / (2 sqrt(a^2 + b^2)) < 0.5 pixel from the corner of runs a
+            and b, so it crosses no pixel centre. 0 keeps every turn (exact pixel outlines).
+
+    Returns:
+        The refined chains with their fixed points marked.
+    """
+    points = points.astype(np.float64)
+    num_chains = offsets.shape[0] - 1
+    runs_per_chain = np.diff(offsets) - 1
+    is_last_point = np.zeros(points.shape[0], dtype=bool)
+    is_last_point[offsets[1:] - 1] = True
+    run_start = np.nonzero(~is_last_point)[0]  # run i of a chain goes from point i to i + 1
+    run_chain = np.repeat(np.arange(num_chains), runs_per_chain)
+    run_local = run_start - offsets[run_chain]
+    run_count = runs_per_chain[run_chain]
+    delta = points[run_start + 1] - points[run_start]
+    length = np.abs(delta).sum(1)
+    midpoint = points[run_start] + delta / 2
+    # The corner after run i sits between run i and run i + 1 (run 0 again for closed chains).
+    is_final_run = run_local == run_count - 1
+    next_run = np.where(is_final_run, run_start - run_local, run_start + 1)
+    next_run_index = np.searchsorted(run_start, next_run)
+    long_turn = (length >= corner_length) & (length[next_run_index] >= corner_length)
+    chain_closed = closed[run_chain]
+    junction_end = is_final_run & ~chain_closed
+    keep_corner = junction_end | (long_turn & (~is_final_run | chain_closed))
+    corner = points[run_start + 1]
+
+    # Items in walking order, sorted by (chain, rank): an open chain starts at its first point
+    # (rank -1); run i contributes its midpoint (rank 2i) and the corner after it (rank 2i + 1);
+    # a closed chain ends by repeating the midpoint of its run 0 (rank 2n).
+    open_chains = np.nonzero(~closed)[0]
+    closed_first_runs = np.nonzero(chain_closed & (run_local == 0))[0]
+    item_chain = np.concatenate(
+        [open_chains, run_chain, run_chain[keep_corner], run_chain[closed_first_runs]]
+    )
+    item_rank = np.concatenate(
+        [
+            np.full(open_chains.shape[0], -1),
+            2 * run_local,
+            2 * run_local[keep_corner] + 1,
+            2 * run_count[closed_first_runs],
+        ]
+    )
+    item_point = np.concatenate(
+        [points[offsets[open_chains]], midpoint, corner[keep_corner], midpoint[closed_first_runs]]
+    )
+    item_fixed = np.concatenate(
+        [
+            np.ones(open_chains.shape[0], dtype=bool),
+            np.zeros(run_chain.shape[0], dtype=bool),
+            np.ones(int(keep_corner.sum()), dtype=bool),
+            np.zeros(closed_first_runs.shape[0], dtype=bool),
+        ]
+    )
+    order = np.lexsort((item_rank, item_chain))
+    new_offsets = np.concatenate([[0], np.cumsum(np.bincount(item_chain, minlength=num_chains))])
+    return Chains(item_point[order], new_offsets, item_fixed[order], closed.copy())
+
+
+def smooth_chains(chains: Chains, passes: int, *, max_shift: float | None = None) -> Chains:
+    """Apply `passes` rounds of the [1, 2, 1] / 4 filter to the free points of every chain.
+
+    Smoothing shrinks closed curves (a one-pixel island would shrink to a dot), so every loop (a
+    chain ending where it starts) is then scaled back to the area it enclosed, about its centroid
+    (islands) or about its junction (loops hanging from one junction, which stays put).
+    """
+    if passes <= 0:
+        return chains
+    previous, following = chains.neighbours()
+    points = chains.points
+    free = ~chains.fixed
+    for _ in range(passes):
+        smoothed = (points[previous] + 2 * points + points[following]) / 4
+        points = np.where(free[:, None], smoothed, points)
+    if max_shift is not None:
+        # Keep every point within max_shift pixels of where it started (on the pixel boundary).
+        shift = points - chains.points
+        length = np.linalg.norm(shift, axis=1, keepdims=True)
+        points = chains.points + shift * np.minimum(1.0, max_shift / np.maximum(length, 1e-12))
+    first, last = chains.offsets[:-1], chains.offsets[1:] - 1
+    loop = (last - first >= 3) & (chains.points[first] == chains.points[last]).all(1)
+    if loop.any():
+        chain = chains.chain_of_point()
+        before, after = _loop_areas(chains.points, chains), _loop_areas(points, chains)
+        scale = np.sqrt(np.abs(before) / np.maximum(np.abs(after), 1e-12)).clip(1.0, 4.0)
+        scale = np.where(loop, scale, 1.0)
+        # Anchor: the junction of a hanging loop, the centroid of an island.
+        count = np.maximum(np.diff(chains.offsets) - 1, 1)
+        centroid = (
+            np.stack([np.add.reduceat(points[:, k], first) - points[last, k] for k in range(2)], 1)
+            / count[:, None]
+        )
+        anchor = np.where(chains.closed[:, None], centroid, points[first])
+        points = anchor[chain] + scale[chain, None] * (points - anchor[chain])
+    return chains._replace(points=points)
+
+
+def _loop_areas(points: np.ndarray, chains: Chains) -> np.ndarray:
+    """[C] signed area enclosed by every chain's polyline closed back to its start."""
+    following = np.arange(1, points.shape[0] + 1)
+    last = chains.offsets[1:] - 1
+    following[last] = chains.offsets[:-1]
+    cross = points[:, 0] * points[following, 1] - points[following, 0] * points[:, 1]
+    return 0.5 * np.add.reduceat(cross, chains.offsets[:-1])
+
+
+def douglas_peucker(chains: Chains, tolerance: float) -> Chains:
+    """Keep, in every chain, the fixed points and those Douglas-Peucker needs within `tolerance`.
+
+    Args:
+        chains: the chains to simplify.
+        tolerance: largest distance (pixels) a dropped point may lie from the simplified polyline;
+            0 keeps every point.
+
+    Returns:
+        The simplified chains (a subset of the points, same order).
+    """
+    points = chains.points
+    keep = chains.fixed.copy()
+    keep[chains.offsets[:-1]] = True
+    keep[chains.offsets[1:] - 1] = True
+    if tolerance <= 0:
+        keep[:] = True
+    # A chain that ends where it starts (an island, or a loop hanging from one junction) keeps
+    # three more points, a quarter, half and three quarters along, so it never collapses.
+    first, last = chains.offsets[:-1], chains.offsets[1:] - 1
+    loop = (last - first >= 3) & (points[first] == points[last]).all(1)
+    for quarter in (1, 2, 3):
+        keep[first[loop] + quarter * (last[loop] - first[loop]) // 4] = True
+    # Points still undecided: not kept, and in a segment that may still be split.
+    open_points = np.nonzero(~keep)[0]
+    while open_points.shape[0]:
+        kept = np.nonzero(keep)[0]
+        slot = np.searchsorted(kept, open_points)  # segment kept[slot - 1] .. kept[slot]
+        before, after = kept[slot - 1], kept[slot]
+        distance = _segment_distance(points[open_points], points[before], points[after])
+        # Open points are sorted, so each segment's points are one contiguous run.
+        run_start = np.nonzero(np.r_[True, slot[1:] != slot[:-1]])[0]
+        run_max = np.maximum.reduceat(distance, run_start)
+        run_of_point = np.cumsum(np.r_[False, slot[1:] != slot[:-1]])
+        splits = run_max > tolerance
+        # First point reaching its run's maximum, in runs that must split.
+        at_max = (distance == run_max[run_of_point]) & splits[run_of_point]
+        first = np.unique(run_of_point[at_max], return_index=True)[1]
+        keep[open_points[np.nonzero(at_max)[0][first]]] = True
+        still_open = splits[run_of_point] & ~keep[open_points]
+        open_points = open_points[still_open]
+    kept_chain = chains.chain_of_point()[keep]
+    offsets = np.concatenate(
+        [[0], np.cumsum(np.bincount(kept_chain, minlength=chains.offsets.shape[0] - 1))]
+    )
+    return Chains(points[keep], offsets, chains.fixed[keep], chains.closed)
+
+
+def _segment_distance(point: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """[P] distance of each point to the segment start-end (to `start` if it has no length)."""
+    direction = end - start
+    length2 = (direction**2).sum(1)
+    t = ((point - start) * direction).sum(1) / np.maximum(length2, 1e-12)
+    t = np.clip(np.where(length2 > 0, t, 0.0), 0.0, 1.0)
+    nearest = start + t[:, None] * direction
+    return np.sqrt(((point - nearest) ** 2).sum(1))

@@ -1,0 +1,70 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from adaptok.cli import COMMANDS, main
+
+
+@pytest.fixture
+def image_files(tmp_path: Path) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for name, size in [("a.png", (64, 64)), ("b b.jpg", (40, 72))]:
+        path = tmp_path / name
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_tokenize_writes_picture_with_boundaries_and_mosaic(image_files, tmp_path) -> None:
+    out = tmp_path / "out.png"
+    assert main(["tokenize", str(image_files[0]), "--method", "grid", "-o", str(out)]) == 0
+    picture = np.asarray(Image.open(out))
+    assert picture.shape == (64, 64 * 2 + 4, 3)  # image | gap | mosaic
+
+
+def test_tokenize_pads_and_says_so(image_files, tmp_path, capsys) -> None:
+    code = main(
+        [
+            "tokenize",
+            str(image_files[1]),
+            "--method",
+            "grid",
+            "--patch-size",
+            "16",
+            "-o",
+            str(tmp_path / "x.png"),
+        ]
+    )
+    assert code == 0
+    assert "padded 40x72 -> 48x80" in capsys.readouterr().out
+
+
+def test_tokenize_names_unreadable_files_and_goes_on(image_files, tmp_path, capsys) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    out = tmp_path / "many"
+    files = [str(broken), str(image_files[0]), str(tmp_path / "missing.png")]
+    assert main(["tokenize", *files, "--method", "grid", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "broken.png: not a readable image" in err
+    assert "missing.png: no such file" in err
+    assert "2 of 3 images failed" in err
+    assert (out / "a_grid.png").is_file()
+
+
+def test_help_lists_every_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "adaptok.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    for name in COMMANDS:
+        assert name in result.stdout
+
+
+def test_no_command_prints_help_and_fails(capsys) -> None:
+    assert main([]) == 2
+    assert "usage: adaptok" in capsys.readouterr().out
