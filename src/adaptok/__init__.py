@@ -24,10 +24,36 @@ from .vectorize import vectorize
 
 __version__ = "0.1.0"
 
+# The models import timm (about 1.5 s), so they load on first use.
+_LAZY = {
+    name: "adaptok.models"
+    for name in (
+        "AdaptiveViT",
+        "EncoderConfig",
+        "MaskedEncoder",
+        "ModelConfig",
+        "build_model",
+        "retrofit",
+    )
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'adaptok' has no attribute {name!r}")
+
+
 __all__ = [
+    "AdaptiveViT",
     "AdaptokError",
     "DHTEmbedder",
+    "EncoderConfig",
     "FeatureScorer",
+    "MaskedEncoder",
+    "ModelConfig",
     "Partition",
     "PartitionError",
     "PatchEmbedder",
@@ -38,6 +64,7 @@ __all__ = [
     "__version__",
     "available_methods",
     "available_scorers",
+    "build_model",
     "check_images",
     "check_partition",
     "connected_components",
@@ -49,6 +76,7 @@ __all__ = [
     "position_columns",
     "quadtree_partition",
     "register_partitioner",
+    "retrofit",
     "sincos_2d",
     "slic_partition",
     "valid_budgets",

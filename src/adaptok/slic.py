@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from skimage.segmentation import slic
 from torch import Tensor
 
 from .errors import AdaptokError, check_images
@@ -75,6 +74,8 @@ def slic_partition(
                 f"{high:.3g}]; undo the normalisation first, or pass lab=False and rescale "
                 "compactness to your value range"
             )
+    from skimage.segmentation import slic  # scikit-image loads in 0.25 s: only when used
+
     arrays = images.detach().float().clamp(0, 1) if lab else images.detach().float()
     arrays = arrays.permute(0, 2, 3, 1).cpu().numpy().astype(np.float64)
     labels = np.stack(

@@ -1,0 +1,99 @@
+"""`adaptok eval`: evaluate a checkpoint written by `adaptok train` on a dataset split."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from ..models.adaptive_vit import ModelConfig, build_model
+from ..train.checkpoint import load_checkpoint
+from ..train.datasets import DATASETS, build_dataset
+from ..train.distributed import cleanup_distributed, init_distributed
+from ..train.loop import evaluate
+from ..train.metrics import CsvLog
+
+__all__ = ["add_arguments", "load_trained_model", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="last.pt written by `adaptok train`")
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default=None,
+        help="default: the dataset the model was trained on",
+    )
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--split", choices=("train", "test"), default="test")
+    parser.add_argument("--limit", type=int, default=None, help="first N images of the split")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--csv", default=None, help="append the metrics to this CSV file")
+
+
+def load_trained_model(path: str, device: torch.device | str = "cpu"):
+    """(model in eval mode, ModelConfig, checkpoint dict) from a training checkpoint."""
+    state = load_checkpoint(path, map_location="cpu")
+    if "model_config" not in state or "model" not in state:
+        from ..errors import AdaptokError
+
+        raise AdaptokError(
+            f"{path} is not an adaptok training checkpoint (no model_config); for timm weights "
+            "use `adaptok train --backbone NAME --weights FILE`"
+        )
+    config = ModelConfig.from_dict(state["model_config"])
+    # The trained weights include the backbone's: no need to read its original file again.
+    config = dataclasses.replace(config, backbone_weights=None)
+    model = build_model(config)
+    model.load_state_dict(state["model"], strict=True)
+    return model.to(device).eval(), config, state
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = init_distributed(args.device)
+    try:
+        model, config, state = load_trained_model(args.checkpoint, info.device)
+        trained_on = state.get("train_config", {})
+        name = args.dataset or trained_on.get("dataset", "fashion-mnist")
+        root = args.data_root or (trained_on.get("data_root") if args.dataset is None else None)
+        dataset = build_dataset(
+            name,
+            root=root,
+            split=args.split,
+            image_size=config.image_size,
+            in_chans=config.in_chans,
+            limit=args.limit,
+            seed=trained_on.get("seed", 0),
+        )
+        result = evaluate(
+            model,
+            dataset,
+            batch_size=args.batch_size,
+            device=info.device,
+            amp=args.amp,
+            dist_info=info,
+            progress=info.is_main,
+        )
+        if info.is_main:
+            row = {
+                "checkpoint": args.checkpoint,
+                "step": state.get("step"),
+                "dataset": name,
+                "split": args.split,
+                **dataclasses.asdict(result),
+            }
+            print(json.dumps(row, indent=2))
+            if args.csv:
+                append = 10**12 if Path(args.csv).is_file() else None  # keep earlier rows
+                CsvLog(args.csv, list(row), resume_step=append).write(row)
+    finally:
+        cleanup_distributed()
+    return 0

@@ -1,0 +1,156 @@
+"""`adaptok train`: train an adaptive ViT (classification or dense prediction).
+
+Single process:   adaptok train --dataset fashion-mnist --method quadtree --steps 500 --out runs/qt
+Several (DDP):    torchrun --nproc_per_node 2 -m adaptok.cli train ... (gloo on CPU, NCCL on GPU)
+Resume a killed run: the same command with --resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import torch
+
+from ..models.adaptive_vit import METHODS, ModelConfig, default_partition_options
+from ..models.encoder import EncoderConfig
+from ..train.datasets import DATASETS
+from ..train.loop import TrainConfig, train
+
+__all__ = ["add_arguments", "configs_from_args", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="fashion-mnist",
+        help="fashion-mnist (Debian's idx files), folder (root/class/*.png), "
+        "seg-folder (root/images + root/labels PNGs) or shapes (generated)",
+    )
+    data.add_argument("--data-root", default=None, help="dataset folder (default per dataset)")
+    data.add_argument("--image-size", type=int, default=64, help="side images are resized to")
+    data.add_argument("--in-chans", type=int, default=3, choices=(1, 3))
+    data.add_argument("--train-limit", type=int, default=None, help="first N training images")
+    data.add_argument("--eval-limit", type=int, default=None, help="first N test images")
+    model = parser.add_argument_group("model")
+    model.add_argument("--method", choices=METHODS, default="grid", help="tokenizer")
+    model.add_argument(
+        "--backbone", default=None, help="timm ViT name to retrofit (built with pretrained=False)"
+    )
+    model.add_argument(
+        "--weights",
+        default=None,
+        help="local weights file for the backbone (timm or adaptok checkpoint)",
+    )
+    model.add_argument("--patch-size", type=int, default=8, help="token side P (no backbone)")
+    model.add_argument("--embed-dim", type=int, default=192)
+    model.add_argument("--depth", type=int, default=6)
+    model.add_argument("--heads", type=int, default=3)
+    model.add_argument(
+        "--embedder",
+        choices=("patch", "dht"),
+        default=None,
+        help="default: dht for --method dht, patch otherwise",
+    )
+    model.add_argument("--position", choices=("sincos", "learned"), default="sincos")
+    model.add_argument(
+        "--budget", type=int, default=None, help="tokens per image (quadtree: exact, dht: at most)"
+    )
+    model.add_argument("--max-patch", type=int, default=None, help="quadtree largest patch")
+    model.add_argument(
+        "--partition-options",
+        default=None,
+        help='extra partitioner options as JSON, e.g. \'{"scorer": "random"}\'',
+    )
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--steps", type=int, default=1000)
+    optim.add_argument("--batch-size", type=int, default=64, help="per process")
+    optim.add_argument("--lr", type=float, default=1e-3)
+    optim.add_argument("--weight-decay", type=float, default=0.05)
+    optim.add_argument("--warmup", type=int, default=50, help="warm-up steps")
+    optim.add_argument("--seed", type=int, default=0)
+    optim.add_argument(
+        "--amp",
+        choices=("auto", "bf16", "off"),
+        default="auto",
+        help="auto: bf16 autocast on CUDA, off on CPU",
+    )
+    run_group = parser.add_argument_group("run")
+    run_group.add_argument("--out", default="runs/adaptok", help="output folder")
+    run_group.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    run_group.add_argument("--log-every", type=int, default=10)
+    run_group.add_argument("--checkpoint-every", type=int, default=100)
+    run_group.add_argument("--eval-every", type=int, default=0, help="0: only at the end")
+    run_group.add_argument("--num-workers", type=int, default=0)
+    run_group.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    run_group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    run_group.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training configs an `adaptok train` command line describes."""
+    options: dict[str, object] = {}
+    if args.backbone is None:
+        options = default_partition_options(args.method, args.image_size, args.patch_size)
+    if args.budget is not None:
+        options["budget"] = args.budget
+    if args.max_patch is not None:
+        options["max_patch"] = args.max_patch
+    if args.partition_options:
+        options.update(json.loads(args.partition_options))
+    model_config = ModelConfig(
+        method=args.method,
+        image_size=args.image_size,
+        in_chans=args.in_chans,
+        patch_size=args.patch_size,
+        embedder=args.embedder,
+        position=args.position,
+        partition_options=options,
+        encoder=EncoderConfig(embed_dim=args.embed_dim, depth=args.depth, num_heads=args.heads),
+        backbone=args.backbone,
+        backbone_weights=args.weights,
+    )
+    train_config = TrainConfig(
+        dataset=args.dataset,
+        data_root=args.data_root,
+        output=args.out,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup,
+        seed=args.seed,
+        amp=args.amp,
+        log_every=args.log_every,
+        checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every,
+        train_limit=args.train_limit,
+        eval_limit=args.eval_limit,
+        num_workers=args.num_workers,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    return model_config, train_config
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_config, train_config = configs_from_args(args)
+    result = train(model_config, train_config, resume=args.resume)
+    if result.evaluation is not None and os.environ.get("RANK", "0") == "0":
+        evaluation = result.evaluation
+        score = (
+            f"mIoU {evaluation.miou:.4f}"
+            if evaluation.miou is not None
+            else f"accuracy {evaluation.accuracy:.4f}"
+        )
+        print(
+            f"step {result.step}: test {score}, loss {evaluation.loss:.4f}, "
+            f"{evaluation.tokens_per_image:.1f} tokens/image, train {result.train_seconds:.1f} s; "
+            f"checkpoint {result.checkpoint}"
+        )
+    return 0

@@ -1,0 +1,134 @@
+"""A ViT encoder over padded token batches: timm `Block`s driven with a key-padding mask.
+
+The blocks are timm's own (`timm.models.vision_transformer.Block`); their attention runs PyTorch
+scaled-dot-product attention with the boolean mask `[B, 1, 1, T]` built from the validity mask,
+so padding tokens are never attended to and a padded batch gives every image exactly the result
+it would get alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import partial
+
+import torch
+from timm.layers import get_act_layer
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+from ..errors import AdaptokError
+
+__all__ = ["EncoderConfig", "MaskedEncoder", "key_padding_mask"]
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Hyper-parameters of the transformer trunk (the names of timm's VisionTransformer).
+
+    Attributes:
+        embed_dim: token width D.
+        depth: number of blocks.
+        num_heads: attention heads (must divide embed_dim).
+        mlp_ratio: MLP hidden width / D.
+        qkv_bias: bias in the query/key/value projection.
+        qk_norm: LayerNorm on queries and keys.
+        init_values: LayerScale initial value (None: no LayerScale).
+        drop_path_rate: stochastic depth rate of the last block (linear decay from 0).
+        norm_eps: epsilon of every LayerNorm.
+        act_layer: timm activation name ("gelu", "gelu_tanh", "quick_gelu", ...).
+        pre_norm: LayerNorm before the blocks (CLIP-style ViTs).
+    """
+
+    embed_dim: int = 192
+    depth: int = 12
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    qk_norm: bool = False
+    init_values: float | None = None
+    drop_path_rate: float = 0.0
+    norm_eps: float = 1e-6
+    act_layer: str = "gelu"
+    pre_norm: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def key_padding_mask(valid: Tensor) -> Tensor:
+    """[B, T] bool validity -> [B, 1, 1, T] bool attention mask (True: may be attended to)."""
+    return valid[:, None, None, :]
+
+
+class MaskedEncoder(nn.Module):
+    """Transformer trunk over a padded token batch.
+
+    Args:
+        config: the trunk's hyper-parameters.
+    """
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        if config.embed_dim % config.num_heads:
+            raise AdaptokError(
+                f"embed_dim {config.embed_dim} is not divisible by num_heads {config.num_heads}; "
+                "choose num_heads among the divisors of embed_dim"
+            )
+        if config.depth < 1:
+            raise AdaptokError(f"depth must be at least 1, got {config.depth}")
+        self.config = config
+        norm_layer = partial(nn.LayerNorm, eps=config.norm_eps)
+        act_layer = get_act_layer(config.act_layer)
+        rates = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
+        self.norm_pre = norm_layer(config.embed_dim) if config.pre_norm else nn.Identity()
+        self.blocks = nn.Sequential(
+            *[
+                Block(
+                    dim=config.embed_dim,
+                    num_heads=config.num_heads,
+                    mlp_ratio=config.mlp_ratio,
+                    qkv_bias=config.qkv_bias,
+                    qk_norm=config.qk_norm,
+                    init_values=config.init_values,
+                    drop_path=rate,
+                    norm_layer=norm_layer,
+                    act_layer=act_layer,
+                )
+                for rate in rates
+            ]
+        )
+        self.norm = norm_layer(config.embed_dim)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        """Run the blocks and the final norm.
+
+        Args:
+            x: [B, T, D] token embeddings (prefix tokens included).
+            valid: [B, T] bool, False for padding (None: every token is real).
+
+        Returns:
+            [B, T, D] encoded tokens; rows of padding tokens hold finite values that no real
+            token has seen (ignore them).
+        """
+        if x.ndim != 3 or x.shape[-1] != self.embed_dim:
+            raise AdaptokError(
+                f"encoder input must be [B, T, embed_dim={self.embed_dim}], got {tuple(x.shape)}"
+            )
+        mask = None
+        if valid is not None:
+            if valid.shape != x.shape[:2] or valid.dtype != torch.bool:
+                raise AdaptokError(
+                    f"valid must be a [B, T] = {tuple(x.shape[:2])} bool tensor, "
+                    f"got {tuple(valid.shape)} {valid.dtype}"
+                )
+            # A full batch takes the unmasked (fastest) SDPA kernel.
+            if not bool(valid.all()):
+                mask = key_padding_mask(valid)
+        x = self.norm_pre(x)
+        for block in self.blocks:
+            x = block(x, attn_mask=mask)
+        return self.norm(x)

@@ -1,0 +1,391 @@
+"""Retrofit a timm ViT onto adaptive tokens by remapping its weights (never swapping classes).
+
+`retrofit(vit, method=...)` builds an `AdaptiveViT` with the same trunk hyper-parameters as the
+timm model (timm's own `Block`s), then fills its state dict from the ViT's in one filter
+function (`remap_timm_state_dict`) and loads it with `strict=True`:
+
+    timm ViT                        AdaptiveViT
+    patch_embed.proj.weight  ->     embedder patch columns (flatten(1), channel-major)
+    pos_embed                ->     embedder position: histogram columns (dht-style, resized
+                                    bicubically when p differs) or a learned grid / sinusoids
+    cls_token (+ its pos)    ->     embedder prefix tokens
+    blocks.i.*               ->     encoder.blocks.i.*
+    norm_pre.*, norm.*       ->     encoder.norm_pre.*, encoder.norm.*
+    fc_norm.*, head.*        ->     head.fc_norm.*, head.fc.*
+
+With the grid partition at the ViT's patch size the result reproduces the ViT's logits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+from timm.layers import LayerScale, Mlp
+from timm.layers.attention import Attention
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+from ..errors import AdaptokError
+from ..train.checkpoint import load_checkpoint
+from .adaptive_vit import (
+    METHODS,
+    AdaptiveViT,
+    ModelConfig,
+    PartitionTokenizer,
+    _check_choice,
+    default_partition_options,
+    dht_extract_options,
+    make_tokenizer,
+)
+from .encoder import EncoderConfig, MaskedEncoder
+from .heads import ClassificationHead, DenseHead
+
+__all__ = [
+    "encoder_config_from_timm",
+    "load_timm_weights",
+    "load_weights",
+    "remap_timm_state_dict",
+    "retrofit",
+    "retrofit_from_config",
+]
+
+
+def _unsupported(what: str) -> AdaptokError:
+    return AdaptokError(
+        f"cannot retrofit this timm model: {what}. Supported: timm VisionTransformer models with "
+        "standard pre-norm Blocks, a Conv2d patch embedding, an absolute position embedding and "
+        "'token' or 'avg' pooling (e.g. vit_tiny_patch16_224, deit_small_patch16_224)"
+    )
+
+
+def encoder_config_from_timm(vit: nn.Module) -> EncoderConfig:
+    """Read a timm VisionTransformer's trunk hyper-parameters (raises for unsupported layouts)."""
+    blocks = getattr(vit, "blocks", None)
+    if not isinstance(blocks, nn.Sequential) or len(blocks) == 0:
+        raise _unsupported(f"{type(vit).__name__} has no `blocks` Sequential")
+    first = blocks[0]
+    for block in blocks:
+        if type(block) is not Block:
+            raise _unsupported(f"block type {type(block).__name__} is not timm's Block")
+        attn = block.attn
+        if type(attn) is not Attention:
+            raise _unsupported(f"attention type {type(attn).__name__}")
+        if (
+            not isinstance(attn.norm, nn.Identity)
+            or attn.gate is not None
+            or attn.proj.bias is None
+        ):
+            raise _unsupported("attention with scale-norm, gating or no projection bias")
+        if type(block.mlp) is not Mlp or not isinstance(block.mlp.norm, nn.Identity):
+            raise _unsupported(f"MLP type {type(block.mlp).__name__} (or an MLP norm)")
+        if not isinstance(block.norm1, nn.LayerNorm):
+            raise _unsupported(f"norm type {type(block.norm1).__name__}")
+    attn = first.attn
+    act = first.mlp.act
+    if isinstance(act, nn.GELU):
+        act_name = "gelu_tanh" if act.approximate == "tanh" else "gelu"
+    elif type(act).__name__ == "QuickGELU":
+        act_name = "quick_gelu"
+    else:
+        raise _unsupported(f"activation {type(act).__name__}")
+    drop_path = getattr(blocks[-1].drop_path1, "drop_prob", 0.0)
+    return EncoderConfig(
+        embed_dim=int(vit.embed_dim),
+        depth=len(blocks),
+        num_heads=int(attn.num_heads),
+        mlp_ratio=first.mlp.fc1.out_features / vit.embed_dim,
+        qkv_bias=attn.qkv.bias is not None,
+        qk_norm=not isinstance(attn.q_norm, nn.Identity),
+        init_values=1.0 if isinstance(first.ls1, LayerScale) else None,
+        drop_path_rate=float(drop_path),
+        norm_eps=float(first.norm1.eps),
+        act_layer=act_name,
+        pre_norm=not isinstance(getattr(vit, "norm_pre", nn.Identity()), nn.Identity),
+    )
+
+
+def _check_vit(vit: nn.Module) -> None:
+    if getattr(vit, "attn_pool", None) is not None:
+        raise _unsupported("attention-pool ('map') heads")
+    if getattr(vit, "global_pool", "token") not in ("token", "avg"):
+        raise _unsupported(f"global_pool {vit.global_pool!r}")
+    if getattr(vit, "pos_embed", None) is None:
+        raise _unsupported("no absolute position embedding")
+    if getattr(vit, "dynamic_img_size", False):
+        raise _unsupported("dynamic_img_size models (build the model with a fixed img_size)")
+    if not isinstance(getattr(vit, "norm", None), nn.LayerNorm):
+        raise _unsupported("the final norm is not a LayerNorm")
+    fc_norm = getattr(vit, "fc_norm", nn.Identity())
+    if not isinstance(fc_norm, (nn.Identity, nn.LayerNorm)):
+        raise _unsupported(f"fc_norm {type(fc_norm).__name__}")
+
+
+def _patch_size(vit: nn.Module) -> int:
+    proj = getattr(getattr(vit, "patch_embed", None), "proj", None)
+    if not isinstance(proj, nn.Conv2d) or proj.kernel_size[0] != proj.kernel_size[1]:
+        raise _unsupported("no square Conv2d patch embedding")
+    return int(proj.kernel_size[0])
+
+
+def _grid_size(vit: nn.Module) -> tuple[int, int]:
+    return tuple(int(s) for s in vit.patch_embed.grid_size)  # type: ignore[return-value]
+
+
+def _embedder_state(embedder: nn.Module, vit: nn.Module) -> dict[str, Tensor]:
+    """The embedder's state dict filled from the ViT (each embedder family has its remap)."""
+    from ..dht_embed import DHTEmbedder, timm_patch_embedding_state
+
+    if isinstance(embedder, DHTEmbedder):
+        return timm_patch_embedding_state(embedder, vit)
+    from ..embed_patch import PatchEmbedder, timm_vit_state
+
+    if isinstance(embedder, PatchEmbedder):
+        state = timm_vit_state(vit)
+        if embedder.pos_embed is None:  # sinusoids replace the ViT's learned table
+            state.pop("pos_embed")
+        return state
+    raise AdaptokError(f"no timm remapping for embedder {type(embedder).__name__}")
+
+
+def remap_timm_state_dict(vit: nn.Module, target: AdaptiveViT) -> dict[str, Tensor]:
+    """The filter function: a complete state dict for `target` built from a timm ViT.
+
+    Keys the ViT has no counterpart for (the dHT tokenizer, a new dense or resized head) keep
+    `target`'s own values, so the result loads with strict=True.
+
+    Args:
+        vit: the timm VisionTransformer.
+        target: an AdaptiveViT whose trunk mirrors the ViT's (as `retrofit` builds it).
+
+    Returns:
+        {name: tensor} for every entry of target.state_dict().
+    """
+    source = vit.state_dict()
+    own = target.state_dict()
+    state: dict[str, Tensor] = {}
+    for key, value in _embedder_state(target.embedder, vit).items():
+        state[f"embedder.{key}"] = value
+    for key, value in source.items():
+        if key.startswith("blocks."):
+            state[f"encoder.{key}"] = value
+        elif key.startswith(("norm.", "norm_pre.")):
+            state[f"encoder.{key}"] = value
+        elif key.startswith("fc_norm.") and isinstance(target.head, ClassificationHead):
+            state[f"head.{key}"] = value
+        elif key.startswith("head.") and isinstance(target.head, ClassificationHead):
+            mapped = "head.fc." + key[len("head.") :]
+            if mapped in own and own[mapped].shape == value.shape:
+                state[mapped] = value
+    for key, value in own.items():
+        state.setdefault(key, value)  # tokenizer, new heads: the target's own initialisation
+    unexpected = sorted(set(state) - set(own))
+    if unexpected:
+        raise AdaptokError(f"remapping produced keys the model does not have: {unexpected[:5]}")
+    return state
+
+
+def retrofit(
+    vit: nn.Module,
+    method: str = "grid",
+    *,
+    embedder: str | None = None,
+    position: str = "sincos",
+    position_grid: int | None = None,
+    partition_options: dict[str, object] | None = None,
+    task: str = "classification",
+    num_classes: int | None = None,
+    tokenizer: nn.Module | None = None,
+) -> AdaptiveViT:
+    """Build an AdaptiveViT around a timm ViT, reusing its weights.
+
+    Args:
+        vit: a timm VisionTransformer (e.g. `timm.create_model("vit_tiny_patch16_224")`).
+        method: tokenizer: "grid", "quadtree" or "dht".
+        embedder: "dht" (λ mix, mask, position-histogram columns initialised from the ViT's
+            position grid) or "patch" (the plain patch embedding with `position` embeddings);
+            None: "dht" for method "dht", else "patch".
+        position: positions of the "patch" embedder: "sincos" (2-D sinusoids of the patch centre,
+            as in the Quadformer paper; the ViT's learned table is dropped) or "learned" (the
+            ViT's table sampled bilinearly at patch centres).
+        position_grid: p of the dHT position histogram (None: the ViT's own patch grid, so grid
+            tokens reproduce it; other values resize the table bicubically).
+        partition_options: the partitioner's options (defaults: grid at the ViT's patch size;
+            quadtree with min_patch = the ViT's patch size, max_patch 4x, about half the tokens).
+        task: "classification" (the ViT's head is reused) or "dense" (a new per-token head).
+        num_classes: classes of the head (None: the ViT's).
+        tokenizer: a ready tokenizer module (e.g. a trained DHTTokenizer) instead of a fresh one.
+
+    Returns:
+        AdaptiveViT mapping images [B, C, H, W] to logits.
+    """
+    _check_choice("method", method, METHODS)
+    _check_vit(vit)
+    encoder_config = encoder_config_from_timm(vit)
+    patch_size = _patch_size(vit)
+    grid_h, grid_w = _grid_size(vit)
+    if grid_h != grid_w:
+        raise _unsupported(f"non-square patch grid {grid_h}x{grid_w}")
+    in_chans = int(vit.patch_embed.proj.in_channels)
+    image_size = grid_h * patch_size
+    vit_classes = int(getattr(vit, "num_classes", 0))
+    num_classes = num_classes or vit_classes
+    if not num_classes:
+        raise AdaptokError("the ViT has no classifier head (num_classes=0); pass num_classes")
+    options = dict(partition_options or default_partition_options(method, image_size, patch_size))
+    config = ModelConfig(
+        method=method,
+        task=task,
+        num_classes=num_classes,
+        image_size=image_size,
+        in_chans=in_chans,
+        patch_size=patch_size,
+        embedder=embedder,
+        position=position,
+        histogram_size=position_grid,
+        partition_options=options,
+        encoder=encoder_config,
+    )
+    prefix = int(vit.num_prefix_tokens)
+    if config.embedder_kind == "dht":
+        from ..dht_embed import DHTEmbedder
+
+        token_embedder: nn.Module = DHTEmbedder.from_timm(vit, position_grid=config.grid_size)
+        extract_options = dht_extract_options(config.grid_size)
+    else:
+        from ..embed_patch import PatchEmbedder
+
+        token_embedder = PatchEmbedder(
+            patch_size=patch_size,
+            in_chans=in_chans,
+            embed_dim=encoder_config.embed_dim,
+            num_prefix_tokens=prefix,
+            position=position,
+            grid_size=grid_h,
+        )
+        extract_options = {}
+    if task == "dense":
+        head: nn.Module = DenseHead(
+            embed_dim=encoder_config.embed_dim, num_classes=num_classes, num_prefix_tokens=prefix
+        )
+    else:
+        head = ClassificationHead(
+            embed_dim=encoder_config.embed_dim,
+            num_classes=num_classes,
+            pool=vit.global_pool,
+            num_prefix_tokens=prefix,
+            fc_norm=isinstance(getattr(vit, "fc_norm", None), nn.LayerNorm),
+            norm_eps=encoder_config.norm_eps,
+        )
+    if tokenizer is None:
+        tokenizer = make_tokenizer(config)
+    elif isinstance(tokenizer, PartitionTokenizer) and tokenizer.method != method:
+        raise AdaptokError(f"tokenizer uses method {tokenizer.method!r}, not {method!r}")
+    model = AdaptiveViT(
+        tokenizer=tokenizer,
+        embedder=token_embedder,
+        encoder=MaskedEncoder(encoder_config),
+        head=head,
+        patch_size=patch_size,
+        extract_options=extract_options,
+    )
+    reference = next(vit.parameters())
+    model.to(reference.device, reference.dtype)
+    if vit_classes and vit_classes != num_classes and task == "classification":
+        warnings.warn(
+            f"the ViT's head has {vit_classes} classes, the model {num_classes}: the head is "
+            "initialised afresh",
+            stacklevel=2,
+        )
+    model.load_state_dict(remap_timm_state_dict(vit, model), strict=True)
+    model.train(vit.training)
+    model.config = config
+    return model
+
+
+def load_weights(path: str | Path) -> dict[str, Tensor]:
+    """A state dict from a local file (timm's or ours), read with weights_only=True.
+
+    Our training checkpoints keep the weights under "model"; timm / other checkpoints may nest
+    them under "state_dict" or "model" too.
+
+    Raises:
+        AdaptokError: missing or unreadable file (the message names it).
+    """
+    state = load_checkpoint(path)
+    for key in ("model", "state_dict", "model_state_dict"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not all(isinstance(v, Tensor) for v in state.values()):
+        raise AdaptokError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def load_timm_weights(vit: nn.Module, path: str | Path) -> nn.Module:
+    """Load a local timm checkpoint into a timm ViT (position table resized by timm's filter;
+    a classifier head of another size is skipped with a warning). Returns the ViT."""
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    state = checkpoint_filter_fn(load_weights(path), vit)
+    own = vit.state_dict()
+    skipped = [
+        k for k in ("head.weight", "head.bias") if k in state and state[k].shape != own[k].shape
+    ]
+    for key in skipped:
+        del state[key]
+    if skipped:
+        warnings.warn(
+            f"{path}: classifier head has another number of classes; it is initialised afresh",
+            stacklevel=2,
+        )
+    missing, unexpected = vit.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - set(skipped):
+        missing_keys = sorted(set(missing) - set(skipped))[:5]
+        raise AdaptokError(
+            f"{path} does not match {type(vit).__name__}: missing {missing_keys}, unexpected "
+            f"{unexpected[:5]}; is it a checkpoint of the same timm architecture?"
+        )
+    return vit
+
+
+def retrofit_from_config(config: ModelConfig) -> AdaptiveViT:
+    """Build the timm backbone a config names (pretrained=False, optionally loading its local
+    weights file) and retrofit it."""
+    import timm
+
+    if config.backbone is None:
+        raise AdaptokError("config.backbone is None: use build_model for a model from scratch")
+    try:
+        vit = timm.create_model(
+            config.backbone,
+            pretrained=False,
+            num_classes=config.num_classes,
+            img_size=config.image_size,
+            in_chans=config.in_chans,
+        )
+    except (RuntimeError, TypeError) as error:
+        raise AdaptokError(
+            f"timm cannot build {config.backbone!r} ({error}); pick a ViT from "
+            "timm.list_models('vit_*') or 'deit_*'"
+        ) from error
+    if config.backbone_weights:
+        load_timm_weights(vit, config.backbone_weights)
+    model = retrofit(
+        vit,
+        config.method,
+        embedder=config.embedder,
+        position=config.position,
+        position_grid=config.histogram_size,
+        partition_options=config.partition_options or None,
+        task=config.task,
+        num_classes=config.num_classes,
+    )
+    model.config = dataclasses.replace(
+        config,
+        patch_size=model.patch_size,
+        encoder=model.encoder.config,
+        partition_options=model.config.partition_options,
+    )
+    return model

@@ -1,0 +1,536 @@
+"""The training and evaluation loops (single process, or DDP under torchrun).
+
+`train(model_config, train_config)` builds the datasets and the model, trains for a fixed number
+of optimizer steps with AdamW and a warm-up + cosine schedule, logs metrics to CSV, evaluates,
+and writes `last.pt` atomically every `checkpoint_every` steps. With `resume=True` it continues
+from `last.pt`: model, optimizer, scheduler, step, epoch, position in the epoch and random
+generators are restored, so the loss curve continues as if the run had never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
+
+from ..errors import AdaptokError
+from ..models.adaptive_vit import AdaptiveViT, ModelConfig, build_model
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .datasets import IGNORE_INDEX, build_dataset
+from .distributed import (
+    DistInfo,
+    ResumableSampler,
+    ShardSampler,
+    all_reduce_sum,
+    cleanup_distributed,
+    init_distributed,
+)
+from .metrics import ConfusionMatrix, CsvLog
+
+__all__ = ["EvalResult", "TrainConfig", "TrainResult", "evaluate", "train"]
+
+TRAIN_FIELDS = ["step", "epoch", "loss", "accuracy", "tokens_per_image", "images_per_second", "lr"]
+EVAL_FIELDS = [
+    "step",
+    "split",
+    "loss",
+    "accuracy",
+    "miou",
+    "tokens_per_image",
+    "images_per_second",
+    "images",
+]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    Attributes:
+        dataset: "fashion-mnist", "folder", "seg-folder" or "shapes".
+        data_root: the dataset's folder (None: the dataset's default).
+        output: folder for last.pt, train_metrics.csv, eval_metrics.csv.
+        steps: optimizer steps in total.
+        batch_size: images per step and process.
+        lr: peak learning rate (AdamW).
+        weight_decay: AdamW weight decay (not applied to norms, biases, tokens, positions).
+        warmup_steps: linear warm-up steps before the cosine decay.
+        grad_clip: max gradient norm (None: no clipping).
+        seed: seeds the model's initialisation, the data order and every random generator.
+        amp: "auto" (bf16 autocast on CUDA, off on CPU), "bf16" or "off".
+        log_every: steps between rows of train_metrics.csv.
+        checkpoint_every: steps between checkpoints (and one at the end).
+        eval_every: steps between evaluations (0: only at the end).
+        train_limit: use the first N training samples (None: all).
+        eval_limit: evaluate on the first N test samples (None: all).
+        num_workers: DataLoader worker processes.
+        device: "auto", "cpu" or "cuda".
+        progress: show a tqdm progress bar (main process only).
+        stop_after: stop after this many steps of this run, as if killed (for tests).
+    """
+
+    dataset: str = "fashion-mnist"
+    data_root: str | None = None
+    output: str = "runs/adaptok"
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    amp: str = "auto"
+    log_every: int = 10
+    checkpoint_every: int = 100
+    eval_every: int = 0
+    train_limit: int | None = None
+    eval_limit: int | None = None
+    num_workers: int = 0
+    device: str = "auto"
+    progress: bool = True
+    stop_after: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.amp not in ("auto", "bf16", "off"):
+            raise AdaptokError(f"unknown amp {self.amp!r}; choose 'auto', 'bf16' or 'off'")
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise AdaptokError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Evaluation metrics over a whole split.
+
+    Attributes:
+        loss: mean cross-entropy (per image for classification, per scored pixel for dense).
+        accuracy: top-1 accuracy (classification) or pixel accuracy (dense).
+        miou: mean IoU (dense; None for classification).
+        tokens_per_image: mean number of tokens (regions) per image.
+        images_per_second: throughput of the evaluation forward passes.
+        images: images evaluated.
+    """
+
+    loss: float
+    accuracy: float
+    miou: float | None
+    tokens_per_image: float
+    images_per_second: float
+    images: int
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run did.
+
+    Attributes:
+        step: the last step reached.
+        losses: training loss of every step this run executed (main process).
+        train_seconds: wall time spent in training steps (this run).
+        tokens_per_image: mean tokens per training image (this run).
+        evaluation: the final evaluation (None when stopped early by stop_after).
+        checkpoint: path of last.pt.
+        model_config: the config the model was built from (dataset-derived fields filled in).
+        model: the trained model (unwrapped from DDP).
+    """
+
+    step: int
+    losses: list[float]
+    train_seconds: float
+    tokens_per_image: float
+    evaluation: EvalResult | None
+    checkpoint: Path
+    model_config: ModelConfig = field(repr=False)
+    model: AdaptiveViT | None = field(default=None, repr=False)
+
+
+def autocast_context(device: torch.device, amp: str):
+    """bf16 autocast: on CUDA for amp="auto", on any device for "bf16", never for "off"."""
+    enabled = amp == "bf16" or (amp == "auto" and device.type == "cuda")
+    if device.type == "cuda" and enabled and not torch.cuda.is_bf16_supported():
+        enabled = False
+    if not enabled:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (seed the legacy global generator too)
+    torch.manual_seed(seed)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
+    """AdamW groups: no decay for norms, biases, scalars, cls/prefix tokens, positions."""
+    decay, no_decay = [], []
+    skip_words = ("prefix", "cls", "pos", "background", "mix")
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        if parameter.ndim <= 1 or any(word in leaf for word in skip_words):
+            no_decay.append(parameter)
+        else:
+            decay.append(parameter)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def warmup_cosine(warmup: int, total: int):
+    """LR multiplier: linear warm-up over `warmup` steps, then cosine decay to 0 at `total`."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def compute_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy for [B, K] or [B, K, H, W] logits (dense: pixels labelled 255 ignored)."""
+    if logits.ndim == 4:
+        return F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(logits.float(), target)
+
+
+def _fill_from_dataset(model_config: ModelConfig, dataset: Dataset) -> ModelConfig:
+    info = dataset.info  # type: ignore[attr-defined]
+    return dataclasses.replace(
+        model_config, task=info.task, num_classes=info.num_classes, in_chans=info.in_chans
+    )
+
+
+def _unwrap(model: nn.Module) -> AdaptiveViT:
+    return model.module if isinstance(model, DistributedDataParallel) else model  # type: ignore
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    amp: str = "auto",
+    dist_info: DistInfo | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Evaluate a model on a dataset (sharded over processes when running distributed).
+
+    Args:
+        model: an AdaptiveViT (or DDP-wrapped one); put in eval mode here and restored after.
+        dataset: yields (image, target) as `build_dataset` does.
+        batch_size: images per forward pass.
+        device: where to compute.
+        amp: autocast policy (see TrainConfig.amp).
+        dist_info: the process group layout (None: single process).
+        progress: show a progress bar.
+
+    Returns:
+        EvalResult summed over every process.
+    """
+    net = _unwrap(model)
+    device = torch.device(device)
+    rank, world = (dist_info.rank, dist_info.world_size) if dist_info else (0, 1)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world)
+    )
+    was_training = net.training
+    net.eval()
+    dense = net.task == "dense"
+    num_classes = net.head.fc.out_features
+    confusion = ConfusionMatrix(num_classes) if dense else None
+    sums = torch.zeros(5, dtype=torch.float64)  # loss, correct, images, tokens, scored units
+    start = time.perf_counter()
+    for images, target in tqdm(loader, desc="eval", disable=not progress, leave=False):
+        images, target = images.to(device), target.to(device)
+        with autocast_context(device, amp):
+            logits, counts = net(images, return_counts=True)
+        loss = compute_loss(logits, target)
+        prediction = logits.argmax(1)
+        if dense:
+            confusion.update(prediction, target)
+            scored = int((target != IGNORE_INDEX).sum())
+            correct = int(((prediction == target) & (target != IGNORE_INDEX)).sum())
+        else:
+            scored = images.shape[0]
+            correct = int((prediction == target).sum())
+        sums += torch.tensor(
+            [float(loss) * scored, correct, images.shape[0], float(counts.sum()), scored],
+            dtype=torch.float64,
+        )
+    elapsed = time.perf_counter() - start
+    sums = all_reduce_sum(sums)
+    miou = None
+    if confusion is not None:
+        confusion.matrix = all_reduce_sum(confusion.matrix)
+        miou = confusion.miou
+    elapsed = float(all_reduce_sum(torch.tensor([elapsed], dtype=torch.float64))[0]) / world
+    net.train(was_training)
+    images_done = int(sums[2])
+    return EvalResult(
+        loss=float(sums[0] / sums[4].clamp(min=1)),
+        accuracy=float(sums[1] / sums[4].clamp(min=1)),
+        miou=miou,
+        tokens_per_image=float(sums[3] / max(images_done, 1)),
+        images_per_second=images_done / max(elapsed, 1e-9),
+        images=images_done,
+    )
+
+
+def _eval_row(step: int, result: EvalResult, split: str = "test") -> dict[str, object]:
+    row = dataclasses.asdict(result)
+    row.update(step=step, split=split, miou="" if result.miou is None else result.miou)
+    return row
+
+
+def train(model_config: ModelConfig, config: TrainConfig, *, resume: bool = False) -> TrainResult:
+    """Train a model; see the module docstring.
+
+    Args:
+        model_config: the model (task, classes and channels are taken from the dataset).
+        config: how to train.
+        resume: continue from `config.output/last.pt` when it exists.
+
+    Returns:
+        TrainResult (on every process; metrics files are written by the main process).
+    """
+    info = init_distributed(config.device)
+    try:
+        return _train(model_config, config, resume=resume, info=info)
+    finally:
+        cleanup_distributed()
+
+
+def _train(
+    model_config: ModelConfig, config: TrainConfig, *, resume: bool, info: DistInfo
+) -> TrainResult:
+    device = info.device
+    output = Path(config.output)
+    checkpoint_path = output / "last.pt"
+    image_size = model_config.image_size
+    common = dict(root=config.data_root, image_size=image_size, in_chans=model_config.in_chans)
+    train_set = build_dataset(
+        config.dataset, split="train", limit=config.train_limit, seed=config.seed, **common
+    )
+    test_set = build_dataset(
+        config.dataset, split="test", limit=config.eval_limit, seed=config.seed, **common
+    )
+    model_config = _fill_from_dataset(model_config, train_set)
+
+    _seed_everything(config.seed)
+    model = build_model(model_config).to(device)
+    model.train()
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(config.warmup_steps, config.steps)
+    )
+    step, epoch, seen_in_epoch = 0, 0, 0
+    resumed = resume and checkpoint_path.is_file()
+    if resumed:
+        # On the CPU: random-generator states must stay CPU tensors; load_state_dict moves the
+        # weights and optimizer state to the model's device.
+        state = load_checkpoint(checkpoint_path, map_location="cpu")
+        model.load_state_dict(state["model"], strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, epoch, seen_in_epoch = state["step"], state["epoch"], state["seen_in_epoch"]
+        set_rng_state(state["rng"])
+    elif resume and info.is_main:
+        warnings.warn(
+            f"--resume: no checkpoint at {checkpoint_path}; starting from step 0", stacklevel=2
+        )
+
+    net: nn.Module = model
+    if info.distributed:
+        # Some parameters (e.g. the dHT background token on square regions) may get no
+        # gradient in a step; DDP must not wait for them.
+        net = DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
+    sampler = ResumableSampler(
+        DistributedSampler(
+            train_set,
+            num_replicas=info.world_size,
+            rank=info.rank,
+            shuffle=True,
+            seed=config.seed,
+            drop_last=True,
+        )
+    )
+    if len(sampler.sampler) < config.batch_size:
+        raise AdaptokError(
+            f"each process gets {len(sampler.sampler)} training images, fewer than batch_size "
+            f"{config.batch_size}; lower --batch-size or use more data"
+        )
+    loader = DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        # A private generator: creating an iterator must not consume the global RNG, or a
+        # resumed run would draw different random numbers from an uninterrupted one.
+        generator=torch.Generator().manual_seed(config.seed),
+        persistent_workers=False,
+    )
+    train_log = eval_log = None
+    if info.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        train_log = CsvLog(output / "train_metrics.csv", TRAIN_FIELDS, step if resumed else None)
+        eval_log = CsvLog(output / "eval_metrics.csv", EVAL_FIELDS, step if resumed else None)
+
+    def checkpoint() -> None:
+        if info.is_main:
+            save_checkpoint(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "step": step,
+                    "epoch": epoch,
+                    "seen_in_epoch": seen_in_epoch,
+                    "rng": rng_state(),
+                    "model_config": model_config.to_dict(),
+                    "train_config": dataclasses.asdict(config),
+                },
+                checkpoint_path,
+            )
+        if info.distributed:
+            torch.distributed.barrier()
+
+    losses: list[float] = []
+    window = {"loss": 0.0, "correct": 0.0, "scored": 0.0, "tokens": 0.0, "images": 0, "time": 0.0}
+    total_time, total_tokens, total_images = 0.0, 0.0, 0
+    start_step = step
+    progress = tqdm(
+        total=config.steps,
+        initial=step,
+        desc="train",
+        disable=not (config.progress and info.is_main),
+    )
+    stopped = False
+    while step < config.steps and not stopped:
+        sampler.set_epoch(epoch, skip=seen_in_epoch)
+        finished_epoch = True
+        for images, target in loader:
+            tick = time.perf_counter()
+            images = images.to(device, non_blocking=True)
+            target = target.to(device, non_blocking=True)
+            with autocast_context(device, config.amp):
+                logits, counts = net(images, return_counts=True)
+            loss = compute_loss(logits, target)
+            if not torch.isfinite(loss):
+                raise AdaptokError(
+                    f"loss became {float(loss)} at step {step}; lower --lr (now {config.lr})"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            elapsed = time.perf_counter() - tick
+            step += 1
+            seen_in_epoch += images.shape[0]
+            value = float(loss.detach())
+            losses.append(value)
+            with torch.no_grad():
+                prediction = logits.detach().argmax(1)
+                keep = (
+                    target != IGNORE_INDEX
+                    if logits.ndim == 4
+                    else torch.ones_like(target, dtype=torch.bool)
+                )
+                window["correct"] += float(((prediction == target) & keep).sum())
+                window["scored"] += float(keep.sum())
+            window["loss"] += value
+            window["tokens"] += float(counts.sum())
+            window["images"] += images.shape[0]
+            window["time"] += elapsed
+            total_time += elapsed
+            total_tokens += float(counts.sum())
+            total_images += images.shape[0]
+            progress.update(1)
+            if step % config.log_every == 0 or step == config.steps:
+                steps_in_window = step - (step - 1) // config.log_every * config.log_every
+                row = {
+                    "step": step,
+                    "epoch": epoch,
+                    "loss": window["loss"] / max(1, steps_in_window),
+                    "accuracy": window["correct"] / max(1.0, window["scored"]),
+                    "tokens_per_image": window["tokens"] / max(1, window["images"]),
+                    "images_per_second": window["images"]
+                    * info.world_size
+                    / max(window["time"], 1e-9),
+                    "lr": scheduler.get_last_lr()[0],
+                }
+                progress.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}")
+                if train_log is not None:
+                    train_log.write(row)
+                window = dict.fromkeys(window, 0.0)
+            if config.eval_every and step % config.eval_every == 0 and step < config.steps:
+                result = evaluate(
+                    net,
+                    test_set,
+                    batch_size=config.batch_size,
+                    device=device,
+                    amp=config.amp,
+                    dist_info=info,
+                )
+                if eval_log is not None:
+                    eval_log.write(_eval_row(step, result))
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                checkpoint()
+            if config.stop_after is not None and step - start_step >= config.stop_after:
+                stopped = True
+            if step >= config.steps or stopped:
+                finished_epoch = False
+                break
+        if finished_epoch:
+            epoch += 1
+            seen_in_epoch = 0
+    progress.close()
+    evaluation = None
+    if not stopped:
+        evaluation = evaluate(
+            net,
+            test_set,
+            batch_size=config.batch_size,
+            device=device,
+            amp=config.amp,
+            dist_info=info,
+            progress=config.progress and info.is_main,
+        )
+        if eval_log is not None:
+            eval_log.write(_eval_row(step, evaluation))
+    return TrainResult(
+        step=step,
+        losses=losses,
+        train_seconds=total_time,
+        tokens_per_image=total_tokens / max(1, total_images),
+        evaluation=evaluation,
+        checkpoint=checkpoint_path,
+        model_config=model_config,
+        model=model,
+    )

@@ -1,0 +1,162 @@
+"""Retrofitting timm ViTs: grid tokens reproduce the original logits; weights are remapped and
+loaded strictly; local checkpoints load with weights_only; bad input is refused clearly."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from adaptok.errors import AdaptokError
+from adaptok.models import ModelConfig, build_model, load_weights, remap_timm_state_dict, retrofit
+from adaptok.models.retrofit import load_timm_weights
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared, loaded machine extra threads only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _vit(img_size: int = 224, **kwargs) -> nn.Module:
+    """vit_tiny_patch16_224 (pretrained=False) with every parameter randomised (seeded), so
+    norms, biases, cls token and positions all matter for the comparison."""
+    torch.manual_seed(0)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=img_size, **kwargs
+    ).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in vit.parameters():
+            parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
+    return vit
+
+
+@pytest.fixture(scope="module")
+def vit224() -> nn.Module:
+    return _vit()
+
+
+@pytest.fixture(scope="module")
+def images224() -> torch.Tensor:
+    return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+
+
+def test_grid_dht_style_reproduces_timm_logits(vit224, images224):
+    model = retrofit(vit224, "grid", embedder="dht").eval()
+    with torch.no_grad():
+        expected = vit224(images224)
+        got = model(images224)
+    assert got.shape == expected.shape == (2, 1000)
+    assert float((got - expected).abs().max()) < 1e-4
+    # The comparison is not vacuous: images give different logits.
+    assert float((expected[0] - expected[1]).abs().max()) > 1e-3
+
+
+def test_grid_patch_embedder_learned_positions_reproduce_timm_logits(vit224, images224):
+    pytest.importorskip("adaptok.embed_patch")
+    model = retrofit(vit224, "grid", embedder="patch", position="learned").eval()
+    with torch.no_grad():
+        difference = (model(images224) - vit224(images224)).abs().max()
+    assert float(difference) < 1e-4
+
+
+def test_remap_is_a_complete_strict_state_dict_with_timm_weights(vit224):
+    model = retrofit(vit224, "grid", embedder="dht")
+    state = remap_timm_state_dict(vit224, model)
+    assert set(state) == set(model.state_dict())
+    torch.testing.assert_close(
+        state["encoder.blocks.3.attn.qkv.weight"], vit224.blocks[3].attn.qkv.weight
+    )
+    torch.testing.assert_close(state["head.fc.weight"], vit224.head.weight)
+    torch.testing.assert_close(
+        state["embedder.proj.weight"][:, : 3 * 16 * 16], vit224.patch_embed.proj.weight.flatten(1)
+    )
+    # The model shares no storage with the timm model: training one leaves the other intact.
+    assert model.encoder.blocks[0].attn.qkv.weight.data_ptr() != (
+        vit224.blocks[0].attn.qkv.weight.data_ptr()
+    )
+    state.pop("encoder.norm.weight")
+    with pytest.raises(RuntimeError, match=r"encoder\.norm\.weight"):
+        model.load_state_dict(state, strict=True)
+
+
+def test_resized_position_histogram_changes_little_on_smooth_tables(vit224, images224):
+    # p = 7 instead of 14: the table is resized bicubically, so logits move but stay finite.
+    model = retrofit(vit224, "grid", embedder="dht", position_grid=7).eval()
+    with torch.no_grad():
+        logits = model(images224)
+    assert logits.shape == (2, 1000) and bool(torch.isfinite(logits).all())
+    assert model.embedder.position_grid == 7
+
+
+def test_quadtree_retrofit_uses_fewer_tokens_and_runs():
+    pytest.importorskip("adaptok.embed_patch")
+    vit = _vit(img_size=64)
+    model = retrofit(vit, "quadtree", partition_options={"budget": 7, "min_patch": 16,
+                                                         "max_patch": 32})  # fmt: skip
+    output = model.eval().forward_output(torch.randn(2, 3, 64, 64))
+    assert output.logits.shape == (2, 1000)
+    assert output.partition.counts.tolist() == [7, 7]
+
+
+def test_dht_retrofit_end_to_end_gradients_reach_the_tokenizer():
+    vit = _vit(img_size=32)
+    with pytest.warns(UserWarning, match="initialised afresh"):
+        options = {"budget": 12, "weights": "none"}
+        model = retrofit(vit, "dht", num_classes=5, partition_options=options)
+    model.train()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    logits = model(images)
+    assert logits.shape == (2, 5)
+    logits.square().sum().backward()
+    tokenizer_grads = [p.grad for p in model.tokenizer.parameters() if p.requires_grad]
+    assert tokenizer_grads and any(
+        g is not None and float(g.abs().sum()) > 0 for g in tokenizer_grads
+    )
+    for name, parameter in model.named_parameters():
+        if parameter.grad is not None:
+            assert bool(torch.isfinite(parameter.grad).all()), name
+
+
+def test_local_timm_checkpoint_round_trip(tmp_path, vit224):
+    path = tmp_path / "vit.pth"
+    torch.save(vit224.state_dict(), path)
+    fresh = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()
+    load_timm_weights(fresh, path)
+    image = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(image), vit224(image))
+
+
+def test_backbone_config_with_local_weights_matches_retrofit(tmp_path):
+    vit = _vit(img_size=32, num_classes=4)
+    path = tmp_path / "vit.pth"
+    torch.save({"state_dict": vit.state_dict()}, path)
+    config = ModelConfig(method="grid", embedder="dht", image_size=32, num_classes=4,
+                         backbone="vit_tiny_patch16_224", backbone_weights=str(path))  # fmt: skip
+    model = build_model(config).eval()
+    image = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert float((model(image) - vit(image)).abs().max()) < 1e-4
+    assert model.config.patch_size == 16
+
+
+def test_missing_and_unsafe_weights_files_raise_clearly(tmp_path):
+    with pytest.raises(AdaptokError, match=r"nowhere\.pth"):
+        load_weights(tmp_path / "nowhere.pth")
+    unsafe = tmp_path / "unsafe.pth"
+    torch.save({"model": nn.Linear(2, 2)}, unsafe)  # a pickled module: refused by weights_only
+    with pytest.raises(AdaptokError, match="weights-only"):
+        load_weights(unsafe)
+
+
+def test_unsupported_models_raise():
+    with pytest.raises(AdaptokError, match="cannot retrofit"):
+        retrofit(nn.Linear(3, 3))
+    with pytest.raises(AdaptokError, match="unknown method"):
+        retrofit(_vit(img_size=32), "voronoi")

@@ -1,0 +1,257 @@
+"""Training and evaluation: overfitting, exact resume, atomic checkpoints, datasets and their
+errors, metrics against simple oracles, the train/eval CLI."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from adaptok.errors import AdaptokError
+from adaptok.models import EncoderConfig, ModelConfig, build_model
+from adaptok.train import (
+    ConfusionMatrix,
+    ImageFolder,
+    SegmentationFolder,
+    ShapesDataset,
+    TrainConfig,
+    build_dataset,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared, loaded machine extra threads only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = EncoderConfig(embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
+
+
+def _tiny_config(**changes) -> ModelConfig:
+    base = dict(method="grid", image_size=16, patch_size=4, embedder="dht", encoder=TINY)
+    base.update(changes)
+    return ModelConfig(**base)
+
+
+def test_model_overfits_a_tiny_batch():
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(8, 3, 16, 16, generator=generator)
+    labels = torch.randint(0, 10, (8,), generator=generator)  # random labels: pure memorising
+    model = build_model(_tiny_config(num_classes=10))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    first = None
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        first = float(loss.detach()) if first is None else first
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        logits = model(images)
+    assert float(torch.nn.functional.cross_entropy(logits, labels)) < 0.1 < first
+    assert bool((logits.argmax(1) == labels).all())
+
+
+def test_gradients_reach_every_parameter_of_a_dense_dht_model():
+    config = _tiny_config(method="dht", task="dense", num_classes=3, image_size=16,
+                          partition_options={"budget": 10, "weights": "none"})  # fmt: skip
+    model = build_model(config).train()
+    images, labels = zip(*(ShapesDataset(2, image_size=16)[i] for i in range(2)), strict=True)
+    logits = model(torch.stack(images))
+    assert logits.shape == (2, 3, 16, 16)
+    torch.nn.functional.cross_entropy(logits, torch.stack(labels)).backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    # λ and β act only on masked pixels; the self-edge only through the selection weights.
+    assert not [n for n in no_grad if not n.startswith("tokenizer.")], no_grad
+    assert any(
+        p.grad is not None and float(p.grad.abs().sum()) > 0 for p in model.tokenizer.parameters()
+    )
+
+
+def _run(tmp_path, name: str, **changes) -> object:
+    config = TrainConfig(
+        dataset="shapes",
+        output=str(tmp_path / name),
+        steps=8,
+        batch_size=4,
+        lr=2e-3,
+        warmup_steps=2,
+        log_every=1,
+        checkpoint_every=3,
+        train_limit=10,  # 2 batches per epoch: the run crosses epochs (and resumes mid-epoch)
+        eval_limit=4,
+        progress=False,
+        seed=5,
+        device="cpu",  # bitwise reproducible
+    )
+    model_config = _tiny_config(
+        method="dht", image_size=16, partition_options={"budget": 8, "weights": "none"}
+    )
+    return train(model_config, dataclasses.replace(config, **changes), resume=True)
+
+
+@pytest.mark.filterwarnings("ignore:--resume. no checkpoint")  # the first runs start afresh
+def test_resume_continues_the_same_loss_curve(tmp_path):
+    straight = _run(tmp_path, "straight")
+    first = _run(tmp_path, "resumed", stop_after=5)  # "killed" after step 5; last.pt at step 3
+    assert first.step == 5 and first.evaluation is None
+    state = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert state["step"] == 3
+    second = _run(tmp_path, "resumed")
+    assert second.step == 8
+    assert straight.losses[3:] == second.losses  # bitwise on CPU
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[name]), name
+    # The CSV log of the resumed run holds each step once, with the uninterrupted run's values.
+    with open(tmp_path / "resumed" / "train_metrics.csv") as stream:
+        resumed_rows = list(csv.DictReader(stream))
+    with open(tmp_path / "straight" / "train_metrics.csv") as stream:
+        straight_rows = list(csv.DictReader(stream))
+    assert [r["step"] for r in resumed_rows] == [str(s) for s in range(1, 9)]
+    assert [r["loss"] for r in resumed_rows] == [r["loss"] for r in straight_rows]
+    assert straight.evaluation.miou is not None
+    assert straight.evaluation == dataclasses.replace(
+        second.evaluation, images_per_second=straight.evaluation.images_per_second
+    )
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"step": 1, "w": torch.ones(2)}, path)
+    with pytest.raises(Exception):  # noqa: B017 - any failure while writing
+        save_checkpoint({"step": 2, "bad": lambda: None}, path)  # lambdas cannot be pickled
+    assert load_checkpoint(path)["step"] == 1  # the old checkpoint is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
+    with pytest.raises(AdaptokError, match=r"missing\.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def _write_png(path, array) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def test_image_folder_skips_a_corrupt_file_with_a_warning(tmp_path):
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        for i in range(3):
+            _write_png(tmp_path / label / f"{i}.png", rng.integers(0, 255, (20, 24, 3), np.uint8))
+    (tmp_path / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.warns(UserWarning, match=r"broken\.png"):
+        dataset = ImageFolder(tmp_path, image_size=16)
+    assert len(dataset) == 6 and dataset.info.class_names == ("cat", "dog")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no more warnings once scanned: the epoch runs through
+        labels = [int(dataset[i][1]) for i in range(len(dataset))]
+    assert labels == [0, 0, 0, 1, 1, 1]
+    assert dataset[0][0].shape == (3, 16, 16)
+    # A file that breaks after the scan is named and replaced by the next readable one.
+    (tmp_path / "cat" / "1.png").write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match=r"cat/1\.png"):
+        image, label = dataset[1]
+    assert torch.equal(image, dataset[2][0]) and int(label) == 0
+
+
+def test_missing_datasets_raise_clearly(tmp_path):
+    with pytest.raises(AdaptokError, match="does not exist"):
+        build_dataset("folder", root=tmp_path / "nothing")
+    with pytest.raises(AdaptokError, match="dataset-fashion-mnist"):
+        build_dataset("fashion-mnist", root=tmp_path)
+    with pytest.raises(AdaptokError, match="--data-root"):
+        build_dataset("seg-folder")
+    with pytest.raises(AdaptokError, match="unknown dataset"):
+        build_dataset("imagenet")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AdaptokError, match="no class folders"):
+        ImageFolder(tmp_path / "empty")
+
+
+def test_segmentation_folder_pairs_images_and_labels(tmp_path):
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        _write_png(tmp_path / "images" / f"{i}.png", rng.integers(0, 255, (8, 8, 3), np.uint8))
+        label = np.zeros((8, 8), np.uint8)
+        label[2:5, 3:7] = 2
+        label[0, 0] = 255
+        _write_png(tmp_path / "labels" / f"{i}.png", label)
+    _write_png(tmp_path / "images" / "orphan.png", rng.integers(0, 255, (8, 8, 3), np.uint8))
+    with pytest.warns(UserWarning, match=r"orphan\.png"):
+        dataset = SegmentationFolder(tmp_path, image_size=16)
+    image, label = dataset[0]
+    assert len(dataset) == 2 and dataset.info.num_classes == 3
+    assert image.shape == (3, 16, 16) and label.shape == (16, 16)
+    assert set(label.unique().tolist()) == {0, 2, 255}
+    assert int((label == 2).sum()) == 4 * 3 * 4  # nearest upsampling by 2 of a 3x4 block
+
+
+def test_shapes_masks_are_exact_and_deterministic():
+    dataset = ShapesDataset(4, image_size=24, seed=3)
+    image, label = dataset[1]
+    again, label_again = ShapesDataset(4, image_size=24, seed=3)[1]
+    assert torch.equal(image, again) and torch.equal(label, label_again)
+    assert set(label.unique().tolist()) <= {0, 1, 2} and int((label > 0).sum()) > 0
+    # Every shape pixel has its shape's flat colour: pixels of one class-1/2 component vary only
+    # between shapes, while the background has per-pixel texture.
+    background = image[:, label == 0]
+    assert float(background.std(1).mean()) > 0
+
+
+def test_confusion_matrix_miou_matches_a_per_class_loop():
+    generator = torch.Generator().manual_seed(0)
+    prediction = torch.randint(0, 4, (3, 10, 10), generator=generator)
+    target = torch.randint(0, 4, (3, 10, 10), generator=generator)
+    target[0, 0] = 255
+    matrix = ConfusionMatrix(5)
+    matrix.update(prediction, target)
+    keep = target != 255
+    ious = []
+    for k in range(5):
+        inter = ((prediction == k) & (target == k) & keep).sum()
+        union = (((prediction == k) | (target == k)) & keep).sum()
+        if union > 0:
+            ious.append(float(inter) / float(union))
+    assert matrix.miou == pytest.approx(sum(ious) / len(ious))
+
+
+def test_train_and_eval_cli_on_shapes(tmp_path, capsys):
+    from adaptok.commands import evaluate as evaluate_command
+    from adaptok.commands import train as train_command
+
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    out = tmp_path / "run"
+    args = parser.parse_args(
+        ["--dataset", "shapes", "--method", "quadtree", "--image-size", "16", "--patch-size",
+         "4", "--embed-dim", "32", "--depth", "1", "--heads", "2", "--steps", "3",
+         "--batch-size", "4", "--train-limit", "8", "--eval-limit", "4", "--out", str(out),
+         "--no-progress", "--embedder", "dht", "--budget", "7", "--max-patch", "8"]
+    )  # fmt: skip
+    assert train_command.run(args) == 0
+    assert "mIoU" in capsys.readouterr().out
+    parser = argparse.ArgumentParser()
+    evaluate_command.add_arguments(parser)
+    args = parser.parse_args(
+        [str(out / "last.pt"), "--limit", "4", "--csv", str(tmp_path / "e.csv")]
+    )
+    assert evaluate_command.run(args) == 0
+    with open(tmp_path / "e.csv") as stream:
+        row = next(csv.DictReader(stream))
+    assert float(row["tokens_per_image"]) == 7.0 and row["images"] == "4"
+    with open(out / "eval_metrics.csv") as stream:
+        trained = next(csv.DictReader(stream))
+    assert float(row["miou"]) == pytest.approx(float(trained["miou"]))
