@@ -3,6 +3,7 @@
 Images -> `partition` -> `Partition` -> `embed_inputs` -> `Tokens` -> ViT.
 """
 
+from .dht import DHTResult, DHTTokenizer, dht_partition, load_default_tokenizer
 from .dht_embed import DHTEmbedder, position_columns
 from .embed_patch import PatchEmbedder, embed_patches
 from .errors import AdaptokError, check_images
@@ -50,6 +51,8 @@ __all__ = [
     "AdaptiveViT",
     "AdaptokError",
     "DHTEmbedder",
+    "DHTResult",
+    "DHTTokenizer",
     "EncoderConfig",
     "FeatureScorer",
     "MaskedEncoder",
@@ -68,10 +71,12 @@ __all__ = [
     "check_images",
     "check_partition",
     "connected_components",
+    "dht_partition",
     "embed_inputs",
     "embed_patches",
     "extract_regions",
     "label_components",
+    "load_default_tokenizer",
     "partition",
     "position_columns",
     "quadtree_partition",

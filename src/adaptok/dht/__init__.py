@@ -1,0 +1,81 @@
+"""∂HT, the differentiable hierarchical tokenizer (Aasan et al., NeurIPS 2025).
+
+`dht_partition(images, budget=...)` partitions with the bundled weights; `DHTTokenizer` is the
+trainable module whose forward also returns mean-injected pixels for the extractor.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..errors import check_images
+from ..partition import Partition
+from .criteria import CRITERIA, check_criterion, information_criterion
+from .tokenizer import DHTResult, DHTTokenizer, check_budget, default_budget
+from .weights import (
+    describe_default_weights,
+    load_default_tokenizer,
+    load_tokenizer,
+    save_tokenizer,
+)
+
+__all__ = [
+    "CRITERIA",
+    "DHTResult",
+    "DHTTokenizer",
+    "default_budget",
+    "describe_default_weights",
+    "dht_partition",
+    "information_criterion",
+    "load_default_tokenizer",
+    "load_tokenizer",
+    "save_tokenizer",
+]
+
+_CACHE: dict[tuple[str, str], DHTTokenizer] = {}
+
+
+def _default_tokenizer(device: torch.device, input_space: str) -> DHTTokenizer:
+    key = (str(device), input_space)
+    if key not in _CACHE:
+        _CACHE[key] = load_default_tokenizer(input_space=input_space, device=device)
+    return _CACHE[key]
+
+
+def dht_partition(
+    images: Tensor,
+    *,
+    budget: int | None = None,
+    criterion: str = "aicc",
+    tokenizer: DHTTokenizer | None = None,
+    input_space: str = "unit",
+) -> Partition:
+    """Partition images with ∂HT (eval mode, no gradient, deterministic).
+
+    Args:
+        images: [B, C, H, W] float images, H, W >= 2, any size; C = 3 (C = 1 is repeated to 3).
+        budget: regions allowed per image (an upper bound: each image gets min(regions found,
+            budget)); None uses round(sqrt(H*W) / 0.56).
+        criterion: "aicc", "aic", "bic" or "cic".
+        tokenizer: a trained DHTTokenizer; None uses the bundled default weights (cached per
+            device).
+        input_space: with the default tokenizer, "unit" for images in [0, 1] or "imagenet" for
+            ImageNet-normalised images.
+
+    Returns:
+        The Partition.
+    """
+    check_images(images, min_size=2)
+    check_budget(budget)
+    check_criterion(criterion)
+    if tokenizer is None:
+        tokenizer = _default_tokenizer(images.device, input_space)
+    if images.shape[1] == 1 and tokenizer.in_channels == 3:
+        images = images.expand(-1, 3, -1, -1)
+    was_training = tokenizer.training
+    tokenizer.eval()
+    try:
+        return tokenizer.partition(images, budget=budget, criterion=criterion)
+    finally:
+        tokenizer.train(was_training)

@@ -1,0 +1,145 @@
+"""Token budget: cut every image down to at most `budget` regions by absorbing the others.
+
+`budget` regions per image are kept; every dropped region joins its most similar neighbour that
+already belongs to a kept region, round after round, until all are absorbed (a dropped region
+whose neighbours are all dropped waits for one of them to be absorbed). Each group is a kept
+region plus adjacent regions attached one step at a time, so groups stay 4-connected, and each
+image ends with exactly min(regions, budget) regions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["choose_kept", "enforce_budget", "region_adjacency"]
+
+
+def region_adjacency(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Pairs of 4-adjacent regions of a label map, each pair once.
+
+    Args:
+        labels: [B, H, W] int64 ids 0..N-1 unique across the batch.
+
+    Returns:
+        (low [E], high [E]) int64 region ids with low < high.
+    """
+    pairs = [
+        (labels[:, :, :-1], labels[:, :, 1:]),
+        (labels[:, :-1, :], labels[:, 1:, :]),
+    ]
+    first = torch.cat([a.flatten() for a, _ in pairs])
+    second = torch.cat([b.flatten() for _, b in pairs])
+    differ = first != second
+    first, second = first[differ], second[differ]
+    low, high = torch.minimum(first, second), torch.maximum(first, second)
+    size = int(labels.max()) + 1 if labels.numel() else 1
+    keys = torch.unique(low * size + high)
+    return keys // size, keys % size
+
+
+def _rank_within_image(score: Tensor, image: Tensor) -> Tensor:
+    """[N] rank of each region's score within its image (0 = highest; ties by region id)."""
+    order = torch.argsort(score, descending=True, stable=True)
+    order = order[torch.argsort(image[order], stable=True)]
+    counts = torch.bincount(image)
+    offsets = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device) - offsets[image[order]]
+    return rank
+
+
+def choose_kept(
+    area: Tensor,
+    image: Tensor,
+    features: Tensor,
+    low: Tensor,
+    high: Tensor,
+    budget: int,
+    *,
+    generator: torch.Generator | None = None,
+    random: bool = False,
+) -> Tensor:
+    """Which regions survive the budget.
+
+    Deterministic (random=False): keep the regions that would cost most to merge: the Ward cost
+    a_r a_s / (a_r + a_s) ||f_r - f_s||² to their most similar neighbour (ties by region id).
+    Random (training): sample `budget` regions per image without replacement with probability
+    ∝ 1 / sqrt(area) (Gumbel top-k, drawn from `generator`).
+
+    Args:
+        area: [N] pixel count of each region.
+        image: [N] int64 image of each region.
+        features: [N, d] mean feature of each region.
+        low, high: [E] adjacent region pairs.
+        budget: regions to keep per image.
+        generator: random source for random=True.
+        random: sample instead of ranking.
+
+    Returns:
+        [N] bool, True for kept regions.
+    """
+    area = area.to(features.dtype)
+    if random:
+        uniform = torch.rand(area.shape, generator=generator, device="cpu").to(area.device)
+        gumbel = -torch.log(-torch.log(uniform.clamp(1e-12, 1 - 1e-7)))
+        score = -0.5 * torch.log(area) + gumbel
+    else:
+        distance = (features[low] - features[high]).square().sum(-1)
+        ward = area[low] * area[high] / (area[low] + area[high]) * distance
+        score = torch.full_like(area, float("inf"))
+        both = torch.cat([low, high])
+        score.scatter_reduce_(0, both, torch.cat([ward, ward]), reduce="amin")
+    return _rank_within_image(score, image) < budget
+
+
+def enforce_budget(
+    area: Tensor,
+    image: Tensor,
+    features: Tensor,
+    low: Tensor,
+    high: Tensor,
+    budget: int,
+    *,
+    generator: torch.Generator | None = None,
+    random: bool = False,
+) -> Tensor:
+    """Merge regions until every image has at most `budget`.
+
+    Args:
+        area: [N] pixel count of each region.
+        image: [N] int64 image of each region.
+        features: [N, d] mean feature of each region (similarity exp(-||f_r - f_s||²)).
+        low, high: [E] int64 pairs of 4-adjacent regions.
+        budget: regions allowed per image (>= 1).
+        generator: random source when random=True.
+        random: choose kept regions by sampling (training) instead of by merge cost (eval).
+
+    Returns:
+        [N] int64 group of every region: the id of the kept region it joins (kept regions map to
+        themselves). Every group is 4-connected.
+    """
+    num_regions = area.shape[0]
+    index = torch.arange(num_regions, device=area.device)
+    if int(torch.bincount(image).max()) <= budget:
+        return index
+    kept = choose_kept(area, image, features, low, high, budget, generator=generator, random=random)
+    group = torch.where(kept, index, -1)
+    vertex = torch.cat([low, high])
+    other = torch.cat([high, low])
+    similarity = torch.exp(-(features[low] - features[high]).square().sum(-1))
+    # Best candidate per waiting region in one scatter: value bits above the reversed edge id.
+    bits = similarity.float().view(torch.int32).long()
+    edge_id = torch.arange(low.numel(), device=area.device)
+    key = torch.cat([(bits << 32) | (low.numel() - 1 - edge_id)] * 2)
+    while True:
+        waiting = (group[vertex] < 0) & (group[other] >= 0)
+        if not bool(waiting.any()):
+            break
+        best = torch.full((num_regions,), -1, device=area.device, dtype=torch.long)
+        best.scatter_reduce_(0, vertex[waiting], key[waiting], reduce="amax")
+        joining = torch.nonzero(best >= 0).flatten()
+        edge = low.numel() - 1 - (best[joining] & 0xFFFFFFFF)
+        target = torch.where(low[edge] == joining, high[edge], low[edge])
+        group[joining] = group[target]
+    return group
