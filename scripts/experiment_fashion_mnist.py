@@ -28,17 +28,18 @@ from adaptok.train import TrainConfig, train
 RUNS = {
     "grid-8": ("grid", 8, {"patch_size": 8}),
     "quadtree-31": ("quadtree", 8, {"budget": 31, "min_patch": 8, "max_patch": 32}),
-    "dht-31": ("dht", 8, {"budget": 31}),  # the bundled pretrained dHT tokenizer
+    # the bundled pretrained dHT tokenizer, sampling kept regions in training as the paper does
+    "dht-31": ("dht", 8, {"budget": 31, "sample_budget": True}),
     "grid-16": ("grid", 16, {"patch_size": 16}),
     # Optional (--runs): the plain ViT / Quadformer embedder (patch + 2-D sinusoids, no mask).
     "grid-8-sincos": ("grid", 8, {"patch_size": 8}),
     "quadtree-31-sincos": ("quadtree", 8, {"budget": 31, "min_patch": 8, "max_patch": 32}),
     # Optional: a freshly initialised (untrained) dHT tokenizer instead of the bundled weights.
-    "dht-31-fresh": ("dht", 8, {"budget": 31, "weights": "none"}),
+    "dht-31-fresh": ("dht", 8, {"budget": 31, "weights": "none", "sample_budget": True}),
     # Optional: the eval-time (deterministic) budget rule in training too.
     "dht-31-det": ("dht", 8, {"budget": 31, "sample_budget": False}),
 }
-DEFAULT_RUNS = ["grid-8", "quadtree-31", "dht-31", "grid-16"]
+DEFAULT_RUNS = ["grid-8", "quadtree-31", "dht-31", "dht-31-det", "grid-16"]
 
 
 def cpu_name() -> str:

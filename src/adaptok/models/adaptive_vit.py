@@ -284,9 +284,10 @@ class LearnedTokenizer(nn.Module):
         budget: regions allowed per image (None: the tokenizer's default).
         criterion: information criterion (None: the tokenizer's default).
         sample_budget: in training, choose the regions kept under the budget by random sampling
-            (the paper's regulariser). False uses the deterministic eval-time rule in training
-            too, so the model trains on the partitions it is evaluated on (gradients flow the
-            same way either way).
+            (the paper's regulariser). False (the default) uses the deterministic eval-time rule
+            in training too, so the model trains on the partitions it is evaluated on: on
+            Fashion-MNIST (benchmarks/results/fashion_mnist.md) sampling scored 0.51 test
+            accuracy against 0.71 without, from the same training accuracy.
     """
 
     def __init__(
@@ -295,7 +296,7 @@ class LearnedTokenizer(nn.Module):
         *,
         budget: int | None = None,
         criterion: str | None = None,
-        sample_budget: bool = True,
+        sample_budget: bool = False,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
@@ -305,13 +306,12 @@ class LearnedTokenizer(nn.Module):
 
     def forward(self, images: Tensor):
         """[B, C, H, W] -> DHTResult (`.partition`, `.pixels` carrying gradient)."""
-        if self.training and not self.sample_budget:
-            self.tokenizer.eval()  # only selects the eval budget rule; autograd is unaffected
-            try:
-                return self.tokenizer(images, budget=self.budget, criterion=self.criterion)
-            finally:
-                self.tokenizer.train()
-        return self.tokenizer(images, budget=self.budget, criterion=self.criterion)
+        return self.tokenizer(
+            images,
+            budget=self.budget,
+            criterion=self.criterion,
+            sample_budget=self.training and self.sample_budget,
+        )
 
     def extra_repr(self) -> str:
         return (
