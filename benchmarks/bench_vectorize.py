@@ -85,7 +85,7 @@ def _parse_option(text: str) -> tuple[str, object]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", default="slic", help="partition method (dht, slic, ...)")
+    parser.add_argument("--method", default="dht", help="partition method (dht, slic, ...)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 512])
     parser.add_argument("--photos", nargs="+", default=PHOTOS)
     parser.add_argument(
