@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import time
 
 import torch
 
+from adaptok.benchmarking import cpu_name
 from adaptok.models import EncoderConfig, ModelConfig, build_model
 from adaptok.train.loop import autocast_context
 
@@ -25,17 +25,6 @@ CASES = {
     "quadtree-31": ("quadtree", 8, {"budget": 31, "min_patch": 8, "max_patch": 32}),
     "dht-31": ("dht", 8, {"budget": 31}),
 }
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as stream:
-            for line in stream:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> int:
@@ -49,7 +38,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {device} ({name}); "
         f"torch {torch.__version__}; threads {torch.get_num_threads()}; amp {args.amp}; "

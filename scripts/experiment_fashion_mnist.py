@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from adaptok.benchmarking import cpu_name
 from adaptok.models import EncoderConfig, ModelConfig
 from adaptok.train import TrainConfig, train
 
@@ -40,16 +41,6 @@ RUNS = {
     "dht-31-det": ("dht", 8, {"budget": 31, "sample_budget": False}),
 }
 DEFAULT_RUNS = ["grid-8", "quadtree-31", "dht-31", "dht-31-det", "grid-16"]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> int:

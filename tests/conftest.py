@@ -8,8 +8,14 @@ import torch.nn.functional as F
 
 
 @pytest.fixture(autouse=True)
-def _seed() -> None:
+def _seed_and_one_thread():
+    """Seed every test, and run it on one intra-op thread: the suite is many small ops, where
+    extra threads only contend (and the DDP test runs two processes side by side)."""
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def photo(name: str = "astronaut", size: tuple[int, int] = (64, 64)) -> torch.Tensor:

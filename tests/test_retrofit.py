@@ -13,15 +13,6 @@ from adaptok.models import ModelConfig, build_model, load_weights, remap_timm_st
 from adaptok.models.retrofit import load_timm_weights
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared, loaded machine extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _vit(img_size: int = 224, **kwargs) -> nn.Module:
     """vit_tiny_patch16_224 (pretrained=False) with every parameter randomised (seeded), so
     norms, biases, cls token and positions all matter for the comparison."""

@@ -27,16 +27,6 @@ from adaptok.train import (
     train,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared, loaded machine extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY = EncoderConfig(embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
 
 

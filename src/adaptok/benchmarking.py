@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["machine_header", "median_ms"]
+__all__ = ["cpu_name", "machine_header", "median_ms"]
 
 
 def machine_header(device: str = "cpu") -> str:
@@ -18,14 +18,15 @@ def machine_header(device: str = "cpu") -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         where = torch.cuda.get_device_name(torch.device(device))
     else:
-        where = _cpu_name()
+        where = cpu_name()
     return (
         f"{datetime.date.today().isoformat()} · {where} · {torch.get_num_threads()} threads · "
         f"torch {torch.__version__} · Python {platform.python_version()}"
     )
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The processor's model name."""
     try:
         with open("/proc/cpuinfo") as info:
             for line in info:
