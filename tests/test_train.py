@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import gzip
 import warnings
 
 import numpy as np
@@ -26,6 +27,7 @@ from adaptok.train import (
     save_checkpoint,
     train,
 )
+from adaptok.train.datasets import normalize
 
 TINY = EncoderConfig(embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
 
@@ -245,3 +247,42 @@ def test_train_and_eval_cli_on_shapes(tmp_path, capsys):
     with open(out / "eval_metrics.csv") as stream:
         trained = next(csv.DictReader(stream))
     assert float(row["miou"]) == pytest.approx(float(trained["miou"]))
+
+
+def _write_idx(path, array: np.ndarray) -> None:
+    """Write a gzipped idx file of unsigned bytes (the MNIST format)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
+    with gzip.open(path, "wb") as stream:
+        stream.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_reads_debian_idx_files(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    labels = np.array([3, 1, 4, 1, 5], dtype=np.uint8)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+    data = build_dataset("fashion-mnist", root=tmp_path, split="test", image_size=28, limit=4)
+    assert len(data) == 4 and data.info.num_classes == 10
+    image, label = data[2]
+    assert image.shape == (3, 28, 28) and int(label) == 4
+    # Channels are the grey image repeated, then normalised per channel: undo and compare.
+    grey = torch.from_numpy(images[2]).float()[None] / 255
+    torch.testing.assert_close(image, normalize(grey.expand(3, -1, -1)))
+    assert build_dataset("fashion-mnist", root=tmp_path, split="test", image_size=64)[0][
+        0
+    ].shape == (
+        3,
+        64,
+        64,
+    )
+
+
+def test_fashion_mnist_rejects_a_corrupt_idx_file(tmp_path):
+    with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as stream:
+        stream.write(b"\x12\x34\x56\x78")
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(2, dtype=np.uint8))
+    with pytest.raises(AdaptokError, match="bad magic number"):
+        build_dataset("fashion-mnist", root=tmp_path, split="test")
