@@ -68,3 +68,21 @@ def test_help_lists_every_command() -> None:
 def test_no_command_prints_help_and_fails(capsys) -> None:
     assert main([]) == 2
     assert "usage: adaptok" in capsys.readouterr().out
+
+
+def test_demo_writes_every_picture_and_an_svg(tmp_path, capsys) -> None:
+    assert main(["demo", "--size", "128", "-o", str(tmp_path)]) == 0
+    for method in ("grid", "quadtree", "dht", "slic"):
+        picture = np.asarray(Image.open(tmp_path / f"demo_{method}.png"))
+        assert picture.shape == (128, 2 * 128 + 4, 3)
+    assert (tmp_path / "demo.svg").read_text().startswith("<svg")
+    assert "16 tokens" in capsys.readouterr().out  # (128 / 32)^2 for grid and quadtree
+
+
+def test_bench_prints_a_table_at_matched_token_counts(capsys) -> None:
+    args = ["bench", "--size", "128", "--batch", "2", "--repeats", "1", "--methods", "grid",
+            "quadtree"]  # fmt: skip
+    assert main(args) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| grid")
+            or line.startswith("| quadtree")]  # fmt: skip
+    assert len(rows) == 2 and all(row.split("|")[3].strip() == "16" for row in rows)

@@ -10,11 +10,11 @@ from ..benchmarking import machine_header, median_ms
 from ..io import sample_image
 from ..registry import partition
 from ..tokens import embed_inputs
-from .demo import METHODS
+from .demo import METHODS, method_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--size", type=int, default=512, help="image side (a multiple of 128)")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--device", default="cpu")
@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.size % 128 or args.size < 128:
+        raise SystemExit(f"--size must be a positive multiple of 128, got {args.size}")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"adaptok bench · {machine_header(args.device)}")
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     for batch in args.batch:
         images = sample_image(args.size).repeat(batch, 1, 1, 1).to(args.device)
         for method in args.methods:
-            options = METHODS[method]
+            options = method_options(args.size)[method]
 
             def tokenize(method=method, options=options, images=images) -> object:
                 with torch.no_grad():

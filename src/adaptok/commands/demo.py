@@ -12,12 +12,19 @@ from ..io import sample_image, save_image
 from ..registry import partition
 from ..visualize import token_picture
 
-METHODS: dict[str, dict[str, object]] = {
-    "grid": {"patch_size": 32},
-    "quadtree": {"budget": 256, "min_patch": 16, "max_patch": 128},
-    "dht": {"budget": 256},
-    "slic": {"budget": 256},
-}
+METHODS = ("grid", "quadtree", "dht", "slic")
+
+
+def method_options(size: int) -> dict[str, dict[str, object]]:
+    """Options giving every method the same token count, (size / 32)^2, on a size x size image
+    (size a multiple of 128; the count is a valid quadtree budget: N0 + 15 N0)."""
+    tokens = (size // 32) ** 2
+    return {
+        "grid": {"patch_size": 32},
+        "quadtree": {"budget": tokens, "min_patch": 16, "max_patch": 128},
+        "dht": {"budget": tokens},
+        "slic": {"budget": tokens},
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path("."),
         help="folder for the pictures (default: the current folder)",
     )
-    parser.add_argument("--size", type=int, default=512, help="side of the sample image")
+    parser.add_argument(
+        "--size", type=int, default=512, help="side of the sample image (a multiple of 128)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     image = sample_image(args.size)
     print(f"bundled sample: astronaut, {args.size}x{args.size}")
-    for method, options in METHODS.items():
+    if args.size % 128 or args.size < 128:
+        raise SystemExit(f"--size must be a positive multiple of 128, got {args.size}")
+    for method, options in method_options(args.size).items():
         start = time.perf_counter()
         with torch.no_grad():
             part = partition(image, method=method, **options)
