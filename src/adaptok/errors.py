@@ -41,7 +41,7 @@ def check_images(images: Tensor, *, min_size: int = 1, name: str = "images") -> 
         raise AdaptokError(f"{name} is empty: shape {tuple(images.shape)}")
     if height < min_size or width < min_size:
         raise AdaptokError(
-            f"{name} of size {height}x{width} is too small: at least {min_size}x{min_size} "
+            f"{name} of size {height}x{width} are too small: at least {min_size}x{min_size} "
             "is needed; resize or pad the images"
         )
     # NaN and infinity propagate through a sum: check the full tensor only when the sum is not
