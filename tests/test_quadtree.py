@@ -10,7 +10,7 @@ import torch
 import adaptok
 from adaptok import AdaptokError, check_partition
 from adaptok.embed_patch import PatchEmbedder
-from adaptok.quadtree import quadtree_partition, quadtree_split, valid_budgets
+from adaptok.quadtree import nearest_budget, quadtree_partition, quadtree_split, valid_budgets
 from adaptok.scorers import PixelBlurScorer, PrecomputedScorer, pixel_blur_importance
 from conftest import photo
 
@@ -301,3 +301,12 @@ def test_bad_scorer_output_is_reported() -> None:
         quadtree_partition(
             torch.rand(1, 3, 64, 64), budget=19, min_patch=4, max_patch=16, scorer=wrong_scorer
         )
+
+
+@pytest.mark.parametrize("wanted", [None, -5, 40, 41, 42, 101, 159.5, 10**6])
+def test_nearest_budget_is_the_closest_valid_budget(wanted) -> None:
+    budgets = list(valid_budgets(320, 512, min_patch=16, max_patch=64))
+    target = budgets[-1] / 4 if wanted is None else wanted
+    chosen = nearest_budget(320, 512, wanted, min_patch=16, max_patch=64)
+    assert chosen in budgets
+    assert abs(chosen - target) == min(abs(b - target) for b in budgets)

@@ -48,6 +48,7 @@ from .scorers import QuadtreeScorer, check_importance_maps, get_scorer
 __all__ = [
     "QuadtreeSplit",
     "check_quadtree_sizes",
+    "nearest_budget",
     "quadtree_leaves",
     "quadtree_partition",
     "quadtree_split",
@@ -112,6 +113,28 @@ def valid_budgets(height: int, width: int, *, min_patch: int = 16, max_patch: in
     coarsest = (height // max_patch) * (width // max_patch)
     finest = (height // min_patch) * (width // min_patch)
     return range(coarsest, finest + 1, 3)
+
+
+def nearest_budget(
+    height: int,
+    width: int,
+    wanted: float | None = None,
+    *,
+    min_patch: int = 16,
+    max_patch: int = 64,
+) -> int:
+    """The valid budget (N0 + 3j) nearest to `wanted` tokens, clamped to the reachable range.
+
+    Args:
+        height, width: image size, multiples of max_patch.
+        wanted: tokens asked for; None asks for a quarter of the smallest patches.
+        min_patch, max_patch: the quadtree's patch sizes.
+    """
+    budgets = valid_budgets(height, width, min_patch=min_patch, max_patch=max_patch)
+    if wanted is None:
+        wanted = budgets[-1] / 4
+    step = round((wanted - budgets[0]) / 3)
+    return budgets[min(max(step, 0), len(budgets) - 1)]
 
 
 def _check_budget(budget: object, budgets: range, height: int, width: int) -> int:

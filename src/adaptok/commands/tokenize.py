@@ -13,6 +13,7 @@ from tqdm import tqdm
 from ..errors import AdaptokError
 from ..io import load_image, pad_to_multiple, save_image
 from ..partition import Partition
+from ..quadtree import nearest_budget
 from ..registry import available_methods, partition
 from ..visualize import token_picture
 
@@ -67,21 +68,13 @@ def tokenize_image(image: Tensor, args: argparse.Namespace) -> tuple[Tensor, Par
         options["patch_size"] = args.patch_size
     elif args.method == "quadtree":
         options.update(min_patch=args.patch_size, max_patch=args.max_patch, scorer=args.scorer)
-        options["budget"] = args.budget or default_quadtree_budget(
-            image.shape[2], image.shape[3], args.patch_size, args.max_patch
+        options["budget"] = args.budget or nearest_budget(
+            image.shape[2], image.shape[3], min_patch=args.patch_size, max_patch=args.max_patch
         )
     elif args.budget is not None:
         options["budget"] = args.budget
     with torch.no_grad():
         return image, partition(image, method=args.method, **options), note
-
-
-def default_quadtree_budget(height: int, width: int, min_patch: int, max_patch: int) -> int:
-    """A valid quadtree budget near a quarter of the smallest-patch count."""
-    coarsest = (height // max_patch) * (width // max_patch)
-    finest = (height // min_patch) * (width // min_patch)
-    splits = max(0, round((finest / 4 - coarsest) / 3))
-    return min(coarsest + 3 * splits, finest)
 
 
 def output_path(args: argparse.Namespace, source: Path) -> Path:

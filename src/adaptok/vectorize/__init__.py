@@ -26,6 +26,7 @@ from ..errors import AdaptokError, check_images
 from ..graph import label_components
 from ..io import DEFAULT_MAX_PIXELS, load_image, pad_to_multiple
 from ..partition import Partition
+from ..quadtree import nearest_budget
 from ..registry import get_partitioner
 from ..registry import partition as make_partition
 from .bezier import Curves, fit_beziers
@@ -279,19 +280,17 @@ def _partition_any_size(images: Tensor, method: str, options: dict[str, Any]) ->
         return make_partition(images, method=method, **options)
     step = max(1, multiple[method])
     padded = pad_to_multiple(images, step)
-    if method == "quadtree":
+    if method == "quadtree" and isinstance(options.get("budget"), (int, float, type(None))):
         # Quadtree budgets are N0 + 3j: take the valid one nearest to the budget asked for
         # (default: a quarter of the smallest patches).
-        min_patch = max(1, int(options.get("min_patch", 16)))
-        coarsest = (padded.shape[2] // step) * (padded.shape[3] // step)
-        finest = (padded.shape[2] // min_patch) * (padded.shape[3] // min_patch)
-        wanted = options.get("budget", finest / 4)
-        if isinstance(wanted, (int, float)):
-            splits = max(0, round((wanted - coarsest) / 3))
-            options = {
-                **options,
-                "budget": min(coarsest + 3 * splits, coarsest + 3 * ((finest - coarsest) // 3)),
-            }
+        budget = nearest_budget(
+            padded.shape[2],
+            padded.shape[3],
+            options.get("budget"),
+            min_patch=max(1, int(options.get("min_patch", 16))),
+            max_patch=step,
+        )
+        options = {**options, "budget": budget}
     part = make_partition(padded, method=method, **options)
     if padded.shape == images.shape:
         return part
