@@ -86,3 +86,16 @@ def test_bench_prints_a_table_at_matched_token_counts(capsys) -> None:
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| grid")
             or line.startswith("| quadtree")]  # fmt: skip
     assert len(rows) == 2 and all(row.split("|")[3].strip() == "16" for row in rows)
+
+
+def test_tokenize_names_outputs_like_vectorize(image_files, tmp_path) -> None:
+    twin = tmp_path / "other" / "a.png"
+    twin.parent.mkdir()
+    twin.write_bytes(image_files[0].read_bytes())
+    out = tmp_path / "pictures"
+    assert (
+        main(["tokenize", str(image_files[0]), str(twin), "--method", "grid", "-o", str(out)]) == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["a-2_grid.png", "a_grid.png"]
+    many = ["tokenize", str(image_files[0]), str(twin), "--method", "grid"]
+    assert main([*many, "-o", str(tmp_path / "one.png")]) == 2  # several images need a folder

@@ -16,6 +16,7 @@ from ..partition import Partition
 from ..quadtree import nearest_budget
 from ..registry import available_methods, partition
 from ..visualize import token_picture
+from .outputs import output_paths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,23 +78,17 @@ def tokenize_image(image: Tensor, args: argparse.Namespace) -> tuple[Tensor, Par
         return image, partition(image, method=args.method, **options), note
 
 
-def output_path(args: argparse.Namespace, source: Path) -> Path:
-    name = f"{source.stem}_{args.method}.png"
-    if args.output is None:
-        return Path(name)
-    if len(args.images) > 1 or args.output.is_dir():
-        args.output.mkdir(parents=True, exist_ok=True)
-        return args.output / name
-    return args.output
-
-
 def run(args: argparse.Namespace) -> int:
+    try:
+        targets = output_paths(args.images, args.output, suffix=f"_{args.method}.png")
+    except (AdaptokError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     failures = 0
     files = tqdm(args.images, unit="image", disable=len(args.images) < 2)
-    for source in files:
+    for source, target in zip(files, targets, strict=True):
         try:
             image, part, note = tokenize_image(load_image(source), args)
-            target = output_path(args, source)
             save_image(token_picture(image, part), target)
         except AdaptokError as error:
             failures += 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -15,9 +14,9 @@ from ..errors import AdaptokError
 from ..io import DEFAULT_MAX_PIXELS, display_name, load_image
 from ..registry import available_methods
 from ..vectorize import DEFAULT_METHOD, render_svg, vectorize
+from .outputs import output_paths
 
 # Longest file name (bytes) most file systems accept.
-NAME_MAX = 255
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,49 +84,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def output_paths(images: list[Path], output: Path | None) -> list[Path]:
-    """Where each image's SVG goes: `output` itself for one image, else a folder of NAME.svg.
-
-    Names are the inputs' base names (never their folders, so '..' cannot escape the output
-    folder), shortened to fit the file system, and numbered when two inputs share a name.
-    """
-    if output is not None and len(images) == 1 and not output.is_dir():
-        return [output]
-    folder = Path(".") if output is None else output
-    if output is not None and output.suffix.lower() == ".svg" and len(images) > 1:
-        raise AdaptokError(
-            f"{len(images)} images cannot all be written to {display_name(output)}; "
-            "give a folder with -o"
-        )
-    taken: dict[str, int] = {}
-    paths = []
-    for image in images:  # one name per file: a loop over files, not pixels
-        stem = _fit_name(image.stem or "image", reserve=len(".preview.png") + 8)
-        count = taken.get(stem, 0)
-        taken[stem] = count + 1
-        paths.append(folder / (f"{stem}-{count + 1}.svg" if count else f"{stem}.svg"))
-    return paths
-
-
 def preview_path(target: Path) -> Path:
     """NAME.preview.png beside NAME.svg (never NAME.png, which may be the input image)."""
     return target.with_name(f"{target.stem}.preview.png")
 
 
-def _fit_name(stem: str, reserve: int) -> str:
-    """Cut a file name stem so that it and `reserve` more bytes fit in NAME_MAX bytes."""
-    raw = os.fsencode(stem)
-    if len(raw) + reserve <= NAME_MAX:
-        return stem
-    return os.fsdecode(raw[: NAME_MAX - reserve].decode("utf-8", "ignore").encode("utf-8"))
-
-
 def run(args: argparse.Namespace) -> int:
     images: list[Path] = args.images
     try:
-        targets = output_paths(images, args.output)
-        if args.output is not None and (len(images) > 1 or args.output.is_dir()):
-            args.output.mkdir(parents=True, exist_ok=True)
+        targets = output_paths(images, args.output, suffix=".svg", reserve=len(".preview"))
     except (AdaptokError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

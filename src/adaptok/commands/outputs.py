@@ -1,0 +1,53 @@
+"""Output file names for commands that write one file per input image."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import AdaptokError
+from ..io import display_name
+
+__all__ = ["output_paths"]
+
+NAME_MAX = 255
+
+
+def output_paths(
+    images: list[Path], output: Path | None, *, suffix: str, reserve: int = 0
+) -> list[Path]:
+    """Where each image's output goes: `output` itself for one image, else a folder of
+    NAME + suffix (e.g. NAME.svg, NAME_grid.png); `reserve` bytes of name are kept free for
+    files written beside it (e.g. ".preview").
+
+    Names are the inputs' base names (never their folders, so '..' cannot escape the output
+    folder), shortened to fit the file system, and numbered when two inputs share a name. The
+    output folder is created when missing.
+    """
+    if output is not None and len(images) == 1 and not output.is_dir():
+        return [output]
+    folder = Path(".") if output is None else output
+    extension = Path("name" + suffix).suffix.lower()  # Path(".svg").suffix is empty
+    if output is not None and output.suffix.lower() == extension and len(images) > 1:
+        raise AdaptokError(
+            f"{len(images)} images cannot all be written to {display_name(output)}; "
+            "give a folder with -o"
+        )
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+    taken: dict[str, int] = {}
+    paths = []
+    for image in images:  # one name per file: a loop over files, not pixels
+        stem = _fit_name(image.stem or "image", reserve=len(suffix) + reserve + 8)
+        count = taken.get(stem, 0)
+        taken[stem] = count + 1
+        paths.append(folder / (f"{stem}-{count + 1}{suffix}" if count else f"{stem}{suffix}"))
+    return paths
+
+
+def _fit_name(stem: str, reserve: int) -> str:
+    """Cut a file name stem so that it and `reserve` more bytes fit in NAME_MAX bytes."""
+    raw = os.fsencode(stem)
+    if len(raw) + reserve <= NAME_MAX:
+        return stem
+    return os.fsdecode(raw[: NAME_MAX - reserve].decode("utf-8", "ignore").encode("utf-8"))
