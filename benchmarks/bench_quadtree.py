@@ -4,11 +4,11 @@ Rows: 256x256 (min 16, max 64, 100 tokens) and 512x512 (min 16, max 128, 256 tok
 and batch 32 of real photos (scikit-image, area-resized, cycled to fill the batch). Columns, each
 the median wall time of --repeats calls after a warm-up (min in brackets for the total):
 
-* quadtree total: `quadtree_partition` + `embed_inputs` (images -> Partition -> padded Tokens of
+* quadtree total: `quadtree_partition` + `extract_tokens` (images -> Partition -> padded Tokens of
   16x16 area-averaged patches with centres and levels), the work the Quadformer runners do;
 * scoring: the pixel-blur importance maps alone; partition: `quadtree_partition` given those
-  maps (`PrecomputedScorer`: validation, greedy split, leaves, label map); tokens: `embed_inputs`;
-* grid: `grid_partition` + `embed_inputs` with 16-pixel patches (adaptok's uniform baseline), and
+  maps (`PrecomputedScorer`: validation, greedy split, leaves, label map); tokens: `extract_tokens`;
+* grid: `grid_partition` + `extract_tokens` with 16-pixel patches (adaptok's uniform baseline), and
   patchify: `F.unfold` alone (a bare ViT patchify, no Partition);
 * CPU ms: process CPU time of one quadtree total (all threads), which is less sensitive than wall
   time to other jobs on a shared machine.
@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 
 import adaptok
-from adaptok.benchmarking import machine_header
-from adaptok.quadtree import quadtree_partition
-from adaptok.scorers import PrecomputedScorer, pixel_blur_importance
+from adaptok.cli.benchmarking import machine_header
+from adaptok.partitioners.quadtree import quadtree_partition
+from adaptok.partitioners.scorers import PrecomputedScorer, pixel_blur_importance
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
 # (image side, min patch, max patch, tokens)
@@ -87,11 +87,11 @@ def row(
 
     def total() -> object:
         part = quadtree_partition(images, **options)
-        return adaptok.embed_inputs(images, part, patch_size=min_patch)
+        return adaptok.extract_tokens(images, part, patch_size=min_patch)
 
     def grid() -> object:
         part = adaptok.partition(images, method="grid", patch_size=min_patch)
-        return adaptok.embed_inputs(images, part, patch_size=min_patch)
+        return adaptok.extract_tokens(images, part, patch_size=min_patch)
 
     wall, cpu = timings(total, repeats, device)
     maps = pixel_blur_importance(images, min_patch=min_patch, max_patch=max_patch)
@@ -102,7 +102,7 @@ def row(
     partition = median(
         lambda: quadtree_partition(images, **options, scorer=PrecomputedScorer(maps))
     )
-    tokens = median(lambda: adaptok.embed_inputs(images, part, patch_size=min_patch))
+    tokens = median(lambda: adaptok.extract_tokens(images, part, patch_size=min_patch))
     uniform = median(grid)
     patchify = median(lambda: F.unfold(images, min_patch, stride=min_patch))
     quoted = QUOTED_MS.get((size, batch))

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from skimage import data
 
 from adaptok import Partition
-from adaptok.benchmarking import machine_header, median_ms
-from adaptok.grid import grid_partition
+from adaptok.cli.benchmarking import machine_header, median_ms
+from adaptok.partitioners.grid import grid_partition
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
 
@@ -123,10 +123,10 @@ def measure(
 
 def dht_method(weights: str | None, device: str) -> Callable[..., Partition] | str:
     """dht_partition with the bundled weights, or with a weights file (`--dht-weights`)."""
-    dht = try_import("adaptok.dht:dht_partition")
+    dht = try_import("adaptok.partitioners.dht:dht_partition")
     if isinstance(dht, str) or weights is None:
         return dht
-    from adaptok.dht import load_tokenizer
+    from adaptok.partitioners.dht import load_tokenizer
 
     tokenizer = load_tokenizer(weights, device=device)
     return lambda images, **options: dht(images, tokenizer=tokenizer, **options)
@@ -161,7 +161,7 @@ def run_size(size: int, device: str, repeats: int, dht_weights: str | None = Non
         targets = [float(fallback)] * images.shape[0]
     mean_target = statistics.mean(targets)
 
-    slic = try_import("adaptok.slic:slic_partition")
+    slic = try_import("adaptok.partitioners.slic:slic_partition")
     if isinstance(slic, str):
         print(f"  [skip] slic: {slic}")
     else:
@@ -193,7 +193,7 @@ def run_size(size: int, device: str, repeats: int, dht_weights: str | None = Non
             )
         )
 
-    quadtree = try_import("adaptok.quadtree:quadtree_partition")
+    quadtree = try_import("adaptok.partitioners.quadtree:quadtree_partition")
     if isinstance(quadtree, str):
         print(f"  [skip] quadtree: {quadtree}")
     else:

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 import adaptok
-from adaptok.benchmarking import machine_header
-from adaptok.vectorize import render_svg, vectorize
+from adaptok.cli.benchmarking import machine_header
+from adaptok.vector import render_svg, vectorize
 
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field"]
 # vtracer presets: its defaults, and a coarse one (fewer colours, bigger speckles dropped).
@@ -113,7 +113,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     options = dict(_parse_option(text) for text in args.option)
     if args.untrained_dht:
-        from adaptok.dht import DHTTokenizer
+        from adaptok.partitioners.dht import DHTTokenizer
 
         torch.manual_seed(0)
         options["tokenizer"] = DHTTokenizer().eval()

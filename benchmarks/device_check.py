@@ -12,7 +12,7 @@ import time
 import timm
 import torch
 
-from adaptok.commands.evaluate import load_trained_model
+from adaptok.cli.evaluate import load_trained_model
 from adaptok.models import EncoderConfig, MaskedEncoder, ModelConfig, retrofit
 from adaptok.train import TrainConfig, build_dataset, evaluate, train
 

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from adaptok.benchmarking import cpu_name
+from adaptok.cli.benchmarking import cpu_name
 from adaptok.models import EncoderConfig, ModelConfig, build_model
 from adaptok.train.loop import autocast_context
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from adaptok.benchmarking import cpu_name
+from adaptok.cli.benchmarking import cpu_name
 from adaptok.models import EncoderConfig, ModelConfig
 from adaptok.train import TrainConfig, train
 

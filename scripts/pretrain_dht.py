@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from skimage import data
 from tqdm import tqdm
 
-from adaptok.dht import DHTTokenizer, save_tokenizer
+from adaptok.partitioners.dht import DHTTokenizer, save_tokenizer
 
 PHOTOS = ("retina", "colorwheel", "logo")
 GRAY = ("camera", "coins", "moon", "grass", "gravel", "brick", "page", "text", "clock")

@@ -12,7 +12,7 @@ import torch
 
 import adaptok
 from adaptok.io import from_array, sample_image, save_image
-from adaptok.vectorize.render import render_svg
+from adaptok.vector.render import render_svg
 from adaptok.visualize import draw_boundaries, side_by_side
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adaptok.cli import COMMANDS, main
+from adaptok.cli.main import COMMANDS, main
 
 
 @pytest.fixture
@@ -59,7 +59,10 @@ def test_tokenize_names_unreadable_files_and_goes_on(image_files, tmp_path, caps
 
 def test_help_lists_every_command() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "adaptok.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "adaptok.cli.main", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     for name in COMMANDS:
         assert name in result.stdout

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 
 import adaptok
 from adaptok import AdaptokError, Partition, check_partition
-from adaptok.dht import (
+from adaptok.graph import connected_components
+from adaptok.io import sample_image
+from adaptok.partitioners.dht import (
     DHTTokenizer,
     dht_partition,
     information_criterion,
@@ -20,11 +22,9 @@ from adaptok.dht import (
     load_tokenizer,
     save_tokenizer,
 )
-from adaptok.dht.budget import enforce_budget, region_adjacency
-from adaptok.dht.merge import forest_components, link_vertices, pixel_graph
-from adaptok.graph import connected_components
-from adaptok.grid import grid_partition
-from adaptok.io import sample_image
+from adaptok.partitioners.dht.budget import enforce_budget, region_adjacency
+from adaptok.partitioners.dht.merge import forest_components, link_vertices, pixel_graph
+from adaptok.partitioners.grid import grid_partition
 from adaptok.tokens import extract_squares
 
 

@@ -9,13 +9,13 @@ from timm.layers import resample_abs_pos_embed
 
 import adaptok
 from adaptok import AdaptokError, Partition
-from adaptok.dht_embed import (
+from adaptok.embed.dht import (
     DHTEmbedder,
     dht_embed,
     load_timm_patch_embedding,
     position_columns,
 )
-from adaptok.extract import extract_regions
+from adaptok.tokens import extract_regions
 
 
 def random_partition(batch: int, height: int, width: int, seed: int) -> Partition:
@@ -39,7 +39,7 @@ def images() -> torch.Tensor:
 # --------------------------------------------------------------------------- timm equivalence
 def test_grid_tokens_reproduce_timm_embedding(vit: torch.nn.Module, images: torch.Tensor) -> None:
     part = adaptok.partition(images, method="grid", patch_size=16)
-    tokens = adaptok.embed_inputs(images, part, patch_size=16, position_grid=14)
+    tokens = adaptok.extract_tokens(images, part, patch_size=16, position_grid=14)
     embedder = DHTEmbedder(embed_dim=192, position_grid=14, norm=False)
     load_timm_patch_embedding(embedder, vit)
     with torch.no_grad():
@@ -51,7 +51,7 @@ def test_grid_tokens_reproduce_timm_embedding(vit: torch.nn.Module, images: torc
     assert bool(out.valid.all())
     # The same through the convenience constructor, with zero-initialised gradient columns.
     from_timm = DHTEmbedder.from_timm(vit, gradient=True)
-    tokens = adaptok.embed_inputs(images, part, **from_timm.input_options)
+    tokens = adaptok.extract_tokens(images, part, **from_timm.input_options)
     with torch.no_grad():
         torch.testing.assert_close(from_timm(tokens).x, want, atol=1e-5, rtol=0)
 
@@ -63,7 +63,7 @@ def test_other_position_grid_uses_timm_resampled_positions(
     # its position is the bicubically resized grid's entry of that cell.
     embedder = DHTEmbedder.from_timm(vit, position_grid=7)
     part = adaptok.partition(images, method="grid", patch_size=16)
-    tokens = adaptok.embed_inputs(images, part, patch_size=16, position_grid=7)
+    tokens = adaptok.extract_tokens(images, part, patch_size=16, position_grid=7)
     resized = resample_abs_pos_embed(vit.pos_embed, (7, 7), num_prefix_tokens=1)[0, 1:]
     rows = torch.arange(14)[:, None] // 2 * 7 + torch.arange(14)[None, :] // 2
     with torch.no_grad():
@@ -225,12 +225,12 @@ def test_errors_for_mismatched_shapes(vit: torch.nn.Module) -> None:
 def test_gradient_path_from_tokens_to_the_dht_tokenizer() -> None:
     """End to end: dHT pixels -> extractor -> embedder; a loss on the tokens reaches every
     parameter of the tokenizer (encoder, self-edge, injection) and of the embedder."""
-    dht = pytest.importorskip("adaptok.dht")
+    dht = pytest.importorskip("adaptok.partitioners.dht")
     torch.manual_seed(0)
     tokenizer = dht.DHTTokenizer(gradient=False).train()
     images = torch.rand(2, 3, 24, 20, generator=torch.Generator().manual_seed(3))
     result = tokenizer(images, budget=12, generator=torch.Generator().manual_seed(0))
-    tokens = adaptok.embed_inputs(
+    tokens = adaptok.extract_tokens(
         result.pixels, result.partition, patch_size=4, position_grid=6, gradient=True
     )
     embedder = make_embedder().train()

@@ -8,8 +8,8 @@ from torch import nn
 
 import adaptok
 from adaptok import AdaptokError
-from adaptok.embed_patch import PatchEmbedder, embed_patches, sample_position_grid, timm_vit_state
-from adaptok.quadtree import quadtree_partition
+from adaptok.embed.patch import PatchEmbedder, embed_patches, sample_position_grid, timm_vit_state
+from adaptok.partitioners.quadtree import quadtree_partition
 from conftest import photo
 
 timm = pytest.importorskip("timm")
@@ -17,7 +17,7 @@ timm = pytest.importorskip("timm")
 
 def grid_tokens(images: torch.Tensor, patch_size: int = 16) -> adaptok.Tokens:
     part = adaptok.partition(images, method="grid", patch_size=patch_size)
-    return adaptok.embed_inputs(images, part, patch_size=patch_size)
+    return adaptok.extract_tokens(images, part, patch_size=patch_size)
 
 
 def test_projection_reproduces_timm_patch_embed() -> None:
@@ -55,7 +55,7 @@ def test_retrofitted_timm_vit_embedding_is_reproduced() -> None:
 def test_sincos_positions_are_the_token_centres() -> None:
     images = photo("astronaut", (64, 64))
     part = quadtree_partition(images, budget=10, min_patch=16, max_patch=32)
-    tokens = adaptok.embed_inputs(images, part, patch_size=16)
+    tokens = adaptok.extract_tokens(images, part, patch_size=16)
     embedder = PatchEmbedder(patch_size=16, in_chans=3, embed_dim=32, num_prefix_tokens=2)
     x, valid = embedder(tokens)
     projected = embedder.proj(tokens.patches)
@@ -81,7 +81,7 @@ def test_padding_is_zero_and_masked() -> None:
     coarse = adaptok.partition(images[:1], method="grid", patch_size=32).labels
     fine = adaptok.partition(images[1:], method="grid", patch_size=16).labels
     part = adaptok.Partition.from_labels(torch.cat([coarse, fine]))
-    tokens = adaptok.embed_inputs(images, part, patch_size=16)
+    tokens = adaptok.extract_tokens(images, part, patch_size=16)
     embedder = PatchEmbedder(patch_size=16, in_chans=3, embed_dim=16)
     x, valid = embedder(tokens)
     assert valid.tolist() == [[True] * 5 + [False] * 12, [True] * 17]
@@ -92,7 +92,7 @@ def test_padding_is_zero_and_masked() -> None:
 def test_function_and_module_agree_and_gradients_reach_every_parameter(position: str) -> None:
     images = torch.cat([photo("coffee", (64, 64)), photo("chelsea", (64, 64))])
     part = quadtree_partition(images, budget=13, min_patch=16, max_patch=32)
-    tokens = adaptok.embed_inputs(images, part, patch_size=16)
+    tokens = adaptok.extract_tokens(images, part, patch_size=16)
     embedder = PatchEmbedder(
         patch_size=16,
         in_chans=3,
@@ -149,7 +149,7 @@ def test_rejects_bad_configuration(options: dict, match: str) -> None:
 
 def test_rejects_tokens_of_another_patch_size() -> None:
     embedder = PatchEmbedder(patch_size=16, in_chans=3, embed_dim=32)
-    with pytest.raises(AdaptokError, match=r"embed_inputs\(\.\.\., patch_size=16\)"):
+    with pytest.raises(AdaptokError, match=r"extract_tokens\(\.\.\., patch_size=16\)"):
         embedder(grid_tokens(torch.rand(1, 3, 64, 64), patch_size=8))
     with pytest.raises(AdaptokError, match="values per patch"):
         embed_patches(grid_tokens(torch.rand(1, 3, 64, 64)), torch.zeros(8, 10))
@@ -160,11 +160,11 @@ def test_same_embedding_on_cuda() -> None:
         pytest.skip("no CUDA device")
     images = photo("astronaut", (64, 64))
     part = quadtree_partition(images, budget=10, min_patch=16, max_patch=32)
-    tokens = adaptok.embed_inputs(images, part, patch_size=16)
+    tokens = adaptok.extract_tokens(images, part, patch_size=16)
     embedder = PatchEmbedder(
         patch_size=16, in_chans=3, embed_dim=32, position="learned", grid_size=4
     )
     x, _ = embedder(tokens)
-    gpu_tokens = adaptok.embed_inputs(images.cuda(), part.to("cuda"), patch_size=16)
+    gpu_tokens = adaptok.extract_tokens(images.cuda(), part.to("cuda"), patch_size=16)
     y, _ = embedder.cuda()(gpu_tokens)
     torch.testing.assert_close(y.cpu(), x, rtol=1e-4, atol=1e-4)

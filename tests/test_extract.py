@@ -10,9 +10,8 @@ import torch.nn.functional as F
 
 import adaptok
 from adaptok import AdaptokError, Partition
-from adaptok.extract import extract_regions, gradient_histogram, position_histogram
-from adaptok.grid import grid_partition
-from adaptok.tokens import extract_squares
+from adaptok.partitioners.grid import grid_partition
+from adaptok.tokens import extract_regions, extract_squares, gradient_histogram, position_histogram
 
 
 def random_partition(batch: int, height: int, width: int, classes: int, seed: int) -> Partition:
@@ -242,10 +241,10 @@ def test_batch_independence() -> None:
         assert not bool(tokens.patch_valid[b, count:].any())
 
 
-def test_embed_inputs_dispatches_non_square_partitions_to_the_extractor() -> None:
+def test_extract_tokens_dispatches_non_square_partitions_to_the_extractor() -> None:
     part = random_partition(2, 21, 19, classes=3, seed=4)
     images = torch.rand(2, 3, 21, 19)
-    tokens = adaptok.embed_inputs(images, part, patch_size=4, position_grid=3)
+    tokens = adaptok.extract_tokens(images, part, patch_size=4, position_grid=3)
     direct = extract_regions(images, part, patch_size=4, position_grid=3)
     assert tokens.mask is not None and tokens.position is not None
     torch.testing.assert_close(tokens.patches, direct.patches)

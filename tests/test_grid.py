@@ -19,7 +19,7 @@ def test_grid_regions_are_the_patches(photos: torch.Tensor) -> None:
 
 def test_grid_tokens_equal_unfolded_patches(photos: torch.Tensor) -> None:
     part = adaptok.partition(photos, method="grid", patch_size=16)
-    tokens = adaptok.embed_inputs(photos, part, patch_size=16)
+    tokens = adaptok.extract_tokens(photos, part, patch_size=16)
     expected = F.unfold(photos, 16, stride=16).transpose(1, 2)  # [B, T, C*P*P] channel-major
     torch.testing.assert_close(tokens.patches, expected)
     assert tokens.patch_valid.all()
@@ -39,7 +39,7 @@ def test_extract_squares_area_averages_big_patches() -> None:
 def test_tokens_carry_gradient_to_pixels(photos: torch.Tensor) -> None:
     images = photos.clone().requires_grad_(True)
     part = adaptok.partition(images, method="grid", patch_size=32)
-    adaptok.embed_inputs(images, part, patch_size=16).patches.square().sum().backward()
+    adaptok.extract_tokens(images, part, patch_size=16).patches.square().sum().backward()
     assert images.grad is not None and images.grad.abs().sum() > 0
 
 

@@ -11,7 +11,7 @@ PUBLIC = [
     "AdaptiveViT", "AdaptokError", "DHTEmbedder", "DHTResult", "DHTTokenizer", "FeatureScorer",
     "Partition", "PartitionError", "PatchEmbedder", "PixelBlurScorer", "PrecomputedScorer",
     "RandomScorer", "Tokens", "available_methods", "available_scorers", "check_partition",
-    "dht_partition", "embed_inputs", "extract_regions", "label_components",
+    "dht_partition", "extract_tokens", "extract_regions", "label_components",
     "load_default_tokenizer", "partition", "quadtree_partition", "retrofit", "slic_partition",
     "valid_budgets", "vectorize",
 ]  # fmt: skip

@@ -9,9 +9,14 @@ import torch
 
 import adaptok
 from adaptok import AdaptokError, check_partition
-from adaptok.embed_patch import PatchEmbedder
-from adaptok.quadtree import nearest_budget, quadtree_partition, quadtree_split, valid_budgets
-from adaptok.scorers import PixelBlurScorer, PrecomputedScorer, pixel_blur_importance
+from adaptok.embed.patch import PatchEmbedder
+from adaptok.partitioners.quadtree import (
+    nearest_budget,
+    quadtree_partition,
+    quadtree_split,
+    valid_budgets,
+)
+from adaptok.partitioners.scorers import PixelBlurScorer, PrecomputedScorer, pixel_blur_importance
 from conftest import photo
 
 
@@ -206,7 +211,7 @@ def test_importance_decides_where_to_split() -> None:
 def test_reverse_quadtree_round_trip() -> None:
     images = photos_batch((64, 96)).double()
     part = quadtree_partition(images, budget=45, min_patch=8, max_patch=32)
-    tokens = adaptok.embed_inputs(images, part, patch_size=8)
+    tokens = adaptok.extract_tokens(images, part, patch_size=8)
     # a token is the area average of its square: the mean of its P x P values is the region mean
     token_mean = tokens.patches.view(*tokens.patches.shape[:2], 3, 64).mean(-1)
     per_region = part.unpad(token_mean, tokens.patch_valid)
@@ -221,7 +226,7 @@ def test_reverse_quadtree_round_trip() -> None:
 def test_gradient_reaches_the_patch_embedding() -> None:
     images = photos_batch((64, 64)).requires_grad_(True)
     part = quadtree_partition(images, budget=13, min_patch=16, max_patch=32)
-    tokens = adaptok.embed_inputs(images, part, patch_size=16)
+    tokens = adaptok.extract_tokens(images, part, patch_size=16)
     embedder = PatchEmbedder(
         patch_size=16, in_chans=3, embed_dim=32, position="learned", grid_size=4
     )
@@ -253,9 +258,9 @@ def test_same_result_on_cuda() -> None:
             [m.cuda() for m in tied], num_splits=num_splits, base_grid=(4, 2, 3)
         )
         assert torch.equal(on_cpu.order, on_gpu.order.cpu())
-    tokens = adaptok.embed_inputs(images.cuda(), gpu, patch_size=16)
+    tokens = adaptok.extract_tokens(images.cuda(), gpu, patch_size=16)
     torch.testing.assert_close(
-        tokens.patches.cpu(), adaptok.embed_inputs(images, cpu, patch_size=16).patches
+        tokens.patches.cpu(), adaptok.extract_tokens(images, cpu, patch_size=16).patches
     )
 
 

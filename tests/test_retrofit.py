@@ -49,7 +49,7 @@ def test_grid_dht_style_reproduces_timm_logits(vit224, images224):
 
 
 def test_grid_patch_embedder_learned_positions_reproduce_timm_logits(vit224, images224):
-    pytest.importorskip("adaptok.embed_patch")
+    pytest.importorskip("adaptok.embed.patch")
     model = retrofit(vit224, "grid", embedder="patch", position="learned").eval()
     with torch.no_grad():
         difference = (model(images224) - vit224(images224)).abs().max()
@@ -86,7 +86,7 @@ def test_resized_position_histogram_changes_little_on_smooth_tables(vit224, imag
 
 
 def test_quadtree_retrofit_uses_fewer_tokens_and_runs():
-    pytest.importorskip("adaptok.embed_patch")
+    pytest.importorskip("adaptok.embed.patch")
     vit = _vit(img_size=64)
     model = retrofit(vit, "quadtree", partition_options={"budget": 7, "min_patch": 16,
                                                          "max_patch": 32})  # fmt: skip

@@ -9,8 +9,8 @@ from torch import nn
 
 import adaptok
 from adaptok import AdaptokError
-from adaptok.quadtree import quadtree_partition, quadtree_split
-from adaptok.scorers import (
+from adaptok.partitioners.quadtree import quadtree_partition, quadtree_split
+from adaptok.partitioners.scorers import (
     FeatureScorer,
     PixelBlurScorer,
     PrecomputedScorer,

@@ -7,7 +7,7 @@ import torch
 
 import adaptok
 from adaptok import AdaptokError, check_partition
-from adaptok.slic import slic_partition
+from adaptok.partitioners.slic import slic_partition
 
 
 def test_invariants_and_count_near_budget(photos: torch.Tensor) -> None:

@@ -221,8 +221,8 @@ def test_confusion_matrix_miou_matches_a_per_class_loop():
 
 
 def test_train_and_eval_cli_on_shapes(tmp_path, capsys):
-    from adaptok.commands import evaluate as evaluate_command
-    from adaptok.commands import train as train_command
+    from adaptok.cli import evaluate as evaluate_command
+    from adaptok.cli import train as train_command
 
     parser = argparse.ArgumentParser()
     train_command.add_arguments(parser)

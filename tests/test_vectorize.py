@@ -1,4 +1,4 @@
-"""adaptok.vectorize: shared boundaries, simplification, SVG output, rendering, CLI."""
+"""adaptok.vector: shared boundaries, simplification, SVG output, rendering, CLI."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 from adaptok import AdaptokError, Partition, label_components, partition
-from adaptok.cli import main
+from adaptok.cli.main import main
 from adaptok.io import load_image
-from adaptok.vectorize import (
+from adaptok.vector import (
     default_budget,
     douglas_peucker,
     fit_beziers,
@@ -29,7 +29,7 @@ from adaptok.vectorize import (
     vectorize_batch,
     write_svg,
 )
-from adaptok.vectorize.simplify import Chains
+from adaptok.vector.simplify import Chains
 from conftest import photo
 
 try:

@@ -1,27 +1,27 @@
 """adaptok: adaptive visual tokenizers for Vision Transformers.
 
-Images -> `partition` -> `Partition` -> `embed_inputs` -> `Tokens` -> ViT.
+Images -> `partition` -> `Partition` -> `extract_tokens` -> `Tokens` -> ViT.
 """
 
-from .dht import DHTResult, DHTTokenizer, dht_partition, load_default_tokenizer
-from .dht_embed import DHTEmbedder, position_columns
-from .embed_patch import PatchEmbedder, embed_patches
+from .embed.dht import DHTEmbedder, position_columns
+from .embed.patch import PatchEmbedder, embed_patches
 from .errors import AdaptokError, check_images
-from .extract import extract_regions
 from .graph import connected_components, label_components
-from .partition import Partition, PartitionError, check_partition
-from .quadtree import quadtree_partition, valid_budgets
-from .registry import available_methods, partition, register_partitioner
-from .scorers import (
+from .partitioners.dht import DHTResult, DHTTokenizer, dht_partition, load_default_tokenizer
+from .partitioners.quadtree import quadtree_partition, valid_budgets
+from .partitioners.registry import available_methods, partition, register_partitioner
+from .partitioners.scorers import (
     FeatureScorer,
     PixelBlurScorer,
     PrecomputedScorer,
     RandomScorer,
     available_scorers,
 )
-from .slic import slic_partition
-from .tokens import Tokens, embed_inputs, sincos_2d
-from .vectorize import vectorize
+from .partitioners.slic import slic_partition
+from .regions import Partition, PartitionError, check_partition
+from .tokens import Tokens, extract_tokens, sincos_2d
+from .tokens.boxes import extract_regions
+from .vector import vectorize
 
 __version__ = "0.1.0"
 
@@ -72,9 +72,9 @@ __all__ = [
     "check_partition",
     "connected_components",
     "dht_partition",
-    "embed_inputs",
     "embed_patches",
     "extract_regions",
+    "extract_tokens",
     "label_components",
     "load_default_tokenizer",
     "partition",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .partition import Partition
+from .regions import Partition
 
 __all__ = ["boundary_mask", "draw_boundaries", "side_by_side", "token_picture"]
 

@@ -1,6 +1,9 @@
 """Models over adaptive tokens: masked encoder, heads, AdaptiveViT, retrofitting timm ViTs."""
 
-from .adaptive_vit import (
+from .encoder import EncoderConfig, MaskedEncoder, key_padding_mask
+from .heads import ClassificationHead, DenseHead, region_logits
+from .retrofit import load_weights, remap_timm_state_dict, retrofit
+from .vit import (
     AdaptiveViT,
     LearnedTokenizer,
     ModelConfig,
@@ -9,9 +12,6 @@ from .adaptive_vit import (
     TokenizerOutput,
     build_model,
 )
-from .encoder import EncoderConfig, MaskedEncoder, key_padding_mask
-from .heads import ClassificationHead, DenseHead, region_logits
-from .retrofit import load_weights, remap_timm_state_dict, retrofit
 
 __all__ = [
     "AdaptiveViT",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..errors import AdaptokError
-from ..partition import Partition
+from ..regions import Partition
 from ..tokens import Tokens
 
 __all__ = ["ClassificationHead", "DenseHead", "region_logits"]

@@ -29,7 +29,9 @@ from torch import Tensor, nn
 
 from ..errors import AdaptokError
 from ..train.checkpoint import load_checkpoint
-from .adaptive_vit import (
+from .encoder import EncoderConfig, MaskedEncoder
+from .heads import ClassificationHead, DenseHead
+from .vit import (
     METHODS,
     AdaptiveViT,
     ModelConfig,
@@ -39,8 +41,6 @@ from .adaptive_vit import (
     dht_extract_options,
     make_tokenizer,
 )
-from .encoder import EncoderConfig, MaskedEncoder
-from .heads import ClassificationHead, DenseHead
 
 __all__ = [
     "encoder_config_from_timm",
@@ -135,11 +135,11 @@ def _grid_size(vit: nn.Module) -> tuple[int, int]:
 
 def _embedder_state(embedder: nn.Module, vit: nn.Module) -> dict[str, Tensor]:
     """The embedder's state dict filled from the ViT (each embedder family has its remap)."""
-    from ..dht_embed import DHTEmbedder, timm_patch_embedding_state
+    from ..embed.dht import DHTEmbedder, timm_patch_embedding_state
 
     if isinstance(embedder, DHTEmbedder):
         return timm_patch_embedding_state(embedder, vit)
-    from ..embed_patch import PatchEmbedder, timm_vit_state
+    from ..embed.patch import PatchEmbedder, timm_vit_state
 
     if isinstance(embedder, PatchEmbedder):
         state = timm_vit_state(vit)
@@ -249,12 +249,12 @@ def retrofit(
     )
     prefix = int(vit.num_prefix_tokens)
     if config.embedder_kind == "dht":
-        from ..dht_embed import DHTEmbedder
+        from ..embed.dht import DHTEmbedder
 
         token_embedder: nn.Module = DHTEmbedder.from_timm(vit, position_grid=config.grid_size)
         extract_options = dht_extract_options(config.grid_size)
     else:
-        from ..embed_patch import PatchEmbedder
+        from ..embed.patch import PatchEmbedder
 
         token_embedder = PatchEmbedder(
             patch_size=patch_size,

@@ -12,9 +12,9 @@ from tqdm import tqdm
 
 from ..errors import AdaptokError
 from ..io import load_image, pad_to_multiple, save_image
-from ..partition import Partition
-from ..quadtree import nearest_budget
-from ..registry import available_methods, partition
+from ..partitioners.quadtree import nearest_budget
+from ..partitioners.registry import available_methods, partition
+from ..regions import Partition
 from ..visualize import token_picture
 from .outputs import output_paths
 

@@ -25,10 +25,10 @@ from torch import Tensor
 from ..errors import AdaptokError, check_images
 from ..graph import label_components
 from ..io import DEFAULT_MAX_PIXELS, load_image, pad_to_multiple
-from ..partition import Partition
-from ..quadtree import nearest_budget
-from ..registry import get_partitioner
-from ..registry import partition as make_partition
+from ..partitioners.quadtree import nearest_budget
+from ..partitioners.registry import get_partitioner
+from ..partitioners.registry import partition as make_partition
+from ..regions import Partition
 from .bezier import Curves, fit_beziers
 from .boundaries import Boundaries, trace_boundaries
 from .render import render_svg

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .errors import AdaptokError, check_images
-from .partition import Partition
+from ..errors import AdaptokError, check_images
+from ..regions import Partition
 
 __all__ = ["grid_partition", "square_partition"]
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-from .errors import AdaptokError
-from .partition import Partition
+from ..errors import AdaptokError
+from ..regions import Partition
 
 __all__ = ["available_methods", "partition", "register_partitioner"]
 
@@ -17,10 +17,10 @@ Partitioner = Callable[..., Partition]
 
 # name -> "module:function", imported on first use so that `import adaptok` stays light.
 _REGISTRY: dict[str, str | Partitioner] = {
-    "grid": "adaptok.grid:grid_partition",
-    "quadtree": "adaptok.quadtree:quadtree_partition",
-    "dht": "adaptok.dht:dht_partition",
-    "slic": "adaptok.slic:slic_partition",
+    "grid": "adaptok.partitioners.grid:grid_partition",
+    "quadtree": "adaptok.partitioners.quadtree:quadtree_partition",
+    "dht": "adaptok.partitioners.dht:dht_partition",
+    "slic": "adaptok.partitioners.slic:slic_partition",
 }
 
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..errors import AdaptokError, check_images
-from ..graph import connected_components
-from ..partition import Partition
+from ...errors import AdaptokError, check_images
+from ...graph import connected_components
+from ...regions import Partition
 from .budget import enforce_budget
 from .criteria import check_criterion, information_criterion
 from .encoder import ImageGradient, PixelEncoder

@@ -19,9 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import AdaptokError, check_images
-from ..partition import Partition
-from ..registry import partition as make_partition
-from ..tokens import Tokens, embed_inputs
+from ..partitioners.registry import partition as make_partition
+from ..regions import Partition
+from ..tokens import Tokens, extract_tokens
 from .encoder import EncoderConfig, MaskedEncoder
 from .heads import ClassificationHead, DenseHead
 
@@ -111,7 +111,7 @@ class AdaptiveViT(nn.Module):
         encoder: the masked transformer trunk.
         head: `ClassificationHead` or `DenseHead`.
         patch_size: P, the side every region is resampled to.
-        extract_options: options of the region extractor (`adaptok.embed_inputs`), e.g. the
+        extract_options: options of the region extractor (`adaptok.extract_tokens`), e.g. the
             position-histogram size the dHT embedder needs.
     """
 
@@ -142,7 +142,7 @@ class AdaptiveViT(nn.Module):
         """Images -> (Partition, Tokens) without running the transformer."""
         check_images(images, name="images")
         result = self.tokenizer(images)
-        tokens = embed_inputs(
+        tokens = extract_tokens(
             result.pixels, result.partition, patch_size=self.patch_size, **self.extract_options
         )
         return result.partition, tokens
@@ -334,7 +334,7 @@ def make_tokenizer(config: ModelConfig) -> nn.Module:
     """
     options = dict(config.partition_options)
     if config.method == "dht":
-        from ..dht import DHTTokenizer, load_default_tokenizer, load_tokenizer
+        from ..partitioners.dht import DHTTokenizer, load_default_tokenizer, load_tokenizer
 
         call = {name: options.pop(name) for name in DHT_CALL_OPTIONS if name in options}
         weights = options.pop("weights", "default")
@@ -381,7 +381,7 @@ def _accepted(cls: type, options: dict[str, object]) -> dict[str, object]:
 def make_embedder(config: ModelConfig, embed_dim: int) -> tuple[nn.Module, dict[str, object]]:
     """The embedder of a config (built from scratch) and the extractor options it needs."""
     if config.embedder_kind == "dht":
-        from ..dht_embed import DHTEmbedder
+        from ..embed.dht import DHTEmbedder
 
         embedder = DHTEmbedder(
             in_channels=config.in_chans,
@@ -392,7 +392,7 @@ def make_embedder(config: ModelConfig, embed_dim: int) -> tuple[nn.Module, dict[
             norm=True,
         )
         return embedder, dht_extract_options(config.grid_size)
-    from ..embed_patch import PatchEmbedder
+    from ..embed.patch import PatchEmbedder
 
     embedder = PatchEmbedder(
         patch_size=config.patch_size,

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import AdaptokError, check_images
-from .partition import Partition
-from .tokens import Tokens, _assemble
+from ..errors import AdaptokError, check_images
+from ..regions import Partition
+from .core import Tokens, assemble_tokens
 
 __all__ = [
     "box_taps",
@@ -314,4 +314,4 @@ def extract_regions(
         per_region["position"] = position_histogram(part, position_grid).to(images.dtype)
     if gradient:
         per_region["gradient"] = gradient_histogram(images, part, patch_size * patch_size)
-    return _assemble(part, patch_size, patches.flatten(1), **per_region)
+    return assemble_tokens(part, patch_size, patches.flatten(1), **per_region)

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import AdaptokError
-from .tokens import halve
+from ..errors import AdaptokError
+from ..tokens import halve
 
 __all__ = [
     "FeatureScorer",

@@ -4,7 +4,7 @@ Interface (consumed by `adaptok.models`):
 
     embedder = PatchEmbedder(patch_size=16, in_chans=3, embed_dim=192, num_prefix_tokens=1,
                              position="sincos" | "learned" | "none", grid_size=(14, 14))
-    x, valid = embedder(tokens)     # tokens: adaptok.Tokens from embed_inputs(images, part, P)
+    x, valid = embedder(tokens)     # tokens: adaptok.Tokens from extract_tokens(images, part, P)
     # x: [B, prefix + T, D] prefix tokens first, then one embedding per token (zeros at padding)
     # valid: [B, prefix + T] bool, True for the prefix tokens and the real tokens
 
@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import AdaptokError
-from .tokens import Tokens, sincos_2d
+from ..errors import AdaptokError
+from ..tokens import Tokens, sincos_2d
 
 __all__ = ["PatchEmbedder", "embed_patches", "sample_position_grid", "timm_vit_state"]
 
@@ -188,7 +188,7 @@ class PatchEmbedder(nn.Module):
         if tokens.patch_size != self.patch_size:
             raise AdaptokError(
                 f"tokens were resampled to {tokens.patch_size} pixels but the embedder expects "
-                f"patch_size={self.patch_size}; call embed_inputs(..., patch_size="
+                f"patch_size={self.patch_size}; call extract_tokens(..., patch_size="
                 f"{self.patch_size})"
             )
         return embed_patches(

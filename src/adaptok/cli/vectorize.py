@@ -12,8 +12,8 @@ from tqdm import tqdm
 
 from ..errors import AdaptokError
 from ..io import DEFAULT_MAX_PIXELS, display_name, load_image
-from ..registry import available_methods
-from ..vectorize import DEFAULT_METHOD, render_svg, vectorize
+from ..partitioners.registry import available_methods
+from ..vector import DEFAULT_METHOD, render_svg, vectorize
 from .outputs import output_paths
 
 # Longest file name (bytes) most file systems accept.

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import check_images
-from ..partition import Partition
+from ...errors import check_images
+from ...regions import Partition
 from .criteria import CRITERIA, check_criterion, information_criterion
 from .tokenizer import DHTResult, DHTTokenizer, check_budget, default_budget
 from .weights import (

@@ -7,7 +7,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# subcommand -> (module under adaptok.commands, one-line help). Each module defines
+# subcommand -> (module under adaptok.cli, one-line help). Each module defines
 # `add_arguments(parser)` and `run(args) -> int`; it is imported only when its command runs
 # (or when --help needs its arguments), so `adaptok --help` stays fast.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="adaptok", description="Adaptive visual tokenizers for Vision Transformers."
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"adaptok {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(f"adaptok.commands.{module_name}")
+        module = importlib.import_module(f"adaptok.cli.{module_name}")
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..errors import AdaptokError
+from ...errors import AdaptokError
 
 __all__ = ["CRITERIA", "check_criterion", "information_criterion"]
 

@@ -40,9 +40,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .errors import AdaptokError, check_images
+from ..errors import AdaptokError, check_images
+from ..regions import Partition
 from .grid import square_partition
-from .partition import Partition
 from .scorers import QuadtreeScorer, check_importance_maps, get_scorer
 
 __all__ = [

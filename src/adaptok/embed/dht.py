@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import AdaptokError
-from .tokens import Tokens
+from ..errors import AdaptokError
+from ..tokens import Tokens
 
 __all__ = [
     "DHTEmbedder",
@@ -151,14 +151,14 @@ def dht_embed(
             got = None if tokens.position is None else tokens.position.shape[-1]
             raise AdaptokError(
                 f"this embedder needs position histograms of {expected} cells, tokens have {got}; "
-                f"extract with embed_inputs(..., position_grid={position_grid})"
+                f"extract with extract_tokens(..., position_grid={position_grid})"
             )
         parts.append(tokens.position.to(patches.dtype))
     if gradient:
         if tokens.gradient is None or tokens.gradient.shape[-1] != patch * patch:
             raise AdaptokError(
                 "this embedder needs gradient histograms of P*P bins; extract with "
-                "embed_inputs(..., gradient=True) at the same patch_size"
+                "extract_tokens(..., gradient=True) at the same patch_size"
             )
         parts.append(tokens.gradient.to(patches.dtype))
     inputs = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
@@ -246,8 +246,8 @@ class DHTEmbedder(nn.Module):
 
     @property
     def input_options(self) -> dict[str, int | bool | None]:
-        """The `embed_inputs` options that make the Tokens this embedder reads:
-        `adaptok.embed_inputs(images, part, **embedder.input_options)`."""
+        """The `extract_tokens` options that make the Tokens this embedder reads:
+        `adaptok.extract_tokens(images, part, **embedder.input_options)`."""
         return {
             "patch_size": self.patch_size,
             "position_grid": self.position_grid,
@@ -270,7 +270,7 @@ class DHTEmbedder(nn.Module):
         """Embed a padded batch of token inputs.
 
         Args:
-            tokens: from `adaptok.embed_inputs(images, part, patch_size=P, position_grid=p,
+            tokens: from `adaptok.extract_tokens(images, part, patch_size=P, position_grid=p,
                 gradient=...)`.
 
         Returns:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..graph import connected_components
+from ...graph import connected_components
 
 __all__ = [
     "Links",

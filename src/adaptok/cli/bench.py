@@ -6,10 +6,10 @@ import argparse
 
 import torch
 
-from ..benchmarking import machine_header, median_ms
 from ..io import sample_image
-from ..registry import partition
-from ..tokens import embed_inputs
+from ..partitioners.registry import partition
+from ..tokens import extract_tokens
+from .benchmarking import machine_header, median_ms
 from .demo import METHODS, method_options
 
 
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
             def tokenize(method=method, options=options, images=images) -> object:
                 with torch.no_grad():
-                    return embed_inputs(images, partition(images, method=method, **options))
+                    return extract_tokens(images, partition(images, method=method, **options))
 
             tokens = tokenize()
             count = tokens.patch_valid.sum().item() / batch

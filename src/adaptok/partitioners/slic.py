@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import AdaptokError, check_images
-from .graph import label_components
-from .partition import Partition
+from ..errors import AdaptokError, check_images
+from ..graph import label_components
+from ..regions import Partition
 
 __all__ = ["slic_partition"]
 

@@ -6,7 +6,7 @@ from importlib import resources
 
 import torch
 
-from ..errors import AdaptokError
+from ...errors import AdaptokError
 from .tokenizer import DHTTokenizer
 
 __all__ = [

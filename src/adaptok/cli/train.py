@@ -13,8 +13,8 @@ import os
 
 import torch
 
-from ..models.adaptive_vit import METHODS, ModelConfig, default_partition_options
 from ..models.encoder import EncoderConfig
+from ..models.vit import METHODS, ModelConfig, default_partition_options
 from ..train.datasets import DATASETS
 from ..train.loop import TrainConfig, train
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..io import sample_image, save_image
-from ..registry import partition
+from ..partitioners.registry import partition
 from ..visualize import token_picture
 
 METHODS = ("grid", "quadtree", "dht", "slic")
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..vectorize import vectorize
+    from ..vector import vectorize
 
     args.output.mkdir(parents=True, exist_ok=True)
     image = sample_image(args.size)

@@ -1,0 +1,19 @@
+"""Tokens: every region's pixels resampled to a fixed P x P (square and box extraction)."""
+
+from .boxes import extract_regions, gradient_histogram, position_histogram
+from .core import Tokens, assemble_tokens
+from .extract import extract_squares, extract_tokens, is_square_partition
+from .ops import halve, sincos_2d
+
+__all__ = [
+    "Tokens",
+    "assemble_tokens",
+    "extract_regions",
+    "extract_squares",
+    "extract_tokens",
+    "gradient_histogram",
+    "halve",
+    "is_square_partition",
+    "position_histogram",
+    "sincos_2d",
+]

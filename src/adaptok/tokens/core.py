@@ -1,0 +1,80 @@
+"""`Tokens`: the padded batch of per-region token inputs that every embedder consumes.
+
+Token batches follow timm NaFlex's contract where it fits (`patches`, `patch_coord`,
+`patch_valid`), except that patches are flattened channel-major (`C*P*P`), the layout of a timm
+ViT's patch-embedding weight `[D, C, P, P]`, so that weight applies to them as a plain matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from ..regions import Partition
+
+__all__ = ["Tokens", "assemble_tokens"]
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """A padded batch of per-region token inputs.
+
+    Attributes:
+        patches: [B, T, C*P*P] every region resampled to P x P, flattened channel-major.
+        patch_coord: [B, T, 2] float (y, x) centre of each region's box, in units of P pixels.
+        patch_valid: [B, T] bool, False for padding.
+        region_index: [B, T] int64 region id in the Partition, -1 for padding.
+        box: [B, T, 4] int64 region boxes (y0, x0, y1, x1) in pixels, zeros for padding.
+        patch_size: P.
+        mask: [B, T, P*P] soft mask of the region inside its resampled box (None when every
+            region fills its box, as for grid and quadtree squares).
+        position: [B, T, p*p] histogram of the region's pixel positions over a p x p grid of the
+            image, summing to one (None unless requested).
+        gradient: [B, T, P*P] histogram of gradient orientations (None unless requested).
+    """
+
+    patches: Tensor
+    patch_coord: Tensor
+    patch_valid: Tensor
+    region_index: Tensor
+    box: Tensor
+    patch_size: int
+    mask: Tensor | None = None
+    position: Tensor | None = None
+    gradient: Tensor | None = None
+
+    @property
+    def level(self) -> Tensor:
+        """[B, T] int64 log2(box side / P) for square regions (0 for the smallest patches)."""
+        side = (self.box[..., 2] - self.box[..., 0]).clamp(min=1)
+        return torch.log2(side.double() / self.patch_size).round().long().clamp(min=0)
+
+    def with_fields(self, **fields: Tensor | None) -> Tokens:
+        """A copy with some fields replaced."""
+        return replace(self, **fields)
+
+
+def assemble_tokens(
+    part: Partition, patch_size: int, patches: Tensor, **per_region: Tensor
+) -> Tokens:
+    """Pad per-region [N, ...] tensors into a Tokens batch."""
+    box = part.box
+    centre = torch.stack([box[:, 0] + box[:, 2], box[:, 1] + box[:, 3]], 1).to(patches.dtype)
+    coord = centre / (2 * patch_size)
+    region = torch.arange(part.num_regions, device=part.device)
+    padded_patches, valid = part.pad(patches)
+
+    def pad(values: Tensor, fill: float = 0.0) -> Tensor:
+        return part.pad(values, fill)[0]
+
+    return Tokens(
+        patches=padded_patches,
+        patch_coord=pad(coord),
+        patch_valid=valid,
+        region_index=pad(region, fill=-1),
+        box=pad(box),
+        patch_size=patch_size,
+        **{name: pad(value) for name, value in per_region.items()},
+    )
