@@ -96,7 +96,7 @@ def make_tokens(seed: int = 0, batch: int = 2):
 def make_embedder() -> DHTEmbedder:
     torch.manual_seed(0)
     embedder = DHTEmbedder(
-        in_channels=3,
+        in_chans=3,
         patch_size=4,
         embed_dim=16,
         position_grid=6,
@@ -133,7 +133,7 @@ def test_features_follow_the_mask_mix_formula() -> None:
     tokens, _ = make_tokens(batch=1)
     features = 3 * 16
     embedder = DHTEmbedder(
-        in_channels=3,
+        in_chans=3,
         patch_size=4,
         embed_dim=features,
         position_grid=None,
@@ -209,7 +209,7 @@ def test_errors_for_mismatched_shapes(vit: torch.nn.Module) -> None:
             tokens.with_fields(gradient=None)
         )
     with pytest.raises(AdaptokError, match="1-channel"):
-        DHTEmbedder(in_channels=1, patch_size=4, embed_dim=16, position_grid=6)(tokens)
+        DHTEmbedder(in_chans=1, patch_size=4, embed_dim=16, position_grid=6)(tokens)
     with pytest.raises(AdaptokError, match="embed_dim"):
         DHTEmbedder(embed_dim=0)
     with pytest.raises(AdaptokError, match="mix_init"):

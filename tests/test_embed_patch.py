@@ -135,11 +135,11 @@ def test_batch_independent() -> None:
 @pytest.mark.parametrize(
     ("options", "match"),
     [
-        ({"position": "rope"}, "position must be one of"),
+        ({"position": "rope"}, "unknown position"),
         ({"position": "learned"}, "needs grid_size"),
         ({"embed_dim": 30}, "divisible by 4"),
         ({"patch_size": 0}, "positive integer"),
-        ({"num_prefix_tokens": -1}, ">= 0"),
+        ({"num_prefix_tokens": -1}, "non-negative integer"),
     ],
 )
 def test_rejects_bad_configuration(options: dict, match: str) -> None:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ..errors import AdaptokError
 from ..tokens import Tokens
+from ..validate import check_int
 
 __all__ = [
     "DHTEmbedder",
@@ -66,8 +67,7 @@ def position_columns(pos_embed_grid: Tensor, grid: int) -> Tensor:
     Returns:
         [D, p*p] columns, cell (r, c) in column r * p + c.
     """
-    if not isinstance(grid, int) or isinstance(grid, bool) or grid < 1:
-        raise AdaptokError(f"grid must be a positive integer, got {grid!r}")
+    check_int("grid", grid)
     table = pos_embed_grid
     if table.ndim == 3 and table.shape[0] == 1:
         table = table[0]
@@ -180,7 +180,7 @@ class DHTEmbedder(nn.Module):
     """Learned region embedding: mask mix, background, one linear map, prefix tokens, norm.
 
     Args:
-        in_channels: C of the images the tokens were extracted from.
+        in_chans: C of the images the tokens were extracted from.
         patch_size: P of the tokens.
         embed_dim: D.
         position_grid: p of the position histograms, None for no position columns.
@@ -193,7 +193,7 @@ class DHTEmbedder(nn.Module):
     def __init__(
         self,
         *,
-        in_channels: int = 3,
+        in_chans: int = 3,
         patch_size: int = 16,
         embed_dim: int = 768,
         position_grid: int | None = 14,
@@ -203,35 +203,25 @@ class DHTEmbedder(nn.Module):
         mix_init: float = 0.01,
     ) -> None:
         super().__init__()
-        for name, value, low in (
-            ("in_channels", in_channels, 1),
-            ("patch_size", patch_size, 1),
-            ("embed_dim", embed_dim, 1),
-            ("num_prefix_tokens", num_prefix_tokens, 0),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise AdaptokError(f"{name} must be an integer >= {low}, got {value!r}")
-        if position_grid is not None and (
-            not isinstance(position_grid, int)
-            or isinstance(position_grid, bool)
-            or position_grid < 1
-        ):
-            raise AdaptokError(
-                f"position_grid must be a positive integer or None, got {position_grid!r}"
-            )
+        check_int("in_chans", in_chans)
+        check_int("patch_size", patch_size)
+        check_int("embed_dim", embed_dim)
+        check_int("num_prefix_tokens", num_prefix_tokens, minimum=0)
+        if position_grid is not None:
+            check_int("position_grid", position_grid, hint="or None")
         if not 0.0 < mix_init < 1.0:
             raise AdaptokError(f"mix_init must lie strictly between 0 and 1, got {mix_init!r}")
-        self.in_channels = in_channels
+        self.in_chans = in_chans
         self.patch_size = patch_size
         self.embed_dim = embed_dim
         self.position_grid = position_grid
         self.gradient = gradient
         self.num_prefix_tokens = num_prefix_tokens
-        features = in_channels * patch_size * patch_size
+        features = in_chans * patch_size * patch_size
         features += 0 if position_grid is None else position_grid * position_grid
         features += patch_size * patch_size if gradient else 0
         self.mix_logit = nn.Parameter(torch.tensor(math.log(mix_init / (1 - mix_init))))
-        self.background = nn.Parameter(torch.zeros(in_channels, patch_size, patch_size))
+        self.background = nn.Parameter(torch.zeros(in_chans, patch_size, patch_size))
         self.proj = nn.Linear(features, embed_dim)
         self.prefix = nn.Parameter(torch.zeros(num_prefix_tokens, embed_dim))
         self.prefix_position = nn.Parameter(torch.zeros(num_prefix_tokens, embed_dim))
@@ -257,7 +247,7 @@ class DHTEmbedder(nn.Module):
     @property
     def patch_columns(self) -> slice:
         """Columns of `proj.weight` that multiply the C*P*P patch values."""
-        return slice(0, self.in_channels * self.patch_size * self.patch_size)
+        return slice(0, self.in_chans * self.patch_size * self.patch_size)
 
     @property
     def position_slice(self) -> slice:
@@ -309,7 +299,7 @@ class DHTEmbedder(nn.Module):
         if position_grid is None:
             position_grid = int(patch_embed.grid_size[0])
         embedder = cls(
-            in_channels=weight.shape[1],
+            in_chans=weight.shape[1],
             patch_size=weight.shape[2],
             embed_dim=weight.shape[0],
             position_grid=position_grid,
@@ -348,7 +338,7 @@ def timm_patch_embedding_state(embedder: DHTEmbedder, vit: nn.Module) -> dict[st
             f"{tuple(proj.kernel_size)} stride {tuple(proj.stride)}"
         )
     out_dim, channels, patch, _ = proj.weight.shape
-    expected = (embedder.embed_dim, embedder.in_channels, embedder.patch_size)
+    expected = (embedder.embed_dim, embedder.in_chans, embedder.patch_size)
     if (out_dim, channels, patch) != expected:
         raise AdaptokError(
             f"ViT has embed_dim, in_chans, patch_size = {(out_dim, channels, patch)} but the "

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from ..errors import AdaptokError
 from ..tokens import Tokens, sincos_2d
+from ..validate import check_choice, check_int
 
 __all__ = ["PatchEmbedder", "embed_patches", "sample_position_grid", "timm_vit_state"]
 
@@ -146,17 +147,11 @@ class PatchEmbedder(nn.Module):
         norm_layer: Callable[[int], nn.Module] | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("patch_size", patch_size),
-            ("in_chans", in_chans),
-            ("embed_dim", embed_dim),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise AdaptokError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(num_prefix_tokens, int) or num_prefix_tokens < 0:
-            raise AdaptokError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens!r}")
-        if position not in POSITIONS:
-            raise AdaptokError(f"position must be one of {', '.join(POSITIONS)}, got {position!r}")
+        check_int("patch_size", patch_size)
+        check_int("in_chans", in_chans)
+        check_int("embed_dim", embed_dim)
+        check_int("num_prefix_tokens", num_prefix_tokens, minimum=0)
+        check_choice("position", position, POSITIONS)
         if position == "sincos" and embed_dim % 4:
             raise AdaptokError(f"position='sincos' needs embed_dim divisible by 4, got {embed_dim}")
         self.patch_size = patch_size

@@ -384,7 +384,7 @@ def make_embedder(config: ModelConfig, embed_dim: int) -> tuple[nn.Module, dict[
         from ..embed.dht import DHTEmbedder
 
         embedder = DHTEmbedder(
-            in_channels=config.in_chans,
+            in_chans=config.in_chans,
             patch_size=config.patch_size,
             embed_dim=embed_dim,
             position_grid=config.grid_size,

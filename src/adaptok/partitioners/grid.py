@@ -7,6 +7,7 @@ from torch import Tensor
 
 from ..errors import AdaptokError, check_images
 from ..regions import Partition
+from ..validate import check_int
 
 __all__ = ["grid_partition", "square_partition"]
 
@@ -55,8 +56,7 @@ def grid_partition(images: Tensor, *, patch_size: int = 16) -> Partition:
     Returns:
         Partition with (H / P) * (W / P) square regions per image, in row-major order.
     """
-    if not isinstance(patch_size, int) or patch_size < 1:
-        raise AdaptokError(f"patch_size must be a positive integer, got {patch_size!r}")
+    check_int("patch_size", patch_size)
     check_images(images, min_size=patch_size)
     batch, _, height, width = images.shape
     if height % patch_size or width % patch_size:

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from ..errors import AdaptokError, check_images
 from ..regions import Partition
+from ..validate import check_int
 from .grid import square_partition
 from .scorers import QuadtreeScorer, check_importance_maps, get_scorer
 
@@ -82,9 +83,8 @@ def check_quadtree_sizes(height: int, width: int, min_patch: int, max_patch: int
             an image size that is not a multiple of max_patch (the message names the sizes to pad
             or crop to).
     """
-    for name, value in (("min_patch", min_patch), ("max_patch", max_patch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise AdaptokError(f"{name} must be a positive integer, got {value!r}")
+    check_int("min_patch", min_patch)
+    check_int("max_patch", max_patch)
     ratio = max_patch // min_patch
     if max_patch % min_patch or ratio & (ratio - 1):
         raise AdaptokError(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Callable
 
 from torch import Tensor
 
 from ..errors import AdaptokError
 from ..regions import Partition
+from ..validate import check_options
 
 __all__ = ["available_methods", "partition", "register_partitioner"]
 
@@ -61,13 +61,5 @@ def partition(images: Tensor, method: str = "grid", **options: object) -> Partit
         The Partition of the batch.
     """
     function = get_partitioner(method)
-    parameters = inspect.signature(function).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    unknown = [name for name in options if name not in parameters]
-    if unknown and not takes_any:
-        accepted = [n for n, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-        raise AdaptokError(
-            f"method {method!r} got unknown option(s) {', '.join(unknown)}; "
-            f"it accepts: {', '.join(accepted)}"
-        )
+    check_options(function, options, what=f"method {method!r}", skip=1)
     return function(images, **options)

@@ -9,6 +9,7 @@ from torch import Tensor
 from ..errors import AdaptokError, check_images
 from ..graph import label_components
 from ..regions import Partition
+from ..validate import check_int
 
 __all__ = ["slic_partition"]
 
@@ -49,10 +50,7 @@ def slic_partition(
     """
     check_images(images)
     _, channels, height, width = images.shape
-    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
-        raise AdaptokError(
-            f"budget must be a positive integer (segments per image), got {budget!r}"
-        )
+    check_int("budget", budget, hint="(segments per image)")
     if budget > height * width:
         raise AdaptokError(
             f"budget {budget} exceeds the {height}x{width} = {height * width} pixels of each "
@@ -60,8 +58,7 @@ def slic_partition(
         )
     if not compactness > 0:
         raise AdaptokError(f"compactness must be positive, got {compactness!r}")
-    if not isinstance(max_iterations, int) or max_iterations < 1:
-        raise AdaptokError(f"max_iterations must be a positive integer, got {max_iterations!r}")
+    check_int("max_iterations", max_iterations)
     if lab is None:
         lab = channels == 3
     if lab and channels != 3:

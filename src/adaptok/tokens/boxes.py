@@ -30,6 +30,7 @@ from torch import Tensor
 
 from ..errors import AdaptokError, check_images
 from ..regions import Partition
+from ..validate import check_int
 from .core import Tokens, assemble_tokens
 
 __all__ = [
@@ -201,8 +202,7 @@ def position_histogram(part: Partition, grid: int) -> Tensor:
         [N, p*p] float32, row-major cells, each row sums to one.
     """
     height, width = part.image_size
-    if not isinstance(grid, int) or isinstance(grid, bool) or grid < 1:
-        raise AdaptokError(f"position_grid must be a positive integer, got {grid!r}")
+    check_int("position_grid", grid)
     if grid > min(height, width):
         raise AdaptokError(
             f"position_grid {grid} is larger than the image ({height}x{width}); a pixel would span "
@@ -297,12 +297,8 @@ def extract_regions(
     """
     check_images(images)
     part._check_pixels(images)
-    if not isinstance(patch_size, int) or isinstance(patch_size, bool) or patch_size < 1:
-        raise AdaptokError(f"patch_size must be a positive integer, got {patch_size!r}")
-    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
-        raise AdaptokError(
-            f"samples must be a positive integer (1 = no anti-aliasing), got {samples!r}"
-        )
+    check_int("patch_size", patch_size)
+    check_int("samples", samples, hint="(1 = no anti-aliasing)")
     if images.device != part.device:
         raise AdaptokError(
             f"images are on {images.device} but the Partition is on {part.device}; "
