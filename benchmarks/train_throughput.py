@@ -56,7 +56,7 @@ def main() -> int:
             image_size=64,
             patch_size=patch,
             embedder="dht",
-            histogram_size=8,
+            position_grid=8,
             partition_options=options,
             encoder=EncoderConfig(embed_dim=128, depth=4, num_heads=4),
         )

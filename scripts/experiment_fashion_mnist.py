@@ -73,7 +73,7 @@ def main() -> int:
             patch_size=patch,
             embedder="patch" if name.endswith("sincos") else "dht",
             position="sincos",
-            histogram_size=8,
+            position_grid=8,
             partition_options=options,
             encoder=encoder,
         )

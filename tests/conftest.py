@@ -31,3 +31,28 @@ def photo(name: str = "astronaut", size: tuple[int, int] = (64, 64)) -> torch.Te
 def photos() -> torch.Tensor:
     """[2, 3, 64, 96] two real photos."""
     return torch.cat([photo("astronaut", (64, 96)), photo("coffee", (64, 96))])
+
+
+def random_partition(
+    batch: int, height: int, width: int, *, classes: int = 3, block: int = 3, seed: int = 0
+):
+    """Irregular 4-connected regions: blocky random labels split into connected pieces."""
+    from adaptok.graph import label_components
+    from adaptok.regions import Partition
+
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch, height // block + 1, width // block + 1)
+    coarse = torch.randint(0, classes, shape, generator=generator)
+    labels = coarse.repeat_interleave(block, 1).repeat_interleave(block, 2)[:, :height, :width]
+    return Partition.from_labels(label_components(labels), relabel=False)
+
+
+def assert_gradients_reach(*modules: torch.nn.Module) -> None:
+    """Every learnable parameter of `modules` got a finite, non-zero gradient."""
+    for module in modules:
+        for name, parameter in module.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            assert parameter.grad is not None, f"{name}: no gradient"
+            assert bool(torch.isfinite(parameter.grad).all()), f"{name}: non-finite gradient"
+            assert bool(parameter.grad.abs().sum() > 0), f"{name}: zero gradient"

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import adaptok
-from adaptok import AdaptokError, Partition, check_partition
+from adaptok import AdaptokError, Partition
 from adaptok.graph import connected_components
 from adaptok.io import sample_image
 from adaptok.partitioners.dht import (
@@ -25,6 +25,7 @@ from adaptok.partitioners.dht import (
 from adaptok.partitioners.dht.budget import enforce_budget, region_adjacency
 from adaptok.partitioners.dht.merge import forest_components, link_vertices, pixel_graph
 from adaptok.partitioners.grid import grid_partition
+from adaptok.regions import check_partition
 from adaptok.tokens import extract_squares
 
 

@@ -1,4 +1,4 @@
-"""Tests for the dHT embedder (adaptok.dht_embed)."""
+"""Tests for the dHT embedder (adaptok.embed.dht) and its timm remap (adaptok.embed.timm)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,12 @@ import torch
 from timm.layers import resample_abs_pos_embed
 
 import adaptok
-from adaptok import AdaptokError, Partition
-from adaptok.embed.dht import (
-    DHTEmbedder,
-    dht_embed,
-    load_timm_patch_embedding,
-    position_columns,
-)
+from adaptok import AdaptokError
+from adaptok.embed.dht import DHTEmbedder, dht_embed
+from adaptok.embed.timm import dht_embedder_from_timm, dht_embedder_state, position_columns
+from adaptok.partitioners.dht import DHTTokenizer
 from adaptok.tokens import extract_regions
-
-
-def random_partition(batch: int, height: int, width: int, seed: int) -> Partition:
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.randint(0, 3, (batch, height // 4 + 1, width // 4 + 1), generator=generator)
-    labels = coarse.repeat_interleave(4, 1).repeat_interleave(4, 2)[:, :height, :width]
-    return Partition.from_labels(adaptok.label_components(labels), relabel=False)
+from conftest import assert_gradients_reach, random_partition
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +32,7 @@ def test_grid_tokens_reproduce_timm_embedding(vit: torch.nn.Module, images: torc
     part = adaptok.partition(images, method="grid", patch_size=16)
     tokens = adaptok.extract_tokens(images, part, patch_size=16, position_grid=14)
     embedder = DHTEmbedder(embed_dim=192, position_grid=14, norm=False)
-    load_timm_patch_embedding(embedder, vit)
+    embedder.load_state_dict(dht_embedder_state(embedder, vit), strict=True)
     with torch.no_grad():
         out = embedder(tokens)
         want = vit._pos_embed(vit.patch_embed(images))
@@ -50,7 +41,7 @@ def test_grid_tokens_reproduce_timm_embedding(vit: torch.nn.Module, images: torc
     torch.testing.assert_close(out.x[:, 0], cls.expand(2, -1), atol=1e-6, rtol=0)
     assert bool(out.valid.all())
     # The same through the convenience constructor, with zero-initialised gradient columns.
-    from_timm = DHTEmbedder.from_timm(vit, gradient=True)
+    from_timm = dht_embedder_from_timm(vit, gradient=True)
     tokens = adaptok.extract_tokens(images, part, **from_timm.input_options)
     with torch.no_grad():
         torch.testing.assert_close(from_timm(tokens).x, want, atol=1e-5, rtol=0)
@@ -61,7 +52,7 @@ def test_other_position_grid_uses_timm_resampled_positions(
 ) -> None:
     # p = 7: every 16-pixel patch lies inside one 32-pixel cell, so its histogram is one-hot and
     # its position is the bicubically resized grid's entry of that cell.
-    embedder = DHTEmbedder.from_timm(vit, position_grid=7)
+    embedder = dht_embedder_from_timm(vit, position_grid=7)
     part = adaptok.partition(images, method="grid", patch_size=16)
     tokens = adaptok.extract_tokens(images, part, patch_size=16, position_grid=7)
     resized = resample_abs_pos_embed(vit.pos_embed, (7, 7), num_prefix_tokens=1)[0, 1:]
@@ -88,7 +79,7 @@ def test_position_columns_layouts_and_resize(vit: torch.nn.Module) -> None:
 
 # ------------------------------------------------------------------------- function + module
 def make_tokens(seed: int = 0, batch: int = 2):
-    part = random_partition(batch, 24, 20, seed)
+    part = random_partition(batch, 24, 20, block=4, seed=seed)
     images = torch.rand(batch, 3, 24, 20, generator=torch.Generator().manual_seed(seed))
     return extract_regions(images, part, patch_size=4, position_grid=6, gradient=True), part
 
@@ -162,10 +153,7 @@ def test_gradients_reach_every_parameter() -> None:
     out = embedder(tokens)
     weights = torch.randn_like(out.x)
     (out.x * weights).sum().backward()
-    for name, parameter in embedder.named_parameters():
-        assert parameter.grad is not None, name
-        assert torch.isfinite(parameter.grad).all(), name
-        assert bool(parameter.grad.abs().sum() > 0), name
+    assert_gradients_reach(embedder)
 
 
 def test_batch_independence_and_padding() -> None:
@@ -191,12 +179,6 @@ def tokens_images(index: int) -> torch.Tensor:
     return images[index : index + 1]
 
 
-def test_deterministic_in_eval() -> None:
-    tokens, _ = make_tokens()
-    embedder = make_embedder().eval()
-    assert torch.equal(embedder(tokens).x, embedder(tokens).x)
-
-
 # ------------------------------------------------------------------------------------ bad input
 def test_errors_for_mismatched_shapes(vit: torch.nn.Module) -> None:
     tokens, _ = make_tokens()
@@ -214,20 +196,19 @@ def test_errors_for_mismatched_shapes(vit: torch.nn.Module) -> None:
         DHTEmbedder(embed_dim=0)
     with pytest.raises(AdaptokError, match="mix_init"):
         DHTEmbedder(mix_init=1.0)
-    with pytest.raises(AdaptokError, match="from_timm"):
-        load_timm_patch_embedding(DHTEmbedder(embed_dim=64, norm=False), vit)
+    with pytest.raises(AdaptokError, match="dht_embedder_from_timm"):
+        dht_embedder_state(DHTEmbedder(embed_dim=64, norm=False), vit)
     with pytest.raises(AdaptokError, match="norm=False"):
-        load_timm_patch_embedding(DHTEmbedder(embed_dim=192), vit)
+        dht_embedder_state(DHTEmbedder(embed_dim=192), vit)
     with pytest.raises(AdaptokError, match="VisionTransformer"):
-        load_timm_patch_embedding(DHTEmbedder(embed_dim=192, norm=False), torch.nn.Linear(2, 2))
+        dht_embedder_state(DHTEmbedder(embed_dim=192, norm=False), torch.nn.Linear(2, 2))
 
 
 def test_gradient_path_from_tokens_to_the_dht_tokenizer() -> None:
     """End to end: dHT pixels -> extractor -> embedder; a loss on the tokens reaches every
     parameter of the tokenizer (encoder, self-edge, injection) and of the embedder."""
-    dht = pytest.importorskip("adaptok.partitioners.dht")
     torch.manual_seed(0)
-    tokenizer = dht.DHTTokenizer(gradient=False).train()
+    tokenizer = DHTTokenizer(gradient=False).train()
     images = torch.rand(2, 3, 24, 20, generator=torch.Generator().manual_seed(3))
     result = tokenizer(images, budget=12, generator=torch.Generator().manual_seed(0))
     tokens = adaptok.extract_tokens(
@@ -236,8 +217,4 @@ def test_gradient_path_from_tokens_to_the_dht_tokenizer() -> None:
     embedder = make_embedder().train()
     out = embedder(tokens)
     (out.x * torch.randn_like(out.x)).sum().backward()
-    for module in (tokenizer, embedder):
-        for name, parameter in module.named_parameters():
-            assert parameter.grad is not None, name
-            assert torch.isfinite(parameter.grad).all(), name
-            assert bool(parameter.grad.abs().sum() > 0), name
+    assert_gradients_reach(tokenizer, embedder)

@@ -8,9 +8,11 @@ from torch import nn
 
 import adaptok
 from adaptok import AdaptokError
-from adaptok.embed.patch import PatchEmbedder, embed_patches, sample_position_grid, timm_vit_state
+from adaptok.embed.patch import PatchEmbedder, embed_patches, sample_position_grid
+from adaptok.embed.timm import patch_embedder_state
+from adaptok.ops import sincos_2d
 from adaptok.partitioners.quadtree import quadtree_partition
-from conftest import photo
+from conftest import assert_gradients_reach, photo
 
 timm = pytest.importorskip("timm")
 
@@ -42,9 +44,9 @@ def test_retrofitted_timm_vit_embedding_is_reproduced() -> None:
         embed_dim=vit.embed_dim,
         num_prefix_tokens=vit.num_prefix_tokens,
         position="learned",
-        grid_size=vit.patch_embed.grid_size,
+        position_grid=vit.patch_embed.grid_size,
     )
-    embedder.load_state_dict(timm_vit_state(vit), strict=True)
+    embedder.load_state_dict(patch_embedder_state(vit), strict=True)
     x, valid = embedder(grid_tokens(images))
     with torch.no_grad():
         expected = vit._pos_embed(vit.patch_embed(images))
@@ -59,7 +61,7 @@ def test_sincos_positions_are_the_token_centres() -> None:
     embedder = PatchEmbedder(patch_size=16, in_chans=3, embed_dim=32, num_prefix_tokens=2)
     x, valid = embedder(tokens)
     projected = embedder.proj(tokens.patches)
-    torch.testing.assert_close(x[:, 2:] - projected, adaptok.sincos_2d(tokens.patch_coord, 32))
+    torch.testing.assert_close(x[:, 2:] - projected, sincos_2d(tokens.patch_coord, 32))
     torch.testing.assert_close(x[:, :2], embedder.prefix_tokens.expand(1, -1, -1))
     assert valid.shape == (1, 12) and valid.all()
 
@@ -98,7 +100,7 @@ def test_function_and_module_agree_and_gradients_reach_every_parameter(position:
         in_chans=3,
         embed_dim=32,
         position=position,
-        grid_size=(4, 4),
+        position_grid=(4, 4),
         norm_layer=nn.LayerNorm,
     )
     x, valid = embedder(tokens)
@@ -109,7 +111,7 @@ def test_function_and_module_agree_and_gradients_reach_every_parameter(position:
         prefix=embedder.prefix_tokens,
         position=position,
         pos_embed=embedder.pos_embed,
-        grid_size=embedder.grid_size,
+        position_grid=embedder.position_grid,
         norm=embedder.norm,
     )
     torch.testing.assert_close(x, y)
@@ -117,15 +119,13 @@ def test_function_and_module_agree_and_gradients_reach_every_parameter(position:
     (x[valid] * torch.randn_like(x[valid])).sum().backward()
     names = {name for name, _ in embedder.named_parameters()}
     assert ("pos_embed" in names) == (position == "learned")
-    for name, parameter in embedder.named_parameters():
-        assert parameter.grad is not None, name
-        assert torch.isfinite(parameter.grad).all() and parameter.grad.abs().sum() > 0, name
+    assert_gradients_reach(embedder)
 
 
 def test_batch_independent() -> None:
     images = torch.cat([photo("coffee", (64, 64)), photo("rocket", (64, 64))])
     embedder = PatchEmbedder(
-        patch_size=16, in_chans=3, embed_dim=32, position="learned", grid_size=4
+        patch_size=16, in_chans=3, embed_dim=32, position="learned", position_grid=4
     ).eval()
     together, _ = embedder(grid_tokens(images))
     alone, _ = embedder(grid_tokens(images[1:]))
@@ -136,7 +136,7 @@ def test_batch_independent() -> None:
     ("options", "match"),
     [
         ({"position": "rope"}, "unknown position"),
-        ({"position": "learned"}, "needs grid_size"),
+        ({"position": "learned"}, "needs position_grid"),
         ({"embed_dim": 30}, "divisible by 4"),
         ({"patch_size": 0}, "positive integer"),
         ({"num_prefix_tokens": -1}, "non-negative integer"),
@@ -162,7 +162,7 @@ def test_same_embedding_on_cuda() -> None:
     part = quadtree_partition(images, budget=10, min_patch=16, max_patch=32)
     tokens = adaptok.extract_tokens(images, part, patch_size=16)
     embedder = PatchEmbedder(
-        patch_size=16, in_chans=3, embed_dim=32, position="learned", grid_size=4
+        patch_size=16, in_chans=3, embed_dim=32, position="learned", position_grid=4
     )
     x, _ = embedder(tokens)
     gpu_tokens = adaptok.extract_tokens(images.cuda(), part.to("cuda"), patch_size=16)

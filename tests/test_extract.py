@@ -12,16 +12,7 @@ import adaptok
 from adaptok import AdaptokError, Partition
 from adaptok.partitioners.grid import grid_partition
 from adaptok.tokens import extract_regions, extract_squares, gradient_histogram, position_histogram
-
-
-def random_partition(batch: int, height: int, width: int, classes: int, seed: int) -> Partition:
-    """Irregular 4-connected regions: blocky random labels split into connected pieces."""
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.randint(
-        0, classes, (batch, height // 3 + 1, width // 3 + 1), generator=generator
-    )
-    labels = coarse.repeat_interleave(3, 1).repeat_interleave(3, 2)[:, :height, :width]
-    return Partition.from_labels(adaptok.label_components(labels), relabel=False)
+from conftest import random_partition
 
 
 def rectangle_partition(batch: int, rows: list[int], cols: list[int]) -> Partition:
@@ -252,6 +243,21 @@ def test_extract_tokens_dispatches_non_square_partitions_to_the_extractor() -> N
     assert torch.equal(tokens.region_index[tokens.patch_valid], torch.arange(part.num_regions))
 
 
+def test_square_partitions_stay_exact_whatever_else_is_asked() -> None:
+    # A quadtree patch of 8P is its exact area average, also when position histograms or
+    # gradient histograms are requested (they must not switch the resampler).
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    part = adaptok.partition(images, method="quadtree", budget=1, min_patch=32, max_patch=64)
+    plain = adaptok.extract_tokens(images, part, patch_size=8)
+    extra = adaptok.extract_tokens(images, part, patch_size=8, position_grid=4, gradient=True)
+    want = F.avg_pool2d(images, 8).flatten(2)  # the single 64-pixel patch -> 8 x 8
+    assert part.num_regions == 1
+    torch.testing.assert_close(plain.patches[0, 0], want[0].flatten())
+    torch.testing.assert_close(extra.patches, plain.patches)
+    assert extra.mask is None and extra.position is not None and extra.gradient is not None
+    torch.testing.assert_close(extra.position.sum(-1), torch.ones(1, 1))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu() -> None:
     part = random_partition(2, 40, 36, classes=3, seed=6)
@@ -261,15 +267,6 @@ def test_cuda_matches_cpu() -> None:
     gpu = extract_regions(images.cuda(), part.to("cuda"), **options)
     for name in ("patches", "mask", "position", "gradient"):
         torch.testing.assert_close(getattr(gpu, name).cpu(), getattr(cpu, name))
-
-
-def test_deterministic() -> None:
-    part = random_partition(2, 20, 20, classes=3, seed=5)
-    images = torch.rand(2, 3, 20, 20)
-    first = extract_regions(images, part, patch_size=4, position_grid=4, gradient=True)
-    second = extract_regions(images, part, patch_size=4, position_grid=4, gradient=True)
-    for name in ("patches", "mask", "position", "gradient"):
-        assert torch.equal(getattr(first, name), getattr(second, name))
 
 
 # ------------------------------------------------------------------------------------ bad input

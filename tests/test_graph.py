@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from adaptok import connected_components, label_components
+from adaptok.graph import connected_components, label_components
 
 
 def scipy_components(labels: np.ndarray) -> int:

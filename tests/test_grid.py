@@ -3,7 +3,9 @@ import torch
 import torch.nn.functional as F
 
 import adaptok
-from adaptok import AdaptokError, check_partition
+from adaptok import AdaptokError
+from adaptok.ops import sincos_2d
+from adaptok.regions import check_partition
 from adaptok.tokens import extract_squares, is_square_partition
 
 
@@ -67,11 +69,11 @@ def test_unknown_method_lists_the_known_ones() -> None:
 
 def test_sincos_2d_halves() -> None:
     coords = torch.tensor([[0.0, 0.0], [2.0, 3.0]])
-    emb = adaptok.sincos_2d(coords, 8)
+    emb = sincos_2d(coords, 8)
     # x first: sin(3 * omega), cos(3 * omega) with omega = [1, 1/100]
     x, y = torch.tensor([3.0, 0.03]), torch.tensor([2.0, 0.02])
     torch.testing.assert_close(emb[1, :4], torch.cat([x.sin(), x.cos()]))
     torch.testing.assert_close(emb[1, 4:], torch.cat([y.sin(), y.cos()]))
     assert emb[0].tolist() == [0, 0, 1, 1, 0, 0, 1, 1]
     with pytest.raises(AdaptokError, match="divisible by 4"):
-        adaptok.sincos_2d(coords, 6)
+        sincos_2d(coords, 6)

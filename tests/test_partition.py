@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from adaptok import AdaptokError, Partition, PartitionError, check_partition, label_components
+from adaptok import AdaptokError, Partition
+from adaptok.graph import label_components
+from adaptok.regions import PartitionError, check_partition
 
 
 def random_partition(batch: int = 3, height: int = 12, width: int = 17) -> Partition:

@@ -1,4 +1,4 @@
-"""The public surface: names users and benchmarks rely on (DESIGN.md section 8) must not vanish."""
+"""The public surface: the names users rely on must not vanish, and nothing else leaks in."""
 
 import subprocess
 import sys
@@ -7,20 +7,41 @@ import pytest
 
 import adaptok
 
-PUBLIC = [
-    "AdaptiveViT", "AdaptokError", "DHTEmbedder", "DHTResult", "DHTTokenizer", "FeatureScorer",
-    "Partition", "PartitionError", "PatchEmbedder", "PixelBlurScorer", "PrecomputedScorer",
-    "RandomScorer", "Tokens", "available_methods", "available_scorers", "check_partition",
-    "dht_partition", "extract_tokens", "extract_regions", "label_components",
-    "load_default_tokenizer", "partition", "quadtree_partition", "retrofit", "slic_partition",
-    "valid_budgets", "vectorize",
-]  # fmt: skip
+TOP_LEVEL = {
+    "AdaptiveViT", "AdaptokError", "ModelConfig", "Partition", "Tokens", "__version__",
+    "available_methods", "build_model", "extract_tokens", "load_model", "partition",
+    "register_partitioner", "retrofit", "vectorize",
+}  # fmt: skip
+
+# Subpackage names that benchmarks, docs and the README use.
+SUBPACKAGES = {
+    "adaptok.partitioners": ["available_methods", "get_partitioner", "partition"],
+    "adaptok.partitioners.quadtree": ["quadtree_partition", "valid_budgets", "nearest_budget"],
+    "adaptok.partitioners.scorers": [
+        "FeatureScorer", "PixelBlurScorer", "PrecomputedScorer", "RandomScorer",
+        "available_scorers",
+    ],
+    "adaptok.partitioners.dht": ["DHTTokenizer", "dht_partition", "load_default_tokenizer"],
+    "adaptok.partitioners.slic": ["slic_partition"],
+    "adaptok.regions": ["Partition", "PartitionError", "check_partition"],
+    "adaptok.tokens": ["Tokens", "extract_tokens", "extract_regions"],
+    "adaptok.ops": ["halve", "sincos_2d"],
+    "adaptok.embed": ["DHTEmbedder", "PatchEmbedder", "position_columns"],
+    "adaptok.models": ["EncoderConfig", "MaskedEncoder", "load_model", "retrofit"],
+    "adaptok.weights": ["read_state_dict"],
+    "adaptok.validate": ["check_int", "check_choice", "check_options"],
+}  # fmt: skip
 
 
-@pytest.mark.parametrize("name", PUBLIC)
-def test_public_name_exists(name: str) -> None:
-    assert name in adaptok.__all__
-    assert getattr(adaptok, name) is not None
+def test_top_level_is_the_small_public_api() -> None:
+    assert set(adaptok.__all__) == TOP_LEVEL
+
+
+@pytest.mark.parametrize("module", sorted(SUBPACKAGES))
+def test_subpackage_names_exist(module: str) -> None:
+    imported = __import__(module, fromlist=["_"])
+    for name in SUBPACKAGES[module]:
+        assert getattr(imported, name) is not None, f"{module}.{name}"
 
 
 def test_every_exported_name_resolves() -> None:
@@ -28,6 +49,16 @@ def test_every_exported_name_resolves() -> None:
         getattr(adaptok, name)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         adaptok.nope  # noqa: B018
+
+
+def test_no_function_shadows_a_submodule() -> None:
+    # `adaptok.partition` and `adaptok.vectorize` are functions; no module may share their names.
+    code = (
+        "import adaptok, adaptok.models, adaptok.train, adaptok.cli; "
+        "print(callable(adaptok.partition), callable(adaptok.vectorize))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]
 
 
 def test_registry_names() -> None:
@@ -38,3 +69,20 @@ def test_import_does_not_load_timm_or_skimage() -> None:
     code = "import sys, adaptok; print('timm' in sys.modules, 'skimage' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_no_import_cycles_between_layers() -> None:
+    # Lower layers never import higher ones: partition < tokens < embed < models < train < cli.
+    import ast
+    from pathlib import Path
+
+    root = Path(adaptok.__file__).parent
+    order = ["partitioners", "tokens", "embed", "models", "train", "cli"]
+    for index, layer in enumerate(order):
+        for path in (root / layer).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.level >= 1 and node.module:
+                    top = node.module.split(".")[0]
+                    if node.level == 2 and top in order[index + 1 :]:
+                        raise AssertionError(f"{path.relative_to(root)} imports higher layer {top}")

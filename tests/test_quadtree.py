@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import adaptok
-from adaptok import AdaptokError, check_partition
+from adaptok import AdaptokError
 from adaptok.embed.patch import PatchEmbedder
 from adaptok.partitioners.quadtree import (
     nearest_budget,
@@ -17,6 +17,7 @@ from adaptok.partitioners.quadtree import (
     valid_budgets,
 )
 from adaptok.partitioners.scorers import PixelBlurScorer, PrecomputedScorer, pixel_blur_importance
+from adaptok.regions import check_partition
 from conftest import photo
 
 
@@ -228,7 +229,7 @@ def test_gradient_reaches_the_patch_embedding() -> None:
     part = quadtree_partition(images, budget=13, min_patch=16, max_patch=32)
     tokens = adaptok.extract_tokens(images, part, patch_size=16)
     embedder = PatchEmbedder(
-        patch_size=16, in_chans=3, embed_dim=32, position="learned", grid_size=4
+        patch_size=16, in_chans=3, embed_dim=32, position="learned", position_grid=4
     )
     x, valid = embedder(tokens)
     (x[valid] ** 2).mean().backward()

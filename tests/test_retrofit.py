@@ -6,11 +6,22 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from adaptok.errors import AdaptokError
-from adaptok.models import ModelConfig, build_model, load_weights, remap_timm_state_dict, retrofit
-from adaptok.models.retrofit import load_timm_weights
+from adaptok.models import (
+    ModelConfig,
+    PartitionTokenizer,
+    build_model,
+    remap_timm_state_dict,
+    retrofit,
+)
+from adaptok.models.retrofitting import load_timm_weights
+from adaptok.partitioners import registry
+from adaptok.partitioners.dht import DHTTokenizer
+from adaptok.partitioners.grid import grid_partition
+from adaptok.weights import read_state_dict as load_weights
 
 
 def _vit(img_size: int = 224, **kwargs) -> nn.Module:
@@ -48,12 +59,33 @@ def test_grid_dht_style_reproduces_timm_logits(vit224, images224):
     assert float((expected[0] - expected[1]).abs().max()) > 1e-3
 
 
-def test_grid_patch_embedder_learned_positions_reproduce_timm_logits(vit224, images224):
-    pytest.importorskip("adaptok.embed.patch")
-    model = retrofit(vit224, "grid", embedder="patch", position="learned").eval()
+def test_defaults_reproduce_timm_logits(vit224, images224):
+    # The user's first call: no options. The ViT's learned position table must be kept.
+    model = retrofit(vit224).eval()
+    assert model.embedder.position == "learned"
     with torch.no_grad():
         difference = (model(images224) - vit224(images224)).abs().max()
     assert float(difference) < 1e-4
+
+
+def test_sincos_positions_are_an_explicit_choice_that_drops_the_table(vit224, images224):
+    model = retrofit(vit224, "grid", position="sincos").eval()
+    assert model.embedder.pos_embed is None
+    with torch.no_grad():
+        difference = (model(images224) - vit224(images224)).abs().max()
+    assert float(difference) > 1e-3
+
+
+def test_quadtree_defaults_sample_the_vits_own_table():
+    vit = _vit(img_size=64)
+    model = retrofit(vit, "quadtree").eval()
+    torch.testing.assert_close(model.embedder.pos_embed, vit.pos_embed[:, 1:])
+    # Every patch split to the ViT's patch size (budget 4 + 3 * 4): exactly the ViT again.
+    full = retrofit(vit, "quadtree", partition_options={"budget": 16, "min_patch": 16,
+                                                        "max_patch": 32}).eval()  # fmt: skip
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert float((full(images) - vit(images)).abs().max()) < 1e-4
 
 
 def test_remap_is_a_complete_strict_state_dict_with_timm_weights(vit224):
@@ -76,17 +108,64 @@ def test_remap_is_a_complete_strict_state_dict_with_timm_weights(vit224):
         model.load_state_dict(state, strict=True)
 
 
-def test_resized_position_histogram_changes_little_on_smooth_tables(vit224, images224):
-    # p = 7 instead of 14: the table is resized bicubically, so logits move but stay finite.
+def test_resized_position_histogram_is_timms_resampled_table(vit224):
+    # p = 7 instead of 14: the position columns are the table resized exactly as timm does.
     model = retrofit(vit224, "grid", embedder="dht", position_grid=7).eval()
+    resized = resample_abs_pos_embed(vit224.pos_embed, (7, 7), num_prefix_tokens=1)[0, 1:]
+    columns = model.embedder.proj.weight[:, 3 * 16 * 16 : 3 * 16 * 16 + 49]
+    torch.testing.assert_close(columns, resized.T, atol=1e-6, rtol=0)
+
+
+def test_dense_retrofit_keeps_the_trunk_and_predicts_per_pixel():
+    vit = _vit(img_size=32)
+    model = retrofit(vit, "grid", task="dense", num_classes=3).eval()
+    images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        logits = model(images224)
-    assert logits.shape == (2, 1000) and bool(torch.isfinite(logits).all())
-    assert model.embedder.position_grid == 7
+        logits = model(images)
+        features = model.forward_output(images).features
+        want = vit.forward_features(images)
+    assert logits.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(features, want, atol=1e-4, rtol=0)
+    # Every pixel of a 16-pixel patch gets its token's logits.
+    assert bool((logits[:, :, :16, :16] == logits[:, :, :1, :1]).all())
+
+
+def test_retrofit_takes_a_ready_tokenizer():
+    vit = _vit(img_size=32)
+    tokenizer = DHTTokenizer(input_space="imagenet")
+    model = retrofit(vit, "dht", tokenizer=tokenizer)
+    assert model.tokenizer is tokenizer
+    with pytest.raises(AdaptokError, match="not 'quadtree'"):
+        retrofit(vit, "quadtree", tokenizer=PartitionTokenizer("grid", patch_size=16))
+
+
+def test_registered_partitioners_reach_retrofit_and_build_model(monkeypatch):
+    def stripes(images, *, width: int = 8):
+        return grid_partition(images, patch_size=width)
+
+    monkeypatch.setitem(registry._REGISTRY, "stripes", stripes)
+    vit = _vit(img_size=32)
+    model = retrofit(vit, "stripes", partition_options={"width": 16}).eval()
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert float((model(images) - vit(images)).abs().max()) < 1e-4
+    built = build_model(ModelConfig(method="stripes", image_size=32, patch_size=8,
+                                    partition_options={"width": 8}))  # fmt: skip
+    assert built(images).shape == (1, 10)
+    with pytest.raises(AdaptokError, match="unknown option"):
+        retrofit(vit, "stripes", partition_options={"height": 16})
+
+
+def test_construction_options_never_silently_drop_trained_weights():
+    vit = _vit(img_size=32)
+    for options in ({"compare": "total"}, {"weights": "default", "compactness": 0.1}):
+        with pytest.raises(AdaptokError, match="cannot be applied to trained weights"):
+            retrofit(vit, "dht", partition_options=options)
+    with pytest.raises(AdaptokError, match=r"missing-tokenizer\.pt"):
+        retrofit(vit, "dht", partition_options={"weights": "missing-tokenizer.pt"})
 
 
 def test_quadtree_retrofit_uses_fewer_tokens_and_runs():
-    pytest.importorskip("adaptok.embed.patch")
     vit = _vit(img_size=64)
     model = retrofit(vit, "quadtree", partition_options={"budget": 7, "min_patch": 16,
                                                          "max_patch": 32})  # fmt: skip

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import adaptok
-from adaptok import AdaptokError, check_partition
+from adaptok import AdaptokError
 from adaptok.partitioners.slic import slic_partition
+from adaptok.regions import check_partition
 
 
 def test_invariants_and_count_near_budget(photos: torch.Tensor) -> None:

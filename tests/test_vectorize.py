@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from adaptok import AdaptokError, Partition, label_components, partition
+from adaptok import AdaptokError, Partition, partition
 from adaptok.cli.main import main
+from adaptok.graph import label_components
 from adaptok.io import load_image
 from adaptok.vector import (
     default_budget,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..models.vit import ModelConfig, build_model
+from ..models import ModelConfig, build_model
 from ..train.checkpoint import load_checkpoint
 from ..train.datasets import DATASETS, build_dataset
 from ..train.distributed import cleanup_distributed, init_distributed

@@ -13,8 +13,8 @@ import os
 
 import torch
 
-from ..models.encoder import EncoderConfig
-from ..models.vit import METHODS, ModelConfig, default_partition_options
+from ..models.config import EncoderConfig, ModelConfig, default_partition_options
+from ..partitioners import available_methods
 from ..train.datasets import DATASETS
 from ..train.loop import TrainConfig, train
 
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--train-limit", type=int, default=None, help="first N training images")
     data.add_argument("--eval-limit", type=int, default=None, help="first N test images")
     model = parser.add_argument_group("model")
-    model.add_argument("--method", choices=METHODS, default="grid", help="tokenizer")
+    model.add_argument("--method", choices=available_methods(), default="grid", help="tokenizer")
     model.add_argument(
         "--backbone", default=None, help="timm ViT name to retrofit (built with pretrained=False)"
     )

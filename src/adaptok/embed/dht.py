@@ -1,4 +1,4 @@
-"""The dHT embedder: token inputs -> a ViT's token sequence (DESIGN.md 4.8-4.9).
+"""The dHT embedder: token inputs -> a ViT's token sequence (docs/design.md, "dHT").
 
 Features of a region, with its resampled box x, soft mask M+ and M- = 1 - M+:
 
@@ -13,7 +13,7 @@ timm's `patch_embed.proj.weight.flatten(1)`) and its position-embedding grid the
 optional LayerNorm follows; padding tokens are zero and flagged invalid.
 
 With the grid partition at the ViT's patch size and p = the ViT's grid, every mask is one and
-every position histogram one-hot, so `load_timm_patch_embedding` makes this module reproduce
+every position histogram one-hot, so `adaptok.embed.timm.dht_embedder_from_timm` reproduces
 timm's `vit._pos_embed(vit.patch_embed(x))` exactly (to float rounding).
 """
 
@@ -30,14 +30,7 @@ from ..errors import AdaptokError
 from ..tokens import Tokens
 from ..validate import check_int
 
-__all__ = [
-    "DHTEmbedder",
-    "EmbeddedTokens",
-    "dht_embed",
-    "load_timm_patch_embedding",
-    "position_columns",
-    "timm_patch_embedding_state",
-]
+__all__ = ["DHTEmbedder", "EmbeddedTokens", "dht_embed"]
 
 
 class EmbeddedTokens(NamedTuple):
@@ -50,48 +43,6 @@ class EmbeddedTokens(NamedTuple):
 
     x: Tensor
     valid: Tensor
-
-
-def position_columns(pos_embed_grid: Tensor, grid: int) -> Tensor:
-    """A ViT's position-embedding grid as the p*p position columns of the embedding matrix.
-
-    Resized bicubically when p differs from the ViT's grid, exactly as timm's
-    `resample_abs_pos_embed` does (align_corners=False, antialias=True), so a model retrofitted
-    here matches one resized by timm.
-
-    Args:
-        pos_embed_grid: the patch position embeddings without prefix tokens: [g*g, D] or
-            [1, g*g, D] (timm's layout, square grid) or [gh, gw, D].
-        grid: p, the position-histogram grid.
-
-    Returns:
-        [D, p*p] columns, cell (r, c) in column r * p + c.
-    """
-    check_int("grid", grid)
-    table = pos_embed_grid
-    if table.ndim == 3 and table.shape[0] == 1:
-        table = table[0]
-    if table.ndim == 2:
-        side = math.isqrt(table.shape[0])
-        if side * side != table.shape[0]:
-            raise AdaptokError(
-                f"pos_embed_grid of shape {tuple(pos_embed_grid.shape)} has {table.shape[0]} "
-                "entries, not a square grid; drop the prefix (cls) entries first "
-                "(pos_embed[:, num_prefix_tokens:]) or pass it as [gh, gw, D]"
-            )
-        table = table.reshape(side, side, -1)
-    if table.ndim != 3:
-        raise AdaptokError(
-            f"pos_embed_grid must be [g*g, D], [1, g*g, D] or [gh, gw, D], "
-            f"got {tuple(pos_embed_grid.shape)}"
-        )
-    image = table.permute(2, 0, 1)[None]  # [1, D, gh, gw]
-    if image.shape[-2:] != (grid, grid):
-        dtype = image.dtype
-        image = F.interpolate(
-            image.float(), size=(grid, grid), mode="bicubic", align_corners=False, antialias=True
-        ).to(dtype)
-    return image[0].flatten(1)
 
 
 def dht_embed(
@@ -278,124 +229,3 @@ class DHTEmbedder(nn.Module):
             gradient=self.gradient,
             norm=self.norm,
         )
-
-    @classmethod
-    def from_timm(
-        cls, vit: nn.Module, *, position_grid: int | None = None, gradient: bool = False
-    ) -> DHTEmbedder:
-        """An embedder initialised from a timm VisionTransformer's patch and position embedding.
-
-        Args:
-            vit: a timm `VisionTransformer` (conv patch embedding, absolute position embedding).
-            position_grid: p; None uses the ViT's own patch grid (so grid tokens reproduce it).
-            gradient: add gradient columns (initialised to zero, so the output is unchanged).
-
-        Returns:
-            A DHTEmbedder without LayerNorm whose output on grid tokens equals
-            `vit._pos_embed(vit.patch_embed(x))`.
-        """
-        patch_embed = vit.patch_embed
-        weight = patch_embed.proj.weight
-        if position_grid is None:
-            position_grid = int(patch_embed.grid_size[0])
-        embedder = cls(
-            in_chans=weight.shape[1],
-            patch_size=weight.shape[2],
-            embed_dim=weight.shape[0],
-            position_grid=position_grid,
-            gradient=gradient,
-            num_prefix_tokens=int(vit.num_prefix_tokens),
-            norm=False,
-        )
-        load_timm_patch_embedding(embedder, vit)
-        return embedder.to(weight.device, weight.dtype)
-
-
-def timm_patch_embedding_state(embedder: DHTEmbedder, vit: nn.Module) -> dict[str, Tensor]:
-    """Remap a timm ViT's patch embedding, position embedding and prefix tokens to the embedder.
-
-    `proj.weight` = [patch_embed.proj.weight.flatten(1) | position_columns(pos grid, p) |
-    zeros for gradient columns], `proj.bias` = patch_embed.proj.bias, prefix = [cls_token,
-    reg_token], prefix_position = the prefix entries of pos_embed (zero for ViTs whose
-    position embedding skips the prefix, `no_embed_class`). lambda and beta keep the embedder's
-    values (they only act on masked tokens, which a grid never has).
-
-    Raises:
-        AdaptokError: when the ViT's layout does not match the embedder (the message says which).
-    """
-    patch_embed = getattr(vit, "patch_embed", None)
-    proj = getattr(patch_embed, "proj", None)
-    if not isinstance(proj, nn.Conv2d):
-        raise AdaptokError(
-            f"expected a timm VisionTransformer with a Conv2d patch embedding, got "
-            f"{type(vit).__name__}"
-        )
-    if not isinstance(getattr(patch_embed, "norm", nn.Identity()), nn.Identity):
-        raise AdaptokError("ViTs with a norm inside the patch embedding are not supported")
-    if tuple(proj.kernel_size) != tuple(proj.stride) or proj.kernel_size[0] != proj.kernel_size[1]:
-        raise AdaptokError(
-            f"patch embedding must be non-overlapping square patches, got kernel "
-            f"{tuple(proj.kernel_size)} stride {tuple(proj.stride)}"
-        )
-    out_dim, channels, patch, _ = proj.weight.shape
-    expected = (embedder.embed_dim, embedder.in_chans, embedder.patch_size)
-    if (out_dim, channels, patch) != expected:
-        raise AdaptokError(
-            f"ViT has embed_dim, in_chans, patch_size = {(out_dim, channels, patch)} but the "
-            f"embedder has {expected}; build it with DHTEmbedder.from_timm(vit)"
-        )
-    prefix_count = int(getattr(vit, "num_prefix_tokens", 0))
-    if prefix_count != embedder.num_prefix_tokens:
-        raise AdaptokError(
-            f"ViT has {prefix_count} prefix tokens, the embedder {embedder.num_prefix_tokens}"
-        )
-    if not isinstance(embedder.norm, nn.Identity):
-        raise AdaptokError(
-            "the embedder has a LayerNorm that a timm ViT's embedding lacks; build it with "
-            "norm=False"
-        )
-    pos_embed = getattr(vit, "pos_embed", None)
-    no_embed_class = bool(getattr(vit, "no_embed_class", False))
-    columns = [proj.weight.detach().flatten(1)]
-    prefix_position = proj.weight.new_zeros(prefix_count, out_dim)
-    if embedder.position_grid is not None:
-        if pos_embed is None:
-            raise AdaptokError(
-                "the ViT has no absolute position embedding; build the embedder with "
-                "position_grid=None"
-            )
-        skip = 0 if no_embed_class else prefix_count
-        grid = pos_embed.detach()[0, skip:]
-        height, width = (int(s) for s in patch_embed.grid_size)
-        columns.append(position_columns(grid.reshape(height, width, -1), embedder.position_grid))
-        if not no_embed_class:
-            prefix_position = pos_embed.detach()[0, :prefix_count]
-    if embedder.gradient:
-        columns.append(proj.weight.new_zeros(out_dim, patch * patch))
-    prefix = [
-        token.detach()[0]
-        for token in (getattr(vit, "cls_token", None), getattr(vit, "reg_token", None))
-        if token is not None
-    ]
-    prefix_tokens = torch.cat(prefix) if prefix else proj.weight.new_zeros(0, out_dim)
-    bias = proj.bias.detach() if proj.bias is not None else proj.weight.new_zeros(out_dim)
-    state = dict(embedder.state_dict())
-    state.update(
-        {
-            "proj.weight": torch.cat(columns, 1),
-            "proj.bias": bias,
-            "prefix": prefix_tokens,
-            "prefix_position": prefix_position,
-        }
-    )
-    return state
-
-
-def load_timm_patch_embedding(embedder: DHTEmbedder, vit: nn.Module) -> DHTEmbedder:
-    """Load a timm ViT's patch/position embedding and prefix tokens into `embedder` (strict).
-
-    See `timm_patch_embedding_state` for the mapping. Returns the embedder.
-    """
-    state = timm_patch_embedding_state(embedder, vit)
-    embedder.load_state_dict(state, strict=True)
-    return embedder

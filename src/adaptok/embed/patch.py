@@ -3,7 +3,7 @@
 Interface (consumed by `adaptok.models`):
 
     embedder = PatchEmbedder(patch_size=16, in_chans=3, embed_dim=192, num_prefix_tokens=1,
-                             position="sincos" | "learned" | "none", grid_size=(14, 14))
+                             position="sincos" | "learned" | "none", position_grid=(14, 14))
     x, valid = embedder(tokens)     # tokens: adaptok.Tokens from extract_tokens(images, part, P)
     # x: [B, prefix + T, D] prefix tokens first, then one embedding per token (zeros at padding)
     # valid: [B, prefix + T] bool, True for the prefix tokens and the real tokens
@@ -22,7 +22,7 @@ Parameters are laid out like a timm ViT's, so pretrained weights map over withou
   Centres beyond the grid read its border (resample the grid, e.g. with timm's
   `resample_abs_pos_embed`, for images of another size).
 
-"sincos" uses `adaptok.sincos_2d` of the centre (DESIGN.md 3.6) and has no parameters.
+"sincos" uses `adaptok.ops.sincos_2d` of the centre (docs/design.md, "Quadtree"); no parameters.
 """
 
 from __future__ import annotations
@@ -35,28 +35,31 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import AdaptokError
-from ..tokens import Tokens, sincos_2d
+from ..ops import sincos_2d
+from ..tokens import Tokens
 from ..validate import check_choice, check_int
 
-__all__ = ["PatchEmbedder", "embed_patches", "sample_position_grid", "timm_vit_state"]
+__all__ = ["PatchEmbedder", "embed_patches", "sample_position_grid"]
 
 Position = Literal["sincos", "learned", "none"]
 POSITIONS = ("sincos", "learned", "none")
 
 
-def sample_position_grid(pos_embed: Tensor, grid_size: tuple[int, int], coords: Tensor) -> Tensor:
+def sample_position_grid(
+    pos_embed: Tensor, position_grid: tuple[int, int], coords: Tensor
+) -> Tensor:
     """Bilinearly sample a learned position grid at fractional token centres.
 
     Args:
         pos_embed: [1, gh*gw, D] (or [gh*gw, D]) grid, row-major like timm's pos_embed.
-        grid_size: (gh, gw).
+        position_grid: (gh, gw).
         coords: [..., 2] (y, x) centres in units of P: cell (i, j) has centre (i + 0.5, j + 0.5).
 
     Returns:
         [..., D] position embeddings; a centre on a cell centre returns that cell exactly, and
         centres outside the grid are clamped to its border.
     """
-    rows, cols = grid_size
+    rows, cols = position_grid
     table = pos_embed.reshape(rows * cols, -1)
     y = (coords[..., 0] - 0.5).clamp(0, rows - 1)
     x = (coords[..., 1] - 0.5).clamp(0, cols - 1)
@@ -77,7 +80,7 @@ def embed_patches(
     prefix: Tensor | None = None,
     position: Position = "sincos",
     pos_embed: Tensor | None = None,
-    grid_size: tuple[int, int] | None = None,
+    position_grid: tuple[int, int] | None = None,
     norm: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Embed square tokens like a ViT: project, add positions, prepend prefix tokens.
@@ -89,7 +92,7 @@ def embed_patches(
         prefix: [1, prefix, D] tokens prepended to every image (cls, registers), or None.
         position: "sincos" (2-D sinusoids of the centre), "learned" (sample `pos_embed`) or "none".
         pos_embed: [1, gh*gw, D] learned grid, for position="learned".
-        grid_size: (gh, gw) of pos_embed.
+        position_grid: (gh, gw) of pos_embed.
         norm: applied to the projected tokens before positions are added (timm's patch norm).
 
     Returns:
@@ -109,9 +112,9 @@ def embed_patches(
     if position == "sincos":
         x = x + sincos_2d(tokens.patch_coord.to(x.dtype), x.shape[-1])
     elif position == "learned":
-        if pos_embed is None or grid_size is None:
-            raise AdaptokError("position='learned' needs pos_embed and grid_size")
-        x = x + sample_position_grid(pos_embed, grid_size, tokens.patch_coord)
+        if pos_embed is None or position_grid is None:
+            raise AdaptokError("position='learned' needs pos_embed and position_grid")
+        x = x + sample_position_grid(pos_embed, position_grid, tokens.patch_coord)
     valid = tokens.patch_valid
     x = torch.where(valid[..., None], x, 0.0)
     if prefix is not None and prefix.shape[1]:
@@ -129,8 +132,8 @@ class PatchEmbedder(nn.Module):
         in_chans: C.
         embed_dim: D.
         num_prefix_tokens: learned tokens prepended to every image (1 = cls; 0 = none).
-        position: "sincos", "learned" (needs grid_size) or "none".
-        grid_size: (gh, gw) (or one int for a square) of the learned position grid; the model's
+        position: "sincos", "learned" (needs position_grid) or "none".
+        position_grid: (gh, gw) (or one int for a square) of the learned position grid; the model's
             image size / P. Ignored for "sincos" and "none".
         norm_layer: e.g. nn.LayerNorm, built as norm_layer(D) and applied after the projection.
     """
@@ -143,7 +146,7 @@ class PatchEmbedder(nn.Module):
         embed_dim: int = 768,
         num_prefix_tokens: int = 1,
         position: Position = "sincos",
-        grid_size: int | tuple[int, int] | None = None,
+        position_grid: int | tuple[int, int] | None = None,
         norm_layer: Callable[[int], nn.Module] | None = None,
     ) -> None:
         super().__init__()
@@ -166,16 +169,18 @@ class PatchEmbedder(nn.Module):
             if num_prefix_tokens
             else None
         )
-        self.grid_size: tuple[int, int] | None = None
+        self.position_grid: tuple[int, int] | None = None
         self.pos_embed: nn.Parameter | None = None
         if position == "learned":
-            if grid_size is None:
+            if position_grid is None:
                 raise AdaptokError(
-                    "position='learned' needs grid_size (image size / patch_size, e.g. 14 for a "
-                    "224 ViT with 16-pixel patches)"
+                    "position='learned' needs position_grid (image size / patch_size, e.g. 14 "
+                    "for a 224 ViT with 16-pixel patches)"
                 )
-            rows, cols = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
-            self.grid_size = (int(rows), int(cols))
+            if isinstance(position_grid, int):
+                position_grid = (position_grid, position_grid)
+            rows, cols = position_grid
+            self.position_grid = (int(rows), int(cols))
             self.pos_embed = nn.Parameter(torch.randn(1, rows * cols, embed_dim) * 0.02)
 
     def forward(self, tokens: Tokens) -> tuple[Tensor, Tensor]:
@@ -193,7 +198,7 @@ class PatchEmbedder(nn.Module):
             prefix=self.prefix_tokens,
             position=self.position,
             pos_embed=self.pos_embed,
-            grid_size=self.grid_size,
+            position_grid=self.position_grid,
             norm=None if isinstance(self.norm, nn.Identity) else self.norm,
         )
 
@@ -201,37 +206,5 @@ class PatchEmbedder(nn.Module):
         return (
             f"patch_size={self.patch_size}, in_chans={self.in_chans}, "
             f"embed_dim={self.embed_dim}, num_prefix_tokens={self.num_prefix_tokens}, "
-            f"position={self.position!r}, grid_size={self.grid_size}"
+            f"position={self.position!r}, position_grid={self.position_grid}"
         )
-
-
-def timm_vit_state(vit: nn.Module) -> dict[str, Tensor]:
-    """A timm VisionTransformer's patch-embedding weights as a `PatchEmbedder` state dict.
-
-    Build the embedder with position="learned", grid_size=vit.patch_embed.grid_size,
-    num_prefix_tokens=vit.num_prefix_tokens (and norm_layer matching vit.patch_embed.norm), then
-    `embedder.load_state_dict(timm_vit_state(vit), strict=True)`. On grid tokens of the model's
-    own image size it then reproduces `vit._pos_embed(vit.patch_embed(images))`.
-    """
-    patch_embed = vit.patch_embed
-    num_prefix = int(getattr(vit, "num_prefix_tokens", 0))
-    pos_embed = vit.pos_embed.detach()
-    no_embed_class = bool(getattr(vit, "no_embed_class", False))
-    state = {
-        "proj.weight": patch_embed.proj.weight.detach().flatten(1),
-        "proj.bias": patch_embed.proj.bias.detach(),
-        "pos_embed": pos_embed if no_embed_class else pos_embed[:, num_prefix:],
-    }
-    if num_prefix:
-        parts = [
-            t.detach()
-            for t in (getattr(vit, "cls_token", None), getattr(vit, "reg_token", None))
-            if t is not None
-        ]
-        prefix = torch.cat(parts, 1)
-        if not no_embed_class:
-            prefix = prefix + pos_embed[:, :num_prefix]
-        state["prefix_tokens"] = prefix
-    for name, value in patch_embed.norm.state_dict().items():
-        state[f"norm.{name}"] = value
-    return state

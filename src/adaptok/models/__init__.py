@@ -1,17 +1,16 @@
-"""Models over adaptive tokens: masked encoder, heads, AdaptiveViT, retrofitting timm ViTs."""
+"""Models over adaptive tokens: config, builders, AdaptiveViT, retrofitting timm ViTs.
 
-from .encoder import EncoderConfig, MaskedEncoder, key_padding_mask
+`build_model(ModelConfig)` builds from scratch, `retrofit(timm_vit)` around a pretrained ViT,
+`load_model(path)` from a training checkpoint; all three share the builders.
+"""
+
+from .builders import assemble_model, make_embedder, make_head, make_tokenizer
+from .config import EncoderConfig, ModelConfig, default_partition_options
+from .encoder import MaskedEncoder, key_padding_mask
+from .factory import build_model, load_model, model_from_checkpoint
 from .heads import ClassificationHead, DenseHead, region_logits
-from .retrofit import load_weights, remap_timm_state_dict, retrofit
-from .vit import (
-    AdaptiveViT,
-    LearnedTokenizer,
-    ModelConfig,
-    ModelOutput,
-    PartitionTokenizer,
-    TokenizerOutput,
-    build_model,
-)
+from .retrofitting import load_timm_weights, remap_timm_state_dict, retrofit
+from .vit import AdaptiveViT, LearnedTokenizer, ModelOutput, PartitionTokenizer, TokenizerOutput
 
 __all__ = [
     "AdaptiveViT",
@@ -24,9 +23,16 @@ __all__ = [
     "ModelOutput",
     "PartitionTokenizer",
     "TokenizerOutput",
+    "assemble_model",
     "build_model",
+    "default_partition_options",
     "key_padding_mask",
-    "load_weights",
+    "load_model",
+    "load_timm_weights",
+    "make_embedder",
+    "make_head",
+    "make_tokenizer",
+    "model_from_checkpoint",
     "region_logits",
     "remap_timm_state_dict",
     "retrofit",

@@ -8,7 +8,6 @@ it would get alone.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from functools import partial
 
 import torch
@@ -17,42 +16,9 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from ..errors import AdaptokError
+from .config import EncoderConfig
 
-__all__ = ["EncoderConfig", "MaskedEncoder", "key_padding_mask"]
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    """Hyper-parameters of the transformer trunk (the names of timm's VisionTransformer).
-
-    Attributes:
-        embed_dim: token width D.
-        depth: number of blocks.
-        num_heads: attention heads (must divide embed_dim).
-        mlp_ratio: MLP hidden width / D.
-        qkv_bias: bias in the query/key/value projection.
-        qk_norm: LayerNorm on queries and keys.
-        init_values: LayerScale initial value (None: no LayerScale).
-        drop_path_rate: stochastic depth rate of the last block (linear decay from 0).
-        norm_eps: epsilon of every LayerNorm.
-        act_layer: timm activation name ("gelu", "gelu_tanh", "quick_gelu", ...).
-        pre_norm: LayerNorm before the blocks (CLIP-style ViTs).
-    """
-
-    embed_dim: int = 192
-    depth: int = 12
-    num_heads: int = 3
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    qk_norm: bool = False
-    init_values: float | None = None
-    drop_path_rate: float = 0.0
-    norm_eps: float = 1e-6
-    act_layer: str = "gelu"
-    pre_norm: bool = False
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+__all__ = ["MaskedEncoder", "key_padding_mask"]
 
 
 def key_padding_mask(valid: Tensor) -> Tensor:

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import AdaptokError
-from ..tokens import halve
+from ..ops import halve
+from ..weights import read_state_dict
 
 __all__ = [
     "FeatureScorer",
@@ -276,7 +277,7 @@ def default_backbone(weights: str | Path, *, model_name: str = "resnet18") -> nn
     import timm
 
     path = Path(weights)
-    state = load_state_dict(path)
+    state = read_state_dict(path, what="feature scorer weights")
     model = timm.create_model(model_name, pretrained=False, features_only=True, out_indices=(3,))
     own = model.state_dict()
     missing = [key for key in own if key not in state]
@@ -287,26 +288,6 @@ def default_backbone(weights: str | Path, *, model_name: str = "resnet18") -> nn
         )
     model.load_state_dict({key: state[key] for key in own}, strict=True)
     return model
-
-
-def load_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read a local weights file: `.safetensors`, or a torch.load-able state dict (possibly wrapped
-    in {"state_dict": ...} or {"model": ...}), loaded with weights_only=True."""
-    path = Path(path)
-    if not path.is_file():
-        raise AdaptokError(f"feature scorer weights {path}: no such file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict):
-        raise AdaptokError(f"{path} does not hold a state dict (got {type(state).__name__})")
-    return state
 
 
 class FeatureScorer(nn.Module):
@@ -349,7 +330,9 @@ class FeatureScorer(nn.Module):
             mean = IMAGENET_MEAN if mean is None else mean
             std = IMAGENET_STD if std is None else std
         elif weights is not None:
-            backbone.load_state_dict(load_state_dict(weights), strict=True)
+            backbone.load_state_dict(
+                read_state_dict(weights, what="feature scorer weights"), strict=True
+            )
         if not isinstance(backbone, nn.Module):
             raise AdaptokError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
         self.backbone = backbone.eval().requires_grad_(False)

@@ -3,7 +3,6 @@
 from .boxes import extract_regions, gradient_histogram, position_histogram
 from .core import Tokens, assemble_tokens
 from .extract import extract_squares, extract_tokens, is_square_partition
-from .ops import halve, sincos_2d
 
 __all__ = [
     "Tokens",
@@ -12,8 +11,6 @@ __all__ = [
     "extract_squares",
     "extract_tokens",
     "gradient_histogram",
-    "halve",
     "is_square_partition",
     "position_histogram",
-    "sincos_2d",
 ]

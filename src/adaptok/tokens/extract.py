@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..ops import halve
 from ..regions import Partition
-from .boxes import extract_regions
+from ..validate import check_int
+from .boxes import extract_regions, gradient_histogram, position_histogram
 from .core import Tokens, assemble_tokens
-from .ops import halve
 
 __all__ = ["extract_squares", "extract_tokens", "is_square_partition"]
 
@@ -69,25 +70,48 @@ def extract_squares(images: Tensor, part: Partition, patch_size: int) -> Tensor:
 
 
 def extract_tokens(
-    images: Tensor, part: Partition, patch_size: int = 16, **options: object
+    images: Tensor,
+    part: Partition,
+    patch_size: int = 16,
+    *,
+    position_grid: int | None = None,
+    gradient: bool = False,
+    samples: int = 2,
 ) -> Tokens:
     """Turn a Partition of a batch into padded per-region token inputs.
 
-    Aligned squares (grid, quadtree) are area-averaged to P x P exactly; any other partition goes
-    through the box extractor (bilinear resampling of each region's box with its soft mask).
+    The resampler is chosen by the partition alone: aligned squares (grid, quadtree) are
+    area-averaged to P x P exactly, whatever else is asked for; any other partition goes through
+    the box extractor (bilinear resampling of each region's box with its soft mask).
 
     Args:
         images: [B, C, H, W] pixels (or pixel features) on the Partition's grid.
         part: the Partition.
         patch_size: P, the side of every resampled token.
-        **options: options of the box extractor (`adaptok.tokens.extract_regions`).
+        position_grid: p; when given, `Tokens.position` holds each region's p x p histogram of
+            pixel positions (what the dHT embedder reads).
+        gradient: when True, `Tokens.gradient` holds a P*P-bin gradient-orientation histogram.
+        samples: anti-aliasing samples per cell and axis of the box extractor (non-square
+            partitions only).
 
     Returns:
         Tokens, padded to the largest region count in the batch.
     """
     part._check_pixels(images)
-    if is_square_partition(part, patch_size) and not options:
-        patches = extract_squares(images, part, patch_size)
-        return assemble_tokens(part, patch_size, patches)
-
-    return extract_regions(images, part, patch_size=patch_size, **options)
+    if not is_square_partition(part, patch_size):
+        return extract_regions(
+            images,
+            part,
+            patch_size=patch_size,
+            position_grid=position_grid,
+            gradient=gradient,
+            samples=samples,
+        )
+    check_int("samples", samples, hint="(1 = no anti-aliasing)")
+    per_region: dict[str, Tensor] = {}
+    if position_grid is not None:
+        per_region["position"] = position_histogram(part, position_grid).to(images.dtype)
+    if gradient:
+        per_region["gradient"] = gradient_histogram(images, part, patch_size * patch_size)
+    patches = extract_squares(images, part, patch_size)
+    return assemble_tokens(part, patch_size, patches, **per_region)

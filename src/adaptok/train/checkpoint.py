@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import AdaptokError
+from ..weights import read_file
 
 __all__ = ["load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state"]
 
@@ -47,21 +47,12 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint (ours or any plain state dict) with `torch.load(weights_only=True)`.
+    """Read a checkpoint (ours or any plain state dict) without executing code.
 
     Raises:
         AdaptokError: the file does not exist or cannot be read as a weights-only checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AdaptokError(f"checkpoint {path} not found; check the path (got {str(path)!r})")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt or unsafe files
-        raise AdaptokError(
-            f"{path} is not a readable weights-only checkpoint ({type(error).__name__}: {error}); "
-            "re-save it as a plain state dict of tensors"
-        ) from error
+    return read_file(path, what="checkpoint", map_location=map_location)
 
 
 def rng_state() -> dict[str, Any]:

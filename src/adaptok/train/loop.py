@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from ..errors import AdaptokError
-from ..models.vit import AdaptiveViT, ModelConfig, build_model
+from ..models import AdaptiveViT, ModelConfig, build_model
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .datasets import IGNORE_INDEX, build_dataset
 from .distributed import (

@@ -27,25 +27,19 @@ from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
+from ..embed import DHTEmbedder, PatchEmbedder
+from ..embed.timm import dht_embedder_state, patch_embedder_state
 from ..errors import AdaptokError
-from ..train.checkpoint import load_checkpoint
-from .encoder import EncoderConfig, MaskedEncoder
-from .heads import ClassificationHead, DenseHead
-from .vit import (
-    METHODS,
-    AdaptiveViT,
-    ModelConfig,
-    PartitionTokenizer,
-    _check_choice,
-    default_partition_options,
-    dht_extract_options,
-    make_tokenizer,
-)
+from ..weights import read_state_dict
+from .builders import assemble_model
+from .config import EncoderConfig, ModelConfig, default_partition_options
+from .encoder import MaskedEncoder
+from .heads import ClassificationHead
+from .vit import AdaptiveViT
 
 __all__ = [
     "encoder_config_from_timm",
     "load_timm_weights",
-    "load_weights",
     "remap_timm_state_dict",
     "retrofit",
     "retrofit_from_config",
@@ -135,14 +129,10 @@ def _grid_size(vit: nn.Module) -> tuple[int, int]:
 
 def _embedder_state(embedder: nn.Module, vit: nn.Module) -> dict[str, Tensor]:
     """The embedder's state dict filled from the ViT (each embedder family has its remap)."""
-    from ..embed.dht import DHTEmbedder, timm_patch_embedding_state
-
     if isinstance(embedder, DHTEmbedder):
-        return timm_patch_embedding_state(embedder, vit)
-    from ..embed.patch import PatchEmbedder, timm_vit_state
-
+        return dht_embedder_state(embedder, vit)
     if isinstance(embedder, PatchEmbedder):
-        state = timm_vit_state(vit)
+        state = patch_embedder_state(vit)
         if embedder.pos_embed is None:  # sinusoids replace the ViT's learned table
             state.pop("pos_embed")
         return state
@@ -191,7 +181,7 @@ def retrofit(
     method: str = "grid",
     *,
     embedder: str | None = None,
-    position: str = "sincos",
+    position: str = "learned",
     position_grid: int | None = None,
     partition_options: dict[str, object] | None = None,
     task: str = "classification",
@@ -200,17 +190,23 @@ def retrofit(
 ) -> AdaptiveViT:
     """Build an AdaptiveViT around a timm ViT, reusing its weights.
 
+    With the defaults and grid tokens at the ViT's patch size, the result reproduces the ViT's
+    logits: nothing the ViT learned is dropped.
+
     Args:
         vit: a timm VisionTransformer (e.g. `timm.create_model("vit_tiny_patch16_224")`).
-        method: tokenizer: "grid", "quadtree" or "dht".
+        method: any partitioner of `adaptok.available_methods()` ("grid", "quadtree", "dht",
+            registered ones).
         embedder: "dht" (λ mix, mask, position-histogram columns initialised from the ViT's
             position grid) or "patch" (the plain patch embedding with `position` embeddings);
             None: "dht" for method "dht", else "patch".
-        position: positions of the "patch" embedder: "sincos" (2-D sinusoids of the patch centre,
-            as in the Quadformer paper; the ViT's learned table is dropped) or "learned" (the
-            ViT's table sampled bilinearly at patch centres).
+        position: positions of the "patch" embedder: "learned" (the ViT's own table, sampled
+            bilinearly at each token's centre: a grid patch reads its cell, a big quadtree patch
+            the cells it covers) or "sincos" (2-D sinusoids of the centre, as in the Quadformer
+            paper; the ViT's table is dropped, so the logits change).
         position_grid: p of the dHT position histogram (None: the ViT's own patch grid, so grid
-            tokens reproduce it; other values resize the table bicubically).
+            tokens reproduce it; other values resize the table bicubically). The "patch"
+            embedder always uses the ViT's grid.
         partition_options: the partitioner's options (defaults: grid at the ViT's patch size;
             quadtree with min_patch = the ViT's patch size, max_patch 4x, about half the tokens).
         task: "classification" (the ViT's head is reused) or "dense" (a new per-token head).
@@ -218,16 +214,14 @@ def retrofit(
         tokenizer: a ready tokenizer module (e.g. a trained DHTTokenizer) instead of a fresh one.
 
     Returns:
-        AdaptiveViT mapping images [B, C, H, W] to logits.
+        AdaptiveViT mapping images [B, C, H, W] (normalised as the ViT expects) to logits.
     """
-    _check_choice("method", method, METHODS)
     _check_vit(vit)
     encoder_config = encoder_config_from_timm(vit)
     patch_size = _patch_size(vit)
     grid_h, grid_w = _grid_size(vit)
     if grid_h != grid_w:
         raise _unsupported(f"non-square patch grid {grid_h}x{grid_w}")
-    in_chans = int(vit.patch_embed.proj.in_channels)
     image_size = grid_h * patch_size
     vit_classes = int(getattr(vit, "num_classes", 0))
     num_classes = num_classes or vit_classes
@@ -239,56 +233,27 @@ def retrofit(
         task=task,
         num_classes=num_classes,
         image_size=image_size,
-        in_chans=in_chans,
+        in_chans=int(vit.patch_embed.proj.in_channels),
         patch_size=patch_size,
         embedder=embedder,
         position=position,
-        histogram_size=position_grid,
+        position_grid=position_grid,
         partition_options=options,
         encoder=encoder_config,
     )
-    prefix = int(vit.num_prefix_tokens)
-    if config.embedder_kind == "dht":
-        from ..embed.dht import DHTEmbedder
-
-        token_embedder: nn.Module = DHTEmbedder.from_timm(vit, position_grid=config.grid_size)
-        extract_options = dht_extract_options(config.grid_size)
-    else:
-        from ..embed.patch import PatchEmbedder
-
-        token_embedder = PatchEmbedder(
-            patch_size=patch_size,
-            in_chans=in_chans,
-            embed_dim=encoder_config.embed_dim,
-            num_prefix_tokens=prefix,
-            position=position,
-            grid_size=grid_h,
+    if config.embedder_kind == "patch" and position_grid not in (None, grid_h):
+        raise AdaptokError(
+            f"position_grid={position_grid} applies to the dHT embedder's histogram; the patch "
+            f"embedder samples the ViT's own {grid_h}x{grid_w} table (pass position_grid=None)"
         )
-        extract_options = {}
-    if task == "dense":
-        head: nn.Module = DenseHead(
-            embed_dim=encoder_config.embed_dim, num_classes=num_classes, num_prefix_tokens=prefix
-        )
-    else:
-        head = ClassificationHead(
-            embed_dim=encoder_config.embed_dim,
-            num_classes=num_classes,
-            pool=vit.global_pool,
-            num_prefix_tokens=prefix,
-            fc_norm=isinstance(getattr(vit, "fc_norm", None), nn.LayerNorm),
-            norm_eps=encoder_config.norm_eps,
-        )
-    if tokenizer is None:
-        tokenizer = make_tokenizer(config)
-    elif isinstance(tokenizer, PartitionTokenizer) and tokenizer.method != method:
-        raise AdaptokError(f"tokenizer uses method {tokenizer.method!r}, not {method!r}")
-    model = AdaptiveViT(
-        tokenizer=tokenizer,
-        embedder=token_embedder,
+    model = assemble_model(
+        config,
         encoder=MaskedEncoder(encoder_config),
-        head=head,
-        patch_size=patch_size,
-        extract_options=extract_options,
+        num_prefix_tokens=int(vit.num_prefix_tokens),
+        embedding_norm=False,
+        pool=vit.global_pool,
+        fc_norm=isinstance(getattr(vit, "fc_norm", None), nn.LayerNorm),
+        tokenizer=tokenizer,
     )
     reference = next(vit.parameters())
     model.to(reference.device, reference.dtype)
@@ -300,27 +265,7 @@ def retrofit(
         )
     model.load_state_dict(remap_timm_state_dict(vit, model), strict=True)
     model.train(vit.training)
-    model.config = config
     return model
-
-
-def load_weights(path: str | Path) -> dict[str, Tensor]:
-    """A state dict from a local file (timm's or ours), read with weights_only=True.
-
-    Our training checkpoints keep the weights under "model"; timm / other checkpoints may nest
-    them under "state_dict" or "model" too.
-
-    Raises:
-        AdaptokError: missing or unreadable file (the message names it).
-    """
-    state = load_checkpoint(path)
-    for key in ("model", "state_dict", "model_state_dict"):
-        if isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not all(isinstance(v, Tensor) for v in state.values()):
-        raise AdaptokError(f"{path} does not hold a state dict of tensors")
-    return state
 
 
 def load_timm_weights(vit: nn.Module, path: str | Path) -> nn.Module:
@@ -328,7 +273,7 @@ def load_timm_weights(vit: nn.Module, path: str | Path) -> nn.Module:
     a classifier head of another size is skipped with a warning). Returns the ViT."""
     from timm.models.vision_transformer import checkpoint_filter_fn
 
-    state = checkpoint_filter_fn(load_weights(path), vit)
+    state = checkpoint_filter_fn(read_state_dict(path, what="timm weights"), vit)
     own = vit.state_dict()
     skipped = [
         k for k in ("head.weight", "head.bias") if k in state and state[k].shape != own[k].shape
@@ -376,8 +321,8 @@ def retrofit_from_config(config: ModelConfig) -> AdaptiveViT:
         vit,
         config.method,
         embedder=config.embedder,
-        position=config.position,
-        position_grid=config.histogram_size,
+        position=config.position_kind,
+        position_grid=config.position_grid,
         partition_options=config.partition_options or None,
         task=config.task,
         num_classes=config.num_classes,

@@ -1,11 +1,11 @@
-"""Small tensor operations shared by the partitioners, extractors and embedders."""
+"""Small tensor operations shared by the partitioners, the token extractors and the embedders."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from ..errors import AdaptokError
+from .errors import AdaptokError
 
 __all__ = ["halve", "sincos_2d"]
 

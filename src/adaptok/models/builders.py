@@ -1,0 +1,174 @@
+"""Builders shared by `build_model` (from scratch) and `retrofit` (around a timm ViT).
+
+Each turns a `ModelConfig` into one finished part; `assemble_model` puts the parts together.
+The two entry points differ only in what they pass: a fresh trunk or the ViT's, a LayerNorm
+after the embedding (from scratch) or none (a timm ViT has none), the ViT's prefix-token count
+and pooling.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..embed import DHTEmbedder, PatchEmbedder
+from ..errors import AdaptokError
+from ..validate import check_options
+from .config import ModelConfig
+from .encoder import MaskedEncoder
+from .heads import ClassificationHead, DenseHead
+from .vit import AdaptiveViT, LearnedTokenizer, PartitionTokenizer
+
+__all__ = ["assemble_model", "make_embedder", "make_head", "make_tokenizer"]
+
+# dHT partition options applied on every call; the rest build the tokenizer.
+DHT_CALL_OPTIONS = ("budget", "criterion", "sample_budget")
+
+
+def make_tokenizer(config: ModelConfig) -> nn.Module:
+    """The tokenizer module of a config.
+
+    A non-learned method gives a `PartitionTokenizer` (grid defaults to the config's patch
+    size). "dht" gives a `LearnedTokenizer` around a `DHTTokenizer` taking ImageNet-normalised
+    images, whose weights come from partition option "weights": "default" (the bundled ones),
+    a path saved by `save_tokenizer`, or "none" (a fresh, randomly initialised tokenizer, the
+    only case where construction options such as "compactness" may be given). "budget",
+    "criterion" and "sample_budget" are passed on every call.
+
+    Raises:
+        AdaptokError: unknown options, construction options combined with trained weights, or
+            a channel-count mismatch. Nothing falls back silently to random weights.
+    """
+    options = dict(config.partition_options)
+    if config.method != "dht":
+        if config.method == "grid":
+            options.setdefault("patch_size", config.patch_size)
+        return PartitionTokenizer(config.method, **options)
+
+    from ..partitioners.dht import DHTTokenizer, load_default_tokenizer, load_tokenizer
+
+    call = {name: options.pop(name) for name in DHT_CALL_OPTIONS if name in options}
+    weights = options.pop("weights", "default")
+    if weights == "none":
+        check_options(DHTTokenizer, options, what="the dHT tokenizer")
+        tokenizer = DHTTokenizer(in_channels=config.in_chans, input_space="imagenet", **options)
+    elif options:
+        raise AdaptokError(
+            f"partition option(s) {', '.join(options)} change how the dHT tokenizer is built and "
+            f'cannot be applied to trained weights ({weights!r}); pass "weights": "none" to '
+            "train a fresh tokenizer with them, or drop them"
+        )
+    elif weights == "default":
+        tokenizer = load_default_tokenizer(input_space="imagenet")
+    else:
+        tokenizer = load_tokenizer(str(weights), input_space="imagenet")
+    if tokenizer.in_channels != config.in_chans:
+        raise AdaptokError(
+            f"the dHT tokenizer takes {tokenizer.in_channels}-channel images, the model "
+            f"{config.in_chans}; use in_chans={tokenizer.in_channels}"
+        )
+    return LearnedTokenizer(tokenizer, **call)
+
+
+def make_embedder(
+    config: ModelConfig, *, embed_dim: int, num_prefix_tokens: int = 1, norm: bool = True
+) -> tuple[nn.Module, dict[str, object]]:
+    """The embedder of a config and the `extract_tokens` options it needs.
+
+    Args:
+        config: the model config (embedder family, patch size, positions, grid).
+        embed_dim: D.
+        num_prefix_tokens: cls (+ register) tokens.
+        norm: a LayerNorm after the dHT embedding (a timm ViT's embedding has none).
+    """
+    if config.embedder_kind == "dht":
+        embedder = DHTEmbedder(
+            in_chans=config.in_chans,
+            patch_size=config.patch_size,
+            embed_dim=embed_dim,
+            position_grid=config.grid,
+            num_prefix_tokens=num_prefix_tokens,
+            norm=norm,
+        )
+        return embedder, {"position_grid": config.grid}
+    embedder = PatchEmbedder(
+        patch_size=config.patch_size,
+        in_chans=config.in_chans,
+        embed_dim=embed_dim,
+        num_prefix_tokens=num_prefix_tokens,
+        position=config.position_kind,
+        position_grid=config.grid,
+    )
+    return embedder, {}
+
+
+def make_head(
+    config: ModelConfig,
+    *,
+    embed_dim: int,
+    num_prefix_tokens: int = 1,
+    pool: str = "token",
+    fc_norm: bool = False,
+    norm_eps: float = 1e-6,
+) -> nn.Module:
+    """The task head: per-image classifier or per-pixel (dense) classifier."""
+    if config.task == "dense":
+        return DenseHead(
+            embed_dim=embed_dim, num_classes=config.num_classes, num_prefix_tokens=num_prefix_tokens
+        )
+    return ClassificationHead(
+        embed_dim=embed_dim,
+        num_classes=config.num_classes,
+        pool=pool,
+        num_prefix_tokens=num_prefix_tokens,
+        fc_norm=fc_norm,
+        norm_eps=norm_eps,
+    )
+
+
+def assemble_model(
+    config: ModelConfig,
+    *,
+    encoder: MaskedEncoder,
+    num_prefix_tokens: int = 1,
+    embedding_norm: bool = True,
+    pool: str = "token",
+    fc_norm: bool = False,
+    tokenizer: nn.Module | None = None,
+) -> AdaptiveViT:
+    """Tokenizer + embedder + encoder + head of a config, as one AdaptiveViT.
+
+    Args:
+        config: the model config (kept on the model as `model.config`).
+        encoder: the trunk (fresh, or mirroring a timm ViT's).
+        num_prefix_tokens: cls (+ register) tokens of the embedder and head.
+        embedding_norm: a LayerNorm after the dHT embedding.
+        pool: "token" or "avg" pooling of the classification head.
+        fc_norm: a LayerNorm before the classifier (timm's fc_norm).
+        tokenizer: a ready tokenizer module instead of the config's.
+    """
+    dim = encoder.config.embed_dim
+    embedder, extract_options = make_embedder(
+        config, embed_dim=dim, num_prefix_tokens=num_prefix_tokens, norm=embedding_norm
+    )
+    head = make_head(
+        config,
+        embed_dim=dim,
+        num_prefix_tokens=num_prefix_tokens,
+        pool=pool,
+        fc_norm=fc_norm,
+        norm_eps=encoder.config.norm_eps,
+    )
+    if tokenizer is None:
+        tokenizer = make_tokenizer(config)
+    elif isinstance(tokenizer, PartitionTokenizer) and tokenizer.method != config.method:
+        raise AdaptokError(f"tokenizer uses method {tokenizer.method!r}, not {config.method!r}")
+    model = AdaptiveViT(
+        tokenizer=tokenizer,
+        embedder=embedder,
+        encoder=encoder,
+        head=head,
+        patch_size=config.patch_size,
+        extract_options=extract_options,
+    )
+    model.config = config
+    return model

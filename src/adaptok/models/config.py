@@ -1,0 +1,170 @@
+"""`ModelConfig` and `EncoderConfig`: everything needed to rebuild a model, stored in every
+checkpoint. Plain dataclasses (no timm import), so the command line can read them quickly."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+
+from ..errors import AdaptokError
+from ..partitioners import available_methods
+from ..validate import check_choice, check_int
+
+__all__ = [
+    "EMBEDDERS",
+    "POSITIONS",
+    "TASKS",
+    "EncoderConfig",
+    "ModelConfig",
+    "default_partition_options",
+]
+
+TASKS = ("classification", "dense")
+EMBEDDERS = ("patch", "dht")
+POSITIONS = ("sincos", "learned")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Hyper-parameters of the transformer trunk (the names of timm's VisionTransformer).
+
+    Attributes:
+        embed_dim: token width D.
+        depth: number of blocks.
+        num_heads: attention heads (must divide embed_dim).
+        mlp_ratio: MLP hidden width / D.
+        qkv_bias: bias in the query/key/value projection.
+        qk_norm: LayerNorm on queries and keys.
+        init_values: LayerScale initial value (None: no LayerScale).
+        drop_path_rate: stochastic depth rate of the last block (linear decay from 0).
+        norm_eps: epsilon of every LayerNorm.
+        act_layer: timm activation name ("gelu", "gelu_tanh", "quick_gelu", ...).
+        pre_norm: LayerNorm before the blocks (CLIP-style ViTs).
+    """
+
+    embed_dim: int = 192
+    depth: int = 12
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    qk_norm: bool = False
+    init_values: float | None = None
+    drop_path_rate: float = 0.0
+    norm_eps: float = 1e-6
+    act_layer: str = "gelu"
+    pre_norm: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model (stored in checkpoints).
+
+    Attributes:
+        method: the partitioner, any name of `adaptok.available_methods()` (registered ones
+            included); "dht" is the learned tokenizer.
+        task: "classification" or "dense".
+        num_classes: K.
+        image_size: side of the (square) training images.
+        in_chans: image channels.
+        patch_size: P, the side every token is resampled to.
+        embedder: "patch" (plain ViT patch embedding + positions) or "dht" (λ-mix, mask and
+            position-histogram columns); None: "dht" for method "dht", else "patch".
+        position: positions of the "patch" embedder: "learned" (a learned grid sampled at each
+            token's centre) or "sincos" (2-D sinusoids of the centre). None: "learned" when a
+            backbone is retrofitted (its pretrained table is kept), "sincos" from scratch.
+        position_grid: p, the side of the position grid (the learned table, or the dHT
+            histogram). None: image_size // patch_size.
+        partition_options: the partitioner's options (budget, min_patch, max_patch, ...).
+        encoder: the trunk's hyper-parameters (ignored when backbone is given).
+        backbone: a timm model name to retrofit (built with pretrained=False), or None.
+        backbone_weights: a local weights file for the backbone (timm or adaptok), or None.
+    """
+
+    method: str = "grid"
+    task: str = "classification"
+    num_classes: int = 10
+    image_size: int = 64
+    in_chans: int = 3
+    patch_size: int = 8
+    embedder: str | None = None
+    position: str | None = None
+    position_grid: int | None = None
+    partition_options: dict[str, object] = field(default_factory=dict)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    backbone: str | None = None
+    backbone_weights: str | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("method", self.method, available_methods())
+        check_choice("task", self.task, TASKS)
+        if self.embedder is not None:
+            check_choice("embedder", self.embedder, EMBEDDERS)
+        if self.position is not None:
+            check_choice("position", self.position, POSITIONS)
+        for name in ("num_classes", "image_size", "in_chans", "patch_size"):
+            check_int(name, getattr(self, name))
+        if self.position_grid is not None:
+            check_int("position_grid", self.position_grid, hint="or None")
+        if self.image_size % self.patch_size:
+            raise AdaptokError(
+                f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}"
+            )
+
+    @property
+    def embedder_kind(self) -> str:
+        """The embedder family: `embedder`, or the method's natural one."""
+        if self.embedder is not None:
+            return self.embedder
+        return "dht" if self.method == "dht" else "patch"
+
+    @property
+    def position_kind(self) -> str:
+        """The positions of the patch embedder: `position`, or the default for this config."""
+        if self.position is not None:
+            return self.position
+        return "learned" if self.backbone is not None else "sincos"
+
+    @property
+    def grid(self) -> int:
+        """Side of the position grid (learned table or dHT histogram)."""
+        return self.position_grid or self.image_size // self.patch_size
+
+    def to_dict(self) -> dict[str, object]:
+        data = dataclasses.asdict(self)
+        data["partition_options"] = dict(self.partition_options)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise AdaptokError(f"unknown model config field(s) {unknown}; known: {sorted(known)}")
+        data = dict(data)
+        if isinstance(data.get("encoder"), dict):
+            data["encoder"] = EncoderConfig(**data["encoder"])
+        return cls(**data)
+
+
+def default_partition_options(method: str, image_size: int, patch_size: int) -> dict[str, object]:
+    """Partitioner options for a square image of side `image_size` (empty: the method's own
+    defaults).
+
+    grid: patches of side `patch_size`. quadtree: patches from `patch_size` to 4x it, about half
+    the plain grid's tokens, rounded to a reachable budget (coarse + 3j), and at least one split
+    when any is possible.
+    """
+    if method == "grid":
+        return {"patch_size": patch_size}
+    if method == "quadtree":
+        max_patch = patch_size * 4
+        while image_size % max_patch and max_patch > patch_size:
+            max_patch //= 2
+        coarse = (image_size // max_patch) ** 2
+        grid = (image_size // patch_size) ** 2
+        splits = max(1 if grid > coarse else 0, round((grid // 2 - coarse) / 3))
+        return {"budget": coarse + 3 * splits, "min_patch": patch_size, "max_patch": max_patch}
+    return {}
