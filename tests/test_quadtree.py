@@ -25,7 +25,7 @@ from conftest import photo
 def oracle_split(
     importance: list[torch.Tensor], num_splits: int
 ) -> list[set[tuple[int, int, int]]]:
-    """One heap per image, one split at a time: the greedy as DESIGN.md 3.3 states it.
+    """One heap per image, one split at a time: the greedy as docs/design.md ("Quadtree") states it.
 
     Key: larger importance first, then the larger patch, then raster order (row, then column).
     Returns, per image, the split patches as (level, row, col).

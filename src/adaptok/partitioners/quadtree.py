@@ -1,4 +1,6 @@
-"""Mixed-resolution quadtree tokenization (Quadformer, Ronen et al., CVPRW 2023; DESIGN.md 3).
+"""Mixed-resolution quadtree tokenization (Quadformer, Ronen et al., CVPRW 2023).
+
+The algorithm and its choices: docs/design.md, "Quadtree".
 
 An image is first cut into the grid of S x S patches (S = max_patch). Splitting a patch replaces
 it by its four children and adds 3 tokens, so a budget of N tokens means (N - N0) / 3 splits. The

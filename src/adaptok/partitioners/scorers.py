@@ -7,7 +7,7 @@ The protocol (`QuadtreeScorer`): a scorer is any callable
 with images [B, C, H, W], s = min_patch, S = max_patch = s * 2^k, and maps[j - 1]:
 [B, H / (s * 2^j), W / (s * 2^j)] float, the importance of splitting each patch of side s * 2^j
 (level j = 1..k; patches of side s never split, so they have no map). Larger means "split first".
-This is the layout of `PrecomputedScorer(maps)` (DESIGN.md section 8: maps[j] holds level j + 1).
+This is the layout of `PrecomputedScorer(maps)` (maps[j] holds level j + 1; docs/design.md, "Quadtree").
 
 Scorers that hold weights are `nn.Module`s (`FeatureScorer`); the others are plain objects. The
 registry (`get_scorer`) maps "pixel_blur", "feature" and "random" to them.
@@ -115,7 +115,7 @@ def check_importance_maps(
 
 # ------------------------------------------------------------------------------------ pixel blur
 def pixel_blur_importance(images: Tensor, *, min_patch: int, max_patch: int) -> list[Tensor]:
-    """How much each patch loses when shown at resolution s (DESIGN.md 3.4).
+    """How much each patch loses when shown at resolution s (docs/design.md, "Quadtree").
 
     A patch of side P = s * f (f = 2^j) becomes an s x s token by area averaging over f x f
     blocks; shown back at full size (every block its mean, the piecewise-constant upsampling of
@@ -221,7 +221,7 @@ def feature_importance(
     max_patch: int,
     error: Literal["mse", "cosine"] = "mse",
 ) -> list[Tensor]:
-    """Feature-based importance (the Quadformer paper's main scorer, DESIGN.md 3.4).
+    """Feature-based importance (the Quadformer paper's main scorer, docs/design.md, "Quadtree").
 
     The backbone runs on the image and on versions blurred by 2^j (j = 1..k); the importance of a
     level-j patch is the feature error of blur 2^j (mean squared error over channels, or cosine

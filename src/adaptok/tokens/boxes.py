@@ -1,4 +1,4 @@
-"""The general box extractor: any Partition -> fixed-size token inputs (DESIGN.md 4.8).
+"""The general box extractor: any Partition -> fixed-size token inputs (docs/design.md, "dHT").
 
 Every region's bounding box is resampled to P x P from the pixels, together with the region's soft
 mask M+ (the region's indicator resampled the same way), a p x p histogram of the region's pixel
