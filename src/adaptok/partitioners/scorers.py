@@ -7,7 +7,8 @@ The protocol (`QuadtreeScorer`): a scorer is any callable
 with images [B, C, H, W], s = min_patch, S = max_patch = s * 2^k, and maps[j - 1]:
 [B, H / (s * 2^j), W / (s * 2^j)] float, the importance of splitting each patch of side s * 2^j
 (level j = 1..k; patches of side s never split, so they have no map). Larger means "split first".
-This is the layout of `PrecomputedScorer(maps)` (maps[j] holds level j + 1; docs/design.md, "Quadtree").
+This is the layout of `PrecomputedScorer(maps)`: maps[j] holds level j + 1 (docs/design.md,
+"Quadtree").
 
 Scorers that hold weights are `nn.Module`s (`FeatureScorer`); the others are plain objects. The
 registry (`get_scorer`) maps "pixel_blur", "feature" and "random" to them.
