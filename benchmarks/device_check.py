@@ -12,8 +12,7 @@ import time
 import timm
 import torch
 
-from adaptok.cli.evaluate import load_trained_model
-from adaptok.models import EncoderConfig, MaskedEncoder, ModelConfig, retrofit
+from adaptok.models import EncoderConfig, MaskedEncoder, ModelConfig, load_model, retrofit
 from adaptok.train import TrainConfig, build_dataset, evaluate, train
 
 
@@ -110,7 +109,7 @@ def main() -> int:
             f"loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}, mIoU {ev.miou:.3f}, "
             f"{ev.tokens_per_image:.1f} tokens, {seconds:.1f} s",
         )
-        model, _, _ = load_trained_model(str(result.checkpoint), device)
+        model = load_model(result.checkpoint, device=device)
         dataset = build_dataset("shapes", split="test", image_size=32, limit=128)
         again = evaluate(model, dataset, batch_size=32, device=device)
         # CUDA's index_add_ (region sums) uses atomics: equal up to float rounding, not bitwise.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 from torch import nn
 
@@ -13,8 +14,6 @@ from adaptok.embed.timm import patch_embedder_state
 from adaptok.ops import sincos_2d
 from adaptok.partitioners.quadtree import quadtree_partition
 from conftest import assert_gradients_reach, photo
-
-timm = pytest.importorskip("timm")
 
 
 def grid_tokens(images: torch.Tensor, patch_size: int = 16) -> adaptok.Tokens:
