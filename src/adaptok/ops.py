@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .errors import AdaptokError
 
-__all__ = ["halve", "sincos_2d"]
+__all__ = ["halve", "imagenet_mean_std", "sincos_2d"]
 
 
 def halve(images: Tensor) -> Tensor:
@@ -43,3 +43,14 @@ def sincos_2d(coords: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
     x = coords[..., 1:2].double() * omega
     emb = torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=-1)
     return emb.to(coords.dtype if coords.is_floating_point() else torch.float32)
+
+
+def imagenet_mean_std() -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """timm's ImageNet channel mean and std, the one source of these constants in adaptok.
+
+    Imported on first use: loading timm takes about a second and a half, which `import adaptok`
+    and the grid/quadtree command line do not pay.
+    """
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    return tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import AdaptokError
-from ..ops import halve
+from ..ops import halve, imagenet_mean_std
 from ..weights import read_state_dict
 
 __all__ = [
@@ -43,8 +43,6 @@ __all__ = [
     "register_scorer",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @runtime_checkable
@@ -328,8 +326,9 @@ class FeatureScorer(nn.Module):
                     "would score with random weights. Pass the object as scorer=..."
                 )
             backbone = default_backbone(weights, model_name=model_name)
-            mean = IMAGENET_MEAN if mean is None else mean
-            std = IMAGENET_STD if std is None else std
+            imagenet_mean, imagenet_std = imagenet_mean_std()
+            mean = imagenet_mean if mean is None else mean
+            std = imagenet_std if std is None else std
         elif weights is not None:
             backbone.load_state_dict(
                 read_state_dict(weights, what="feature scorer weights"), strict=True

@@ -1,8 +1,8 @@
 """Raster to vector through tokens: a gap-free SVG of any Partition.
 
-Pipeline (docs/design.md, "Raster to vector"): Partition -> boundaries shared between neighbouring regions
-(`trace_boundaries`, each boundary traced once) -> staircase removal, smoothing and
-Douglas-Peucker simplification of the shared chains (`refine_chains`, `smooth_chains`,
+Pipeline (docs/design.md, "Raster to vector"): Partition -> boundaries shared between
+neighbouring regions (`trace_boundaries`, each boundary traced once) -> staircase removal,
+smoothing and Douglas-Peucker simplification of the shared chains (`refine_chains`, `smooth_chains`,
 `douglas_peucker`) -> cubic Béziers (`fit_beziers`) -> one path per region filled with its mean
 colour (`write_svg`).
 
