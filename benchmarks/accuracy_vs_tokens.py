@@ -1,0 +1,938 @@
+"""Accuracy against tokens per image: grid vs quadtree vs dHT tokens for one small ViT (issue 9).
+
+Every row trains (or retrofits) the same ViT trunk (timm `vit_tiny` layout at width 128, depth 4,
+4 heads, built with `pretrained=False` and turned into an `AdaptiveViT` by `adaptok.retrofit`),
+with the same optimiser (AdamW, lr 1e-3, weight decay 0.05, grad clip 1), warm-up + cosine
+schedule, batch and number of steps; only the tokenizer (and its token side P) differs. Nothing is
+tuned per method and nothing looks at the test split before the end: the reported checkpoint of a
+run is the one with the best accuracy on a validation split carved from the *training* split
+(evaluated every `--eval-every` steps), and the test split is scored once, with that checkpoint.
+
+Datasets: Fashion-MNIST at 64x64, cluttered Fashion-MNIST at 128x128
+(`adaptok.train.cluttered`), and the generated shapes segmentation set (mIoU and boundary F1).
+
+Incremental and resumable: each finished run appends its rows to
+benchmarks/results/accuracy_vs_tokens.csv at once (a rerun skips rows already there); a run
+checkpoints every `--checkpoint-every` steps under --work and resumes from there. Several
+processes may work on the same table at once (a lock file per run).
+
+    # the reduced CPU table (what ran on the 2-core CPU machine), two workers:
+    nice -n 10 python benchmarks/accuracy_vs_tokens.py --profile cpu-small &
+    nice -n 10 python benchmarks/accuracy_vs_tokens.py --profile cpu-small &
+    # the full table on a GPU (three seeds everywhere, the whole training split):
+    python benchmarks/accuracy_vs_tokens.py --profile full --device cuda
+    # only some rows (any field of the run id), then the Markdown and plots from the CSV:
+    python benchmarks/accuracy_vs_tokens.py --profile cpu-small --only cluttered --only grid
+    python benchmarks/accuracy_vs_tokens.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import datetime
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ROOT = Path(__file__).resolve().parent.parent
+CSV_PATH = ROOT / "benchmarks/results/accuracy_vs_tokens.csv"
+MD_PATH = ROOT / "benchmarks/results/accuracy_vs_tokens.md"
+DOCS = ROOT / "docs"
+FIELDS = [
+    "dataset",
+    "tokenizer",
+    "tokens_per_image",
+    "seed",
+    "steps",
+    "metric",
+    "value",
+    "train_seconds",
+    "eval_images_per_second",
+    "device",
+    "profile",
+    "budget",
+    "token_side",
+    "best_step",
+    "best_val",
+    "train_images",
+    "val_images",
+    "test_images",
+    "partition_seconds",
+    "parent",
+    "library_commit",
+    "run_id",
+    "finished_utc",
+]
+
+# ------------------------------------------------------------------------------------ profiles
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much data and how many steps every run gets (the same for every row of a profile).
+
+    Attributes:
+        name: "cpu-small" or "full" (written in every CSV row).
+        train_images: first N images of the training split used for training (None: all but the
+            validation images).
+        val_images: the last N images of the training split, held out for model selection.
+        test_images: first N images of the test split (None: all).
+        steps: optimiser steps of every from-scratch run (and of the retrofit parent).
+        batch_size: images per step.
+        eval_every: steps between validation evaluations (and checkpoints of the best model).
+        seeds_everywhere: three seeds for every row (True) or only at the middle token count.
+        shapes_train: images of the generated shapes training set.
+    """
+
+    name: str
+    train_images: int | None
+    val_images: int
+    test_images: int | None
+    steps: int
+    batch_size: int
+    eval_every: int
+    seeds_everywhere: bool
+    shapes_train: int
+    shapes_test: int
+
+
+PROFILES = {
+    # Fits the 2-core CPU machine in about an hour and a half with two worker processes.
+    "cpu-small": Profile("cpu-small", 8000, 1000, 2000, 400, 64, 50, False, 4000, 500),
+    # The whole table, for one H100/H200-class GPU.
+    "full": Profile("full", None, 5000, None, 3000, 128, 250, True, 20000, 2000),
+    # A few steps on a few images: checks that every kind of row runs end to end.
+    "smoke": Profile("smoke", 256, 64, 128, 4, 32, 2, False, 256, 64),
+}
+LR = 1e-3
+WEIGHT_DECAY = 0.05
+WARMUP_FRACTION = 0.1
+FINETUNE_FRACTION = 0.1  # retrofit fine-tune: 10% of the pretraining steps
+FINETUNE_LR_FACTOR = 0.1  # fine-tuning a trained model: a tenth of the peak learning rate
+EMBED_DIM, DEPTH, HEADS = 128, 4, 4
+
+DATASET_SIZES = {"fashion-mnist-64": 64, "cluttered-fashion-mnist-128": 128, "shapes": 64}
+MIDDLE = 64  # the middle token count (three seeds)
+
+
+# ----------------------------------------------------------------------------------- the runs
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row group of the table.
+
+    Attributes:
+        dataset: "fashion-mnist-64", "cluttered-fashion-mnist-128" or "shapes".
+        tokenizer: "grid", "quadtree", "quadtree-cnn", "dht", "dht-learned", "retrofit-quadtree",
+            "retrofit-dht".
+        tokens: the token target (the measured count is what the CSV reports).
+        seed: seeds the ViT initialisation and the data order.
+        patch: P, the ViT's patch side (every token is resampled to P x P).
+        options: the partitioner's options.
+        parent: run id of the grid model a retrofit row starts from.
+        finetune: retrofit rows: fine-tuning steps (0: no fine-tuning).
+    """
+
+    dataset: str
+    tokenizer: str
+    tokens: int
+    seed: int
+    patch: int
+    options: dict = field(default_factory=dict, hash=False, compare=False)
+    parent: str = ""
+    finetune: int = 0
+
+    @property
+    def run_id(self) -> str:
+        tail = f"-ft{self.finetune}" if self.tokenizer.startswith("retrofit") else ""
+        return f"{self.dataset}/{self.tokenizer}-{self.tokens}-s{self.seed}{tail}"
+
+    @property
+    def needs_dht(self) -> bool:
+        return "dht" in self.tokenizer
+
+
+def plan(profile: Profile) -> list[Run]:
+    """Every run of the table, most important first (two workers take them in this order)."""
+    runs: list[Run] = []
+    seeds_mid = (0, 1, 2)
+
+    def seeds(tokens: int) -> tuple[int, ...]:
+        return seeds_mid if tokens == MIDDLE or profile.seeds_everywhere else (0,)
+
+    for dataset in ("cluttered-fashion-mnist-128", "fashion-mnist-64", "shapes"):
+        size = DATASET_SIZES[dataset]
+        grid_patch = {16: size // 4, 64: size // 8, 256: size // 16}
+        # Quadtree: the smallest patch is the ViT patch P, the largest 4P (Quadformer's setting);
+        # 16 and 31 tokens start from the 4-patch grid at P = size/8, 64 tokens at P = size/16.
+        quad_patch = {16: size // 8, 31: size // 8, 64: size // 16}
+        counts = (16, 64) if dataset == "shapes" else (16, 31, 64)
+        first = []
+        for tokens in (64, 16, 256):
+            if dataset == "shapes" and tokens == 256:
+                continue
+            first.append(Run(dataset, "grid", tokens, 0, grid_patch[tokens]))
+        for tokens in counts:
+            p = quad_patch[tokens]
+            options = {"budget": tokens, "min_patch": p, "max_patch": 4 * p}
+            first.append(Run(dataset, "quadtree", tokens, 0, p, options))
+        runs += sorted(first, key=lambda r: (r.tokens != MIDDLE, r.tokens))
+        if dataset != "shapes":
+            parent = Run(dataset, "grid", 64, 0, grid_patch[64])
+            p = grid_patch[64]
+            options = {"budget": 31, "min_patch": p, "max_patch": 4 * p}
+            for finetune in (0, max(1, round(FINETUNE_FRACTION * profile.steps))):
+                runs.append(
+                    Run(dataset, "retrofit-quadtree", 31, 0, p, options, parent.run_id, finetune)
+                )
+        for tokens in (16, 31, 256):
+            for seed in seeds(tokens)[1:]:
+                if tokens in grid_patch and dataset != "shapes":
+                    runs.append(Run(dataset, "grid", tokens, seed, grid_patch[tokens]))
+        for seed in (1, 2):
+            runs.append(Run(dataset, "grid", 64, seed, grid_patch[64]))
+            p = quad_patch[64]
+            runs.append(
+                Run(
+                    dataset,
+                    "quadtree",
+                    64,
+                    seed,
+                    p,
+                    {"budget": 64, "min_patch": p, "max_patch": 4 * p},
+                )
+            )
+        if dataset == "cluttered-fashion-mnist-128":
+            # The paper's kind of scorer: a small CNN trained on the training split, frozen.
+            for tokens in (64, 16):
+                p = quad_patch[tokens]
+                for seed in seeds(tokens):
+                    options = {"budget": tokens, "min_patch": p, "max_patch": 4 * p}
+                    runs.append(Run(dataset, "quadtree-cnn", tokens, seed, p, options))
+    # dHT rows last (issue 8 changes the dHT partitions).
+    for dataset in ("cluttered-fashion-mnist-128", "fashion-mnist-64", "shapes"):
+        size = DATASET_SIZES[dataset]
+        p = size // 8
+        counts = (64, 16) if dataset == "shapes" else (64, 16, 31)
+        for tokens in counts:
+            for seed in seeds(tokens):
+                runs.append(Run(dataset, "dht", tokens, seed, p, {"budget": tokens}))
+        if dataset != "shapes":
+            runs.append(Run(dataset, "dht-learned", 64, 0, p, {"budget": 64}))
+            parent = Run(dataset, "grid", 64, 0, p)
+            for finetune in (0, max(1, round(FINETUNE_FRACTION * profile.steps))):
+                runs.append(
+                    Run(dataset, "retrofit-dht", 31, 0, p, {"budget": 31}, parent.run_id, finetune)
+                )
+    return runs
+
+
+# -------------------------------------------------------------------------------------- data
+
+
+class TensorImages(torch.utils.data.Dataset):
+    """Images held in one tensor (float16, grey stored once when all channels are equal).
+
+    Yields (image [C, S, S] float32, target) like the library's datasets, so `evaluate` reads it.
+    """
+
+    def __init__(self, images: Tensor, targets: Tensor, info: object, channels: int) -> None:
+        self.images = images
+        self.targets = targets
+        self.info = info
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return self.targets.shape[0]
+
+    def batch(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        images = self.images[index].float()
+        if images.shape[1] != self.channels:
+            images = images.expand(-1, self.channels, -1, -1)
+        return images, self.targets[index]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        images, targets = self.batch(torch.tensor([index]))
+        return images[0], targets[0]
+
+
+def _materialise(dataset, indices: range, cache: Path) -> TensorImages:
+    """Read `dataset[i]` for i in indices once into tensors (cached on disk under --work)."""
+    if cache.is_file():
+        state = torch.load(cache, weights_only=True)
+        images, targets = state["images"], state["targets"]
+    else:
+        items = [dataset[i] for i in indices]
+        images = torch.stack([image for image, _ in items])
+        targets = torch.stack([torch.as_tensor(target) for _, target in items])
+        if bool((images == images[:, :1]).all()):
+            images = images[:, :1]  # grey repeated: keep one channel
+        images = images.half()
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"images": images, "targets": targets}, tmp)
+        os.replace(tmp, cache)
+    return TensorImages(images, targets, dataset.info, dataset.info.in_chans)
+
+
+def load_splits(name: str, profile: Profile, work: Path) -> dict[str, TensorImages]:
+    """{"train", "val", "test"} of a dataset; val is carved from the end of the training split."""
+    from adaptok.train import FashionMNIST, ShapesDataset
+    from adaptok.train.cluttered import ClutteredFashionMNIST
+
+    size = DATASET_SIZES[name]
+    folder = work / "data" / profile.name
+    if name == "shapes":
+        sources = {
+            "train": ShapesDataset(profile.shapes_train, image_size=size, seed=0),
+            "val": ShapesDataset(profile.val_images, image_size=size, seed=2),
+            "test": ShapesDataset(profile.shapes_test, image_size=size, seed=1),
+        }
+        ranges = {split: range(len(ds)) for split, ds in sources.items()}
+    else:
+        make = ClutteredFashionMNIST if name.startswith("cluttered") else FashionMNIST
+        train = make(split="train", image_size=size, in_chans=3)
+        test = make(split="test", image_size=size, in_chans=3)
+        total = len(train)
+        val_start = total - profile.val_images
+        train_count = min(profile.train_images or val_start, val_start)
+        test_count = min(profile.test_images or len(test), len(test))
+        sources = {"train": train, "val": train, "test": test}
+        ranges = {
+            "train": range(train_count),
+            "val": range(val_start, total),
+            "test": range(test_count),
+        }
+    return {
+        split: _materialise(sources[split], ranges[split], folder / f"{name}-{split}.pt")
+        for split in ("train", "val", "test")
+    }
+
+
+# ------------------------------------------------------------------------------------- models
+
+
+def make_vit(size: int, patch: int, num_classes: int, seed: int) -> nn.Module:
+    """The one ViT trunk of every row, freshly initialised from `seed`."""
+    import timm
+
+    torch.manual_seed(seed)
+    return timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=size,
+        patch_size=patch,
+        embed_dim=EMBED_DIM,
+        depth=DEPTH,
+        num_heads=HEADS,
+        num_classes=num_classes,
+        in_chans=3,
+    )
+
+
+def vit_from_adaptive(model: nn.Module, vit: nn.Module) -> nn.Module:
+    """Write a trained grid AdaptiveViT (built by `retrofit(vit, "grid", position="learned")`)
+    back into a timm ViT of the same shape: the inverse of `remap_timm_state_dict`, so the
+    library's own `retrofit` can then put the trained ViT on other tokens."""
+    state = model.state_dict()
+    own = vit.state_dict()
+    new = dict(own)
+    weight = own["patch_embed.proj.weight"]
+    new["patch_embed.proj.weight"] = state["embedder.proj.weight"].reshape(weight.shape)
+    new["patch_embed.proj.bias"] = state["embedder.proj.bias"]
+    # The AdaptiveViT folds the cls token's position into its prefix token.
+    new["cls_token"] = state["embedder.prefix_tokens"]
+    new["pos_embed"] = torch.cat(
+        [torch.zeros_like(state["embedder.prefix_tokens"]), state["embedder.pos_embed"]], 1
+    )
+    for key, value in state.items():
+        if key.startswith("encoder."):
+            new[key[len("encoder.") :]] = value
+        elif key.startswith("head.fc."):
+            new["head." + key[len("head.fc.") :]] = value
+        elif key.startswith("head.fc_norm."):
+            new["fc_norm." + key[len("head.fc_norm.") :]] = value
+    vit.load_state_dict(new, strict=True)
+    return vit
+
+
+class CachedPartitions(nn.Module):
+    """A frozen partitioner whose partitions are cached per image (by the image's bytes).
+
+    Frozen tokenizers give the same partition to the same image at every epoch, so on the CPU
+    they are computed once. `enabled=False` computes them live (the final test evaluation, so the
+    reported throughput includes tokenization).
+    """
+
+    def __init__(self, tokenizer: nn.Module) -> None:
+        super().__init__()
+        self.inner = tokenizer
+        self.cache: dict[bytes, Tensor] = {}
+        self.enabled = True
+        self.seconds = 0.0
+
+    @staticmethod
+    def key(image: Tensor) -> bytes:
+        return hashlib.blake2b(image.detach().cpu().numpy().tobytes(), digest_size=16).digest()
+
+    def forward(self, images: Tensor):
+        from adaptok.models import TokenizerOutput
+        from adaptok.regions import Partition
+
+        if not self.enabled:
+            return self.inner(images)
+        keys = [self.key(image) for image in images]
+        missing = [i for i, k in enumerate(keys) if k not in self.cache]
+        if missing:
+            tick = time.perf_counter()
+            labels = self.inner(images[missing]).partition.labels
+            self.seconds += time.perf_counter() - tick
+            for i, label in zip(missing, labels, strict=True):
+                self.cache[keys[i]] = label.to(torch.int16).cpu()
+        labels = torch.stack([self.cache[k] for k in keys]).to(images.device).long()
+        return TokenizerOutput(partition=Partition.from_labels(labels), pixels=images)
+
+
+class ScorerCNN(nn.Module):
+    """A small CNN (stride 8) whose feature map scores quadtree patches; trained as a classifier
+    on the training split (global average pool + linear), then frozen."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, width, 3, 2, 1),
+            nn.GELU(),
+            nn.Conv2d(width, width, 3, 2, 1),
+            nn.GELU(),
+            nn.Conv2d(width, 2 * width, 3, 2, 1),
+            nn.GELU(),
+            nn.Conv2d(2 * width, 2 * width, 3, 1, 1),
+        )
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.fc(F.gelu(self.features(images)).mean((2, 3)))
+
+
+def train_scorer(data: dict[str, TensorImages], path: Path, profile: Profile, device) -> None:
+    """Train the scorer CNN on the training split (same steps and batch as a ViT row)."""
+    torch.manual_seed(0)
+    cnn = ScorerCNN().to(device)
+    optimizer = torch.optim.AdamW(cnn.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    train = data["train"]
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(profile.steps):
+        index = torch.randint(len(train), (profile.batch_size,), generator=generator)
+        images, target = train.batch(index)
+        loss = F.cross_entropy(cnn(images.to(device)), target.to(device))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(cnn.features.state_dict(), path)  # the local weights file FeatureScorer loads
+
+
+def build(run: Run, num_classes: int, task: str, work: Path, device) -> nn.Module:
+    """The AdaptiveViT of a from-scratch row."""
+    from adaptok.models import PartitionTokenizer, retrofit
+
+    size = DATASET_SIZES[run.dataset]
+    vit = make_vit(size, run.patch, num_classes, run.seed)
+    method = {"quadtree-cnn": "quadtree", "dht-learned": "dht"}.get(run.tokenizer, run.tokenizer)
+    options = dict(run.options) or None
+    if run.tokenizer == "quadtree-cnn":
+        from adaptok.partitioners.scorers import FeatureScorer
+
+        scorer = FeatureScorer(
+            ScorerCNN().features, weights=work / "scorer" / f"{run.dataset}-cnn.pt"
+        ).to(device)
+        options = {**run.options, "scorer": scorer}
+    model = retrofit(vit, method, position="learned", partition_options=options, task=task)
+    if run.tokenizer == "dht":
+        # Frozen dHT (bundled weights): partitions only, cached per image; raw pixels.
+        model.tokenizer = CachedPartitions(
+            PartitionTokenizer("dht", budget=run.tokens, input_space="imagenet")
+        )
+    return model.to(device)
+
+
+# ------------------------------------------------------------------------------------ metrics
+
+
+def boundaries(labels: Tensor) -> Tensor:
+    """[B, H, W] int -> [B, H, W] bool, pixels whose right or lower neighbour has another label."""
+    edge = torch.zeros_like(labels, dtype=torch.bool)
+    edge[:, :, :-1] |= labels[:, :, 1:] != labels[:, :, :-1]
+    edge[:, :-1, :] |= labels[:, 1:, :] != labels[:, :-1, :]
+    return edge
+
+
+def boundary_counts(prediction: Tensor, target: Tensor, tolerance: int = 2) -> Tensor:
+    """[4] float64: (predicted boundary pixels within `tolerance` of a true boundary, predicted
+    boundary pixels, true boundary pixels within `tolerance` of a predicted one, true boundary
+    pixels); the boundary F-score (Martin et al.'s BSDS measure, with a square tolerance) is
+    F = 2PR / (P + R), P = c[0] / c[1], R = c[2] / c[3], summed over the dataset."""
+    pred_edge, true_edge = boundaries(prediction), boundaries(target)
+    kernel = 2 * tolerance + 1
+
+    def near(edge: Tensor) -> Tensor:
+        return F.max_pool2d(edge[:, None].float(), kernel, 1, tolerance)[:, 0] > 0
+
+    return torch.tensor(
+        [
+            float((pred_edge & near(true_edge)).sum()),
+            float(pred_edge.sum()),
+            float((true_edge & near(pred_edge)).sum()),
+            float(true_edge.sum()),
+        ],
+        dtype=torch.float64,
+    )
+
+
+def boundary_f1(counts: Tensor) -> float:
+    precision = float(counts[0] / counts[1]) if counts[1] else 0.0
+    recall = float(counts[2] / counts[3]) if counts[3] else 0.0
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+@torch.no_grad()
+def dense_boundary_f1(model: nn.Module, data: TensorImages, device, batch: int = 64) -> float:
+    model.eval()
+    counts = torch.zeros(4, dtype=torch.float64)
+    for start in range(0, len(data), batch):
+        images, target = data.batch(torch.arange(start, min(start + batch, len(data))))
+        prediction = model(images.to(device)).argmax(1).cpu()
+        counts += boundary_counts(prediction, target)
+    return boundary_f1(counts)
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def quick_eval(model: nn.Module, data: TensorImages, device, batch: int = 128) -> float:
+    """Validation score: accuracy (classification) or mIoU (dense), in eval mode."""
+    from adaptok.train import ConfusionMatrix
+
+    was = model.training
+    model.eval()
+    correct, seen = 0, 0
+    confusion = None
+    with torch.no_grad():
+        for start in range(0, len(data), batch):
+            images, target = data.batch(torch.arange(start, min(start + batch, len(data))))
+            logits = model(images.to(device)).float().cpu()
+            if logits.ndim == 4:
+                confusion = confusion or ConfusionMatrix(logits.shape[1])
+                confusion.update(logits.argmax(1), target)
+            else:
+                correct += int((logits.argmax(1) == target).sum())
+                seen += target.shape[0]
+    model.train(was)
+    return confusion.miou if confusion is not None else correct / max(seen, 1)
+
+
+def fit(
+    model: nn.Module,
+    data: dict[str, TensorImages],
+    *,
+    steps: int,
+    lr: float,
+    seed: int,
+    profile: Profile,
+    folder: Path,
+    device,
+    log,
+) -> dict[str, object]:
+    """Train with AdamW + warm-up/cosine, validate every `eval_every` steps, keep the best
+    validation checkpoint; resumable from folder/last.pt. Returns timing and selection info."""
+    from adaptok.train.checkpoint import load_checkpoint, save_checkpoint
+    from adaptok.train.loop import (
+        autocast_context,
+        compute_loss,
+        parameter_groups,
+        warmup_cosine,
+    )
+
+    device = torch.device(device)
+    model.train()
+    optimizer = torch.optim.AdamW(parameter_groups(model, WEIGHT_DECAY), lr=lr)
+    warmup = max(1, round(WARMUP_FRACTION * steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, steps))
+    last, best_path = folder / "last.pt", folder / "best.pt"
+    state = {"step": 0, "train_seconds": 0.0, "best_val": -1.0, "best_step": 0, "curve": []}
+    if last.is_file():
+        saved = load_checkpoint(last, map_location="cpu")
+        model.load_state_dict(saved["model"], strict=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = json.loads(saved["state"])
+        log(f"resumed at step {state['step']}")
+    train = data["train"]
+    per_epoch = len(train) // profile.batch_size
+    if per_epoch < 1:
+        raise SystemExit(f"{len(train)} training images < batch size {profile.batch_size}")
+    if state["step"] == 0:
+        value = quick_eval(model, data["val"], device)
+        state["curve"].append([0, value, float("nan")])
+        state["best_val"], state["best_step"] = value, 0
+        save_checkpoint({"model": model.state_dict()}, best_path)
+    order: Tensor | None = None
+    order_epoch = -1
+    window: list[float] = []
+    while state["step"] < steps:
+        step = state["step"]
+        epoch, position = divmod(step, per_epoch)
+        if epoch != order_epoch:  # data order depends only on (seed, epoch): exact resume
+            order = torch.randperm(
+                len(train), generator=torch.Generator().manual_seed(seed * 7919 + epoch)
+            )
+            order_epoch = epoch
+        index = order[position * profile.batch_size : (position + 1) * profile.batch_size]
+        images, target = train.batch(index)
+        images, target = images.to(device, non_blocking=True), target.to(device)
+        tick = time.perf_counter()
+        with autocast_context(device, "auto"):
+            logits = model(images)
+        loss = compute_loss(logits, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        state["train_seconds"] += time.perf_counter() - tick
+        state["step"] = step = step + 1
+        window.append(float(loss.detach()))
+        if step % profile.eval_every == 0 or step == steps:
+            value = quick_eval(model, data["val"], device)
+            state["curve"].append([step, value, sum(window) / len(window)])
+            window = []
+            if value > state["best_val"]:
+                state["best_val"], state["best_step"] = value, step
+                save_checkpoint({"model": model.state_dict()}, best_path)
+            save_checkpoint(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "state": json.dumps(state),
+                },
+                last,
+            )
+            log(f"step {step}/{steps} loss {state['curve'][-1][2]:.3f} val {value:.4f}")
+    model.load_state_dict(load_checkpoint(best_path)["model"], strict=True)
+    return state
+
+
+def score(model: nn.Module, run: Run, data: dict[str, TensorImages], device) -> dict[str, object]:
+    """Test metrics of a finished model: one evaluation over the test split (live tokenizer)."""
+    from adaptok.train import evaluate
+
+    if isinstance(model.tokenizer, CachedPartitions):
+        model.tokenizer.enabled = False
+    result = evaluate(model, data["test"], batch_size=64, device=device, amp="auto")
+    metrics = {}
+    if result.miou is not None:
+        metrics["miou"] = result.miou
+        metrics["boundary_f1"] = dense_boundary_f1(model, data["test"], device)
+    else:
+        metrics["accuracy"] = result.accuracy
+    return {
+        "metrics": metrics,
+        "tokens_per_image": result.tokens_per_image,
+        "eval_images_per_second": result.images_per_second,
+        "test_images": result.images,
+    }
+
+
+# ----------------------------------------------------------------------------------- the CSV
+
+
+def read_rows(path: Path | None = None) -> list[dict[str, str]]:
+    path = path or CSV_PATH
+    if not path.is_file():
+        return []
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def append_rows(rows: list[dict[str, object]], path: Path | None = None) -> None:
+    """Append rows under an exclusive lock (several workers share the file)."""
+    path = path or CSV_PATH
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", newline="") as stream:
+        fcntl.flock(stream, fcntl.LOCK_EX)
+        stream.seek(0, os.SEEK_END)
+        writer = csv.DictWriter(stream, fieldnames=FIELDS)
+        if stream.tell() == 0:
+            writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(row.get(k, "")) for k in FIELDS})
+        stream.flush()
+        fcntl.flock(stream, fcntl.LOCK_UN)
+
+
+def _fmt(value: object) -> object:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def done_ids(profile: str) -> set[str]:
+    return {r["run_id"] for r in read_rows() if r["profile"] == profile}
+
+
+@contextlib.contextmanager
+def run_lock(path: Path):
+    """Yield True when this process holds the run's lock (a dead holder's lock is taken over)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            holder = int(path.read_text() or "0")
+            os.kill(holder, 0)
+            yield False
+            return
+        except (ValueError, ProcessLookupError):
+            path.unlink(missing_ok=True)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        yield True
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def library_commit() -> str:
+    try:
+        import adaptok
+
+        source = Path(adaptok.__file__).resolve()
+        marker = source.parents[2] / "LIBRARY_COMMIT"
+        if marker.is_file():  # a pinned snapshot (see --library)
+            return marker.read_text().strip()
+        out = subprocess.run(
+            ["git", "-C", str(source.parent), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(source.parent), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except (subprocess.CalledProcessError, OSError):
+        return "unknown"
+
+
+# -------------------------------------------------------------------------------- one run
+
+
+def execute(run: Run, profile: Profile, work: Path, device: str, log) -> list[dict[str, object]]:
+    """Train / retrofit one run and return its CSV rows."""
+    data = load_splits(run.dataset, profile, work)
+    info = data["train"].info
+    task = info.task
+    folder = work / "runs" / profile.name / run.run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    parent = ""
+    if run.tokenizer.startswith("retrofit"):
+        from adaptok.models import retrofit
+
+        parent = run.parent
+        parent_run = Run(run.dataset, "grid", 64, 0, run.patch)
+        parent_best = work / "runs" / profile.name / parent_run.run_id / "best.pt"
+        if not parent_best.is_file():
+            raise FileNotFoundError(parent_best)
+        from adaptok.train.checkpoint import load_checkpoint
+
+        size = DATASET_SIZES[run.dataset]
+        grid = retrofit(make_vit(size, run.patch, info.num_classes, 0), "grid", position="learned")
+        grid.load_state_dict(load_checkpoint(parent_best)["model"], strict=True)
+        vit = vit_from_adaptive(grid, make_vit(size, run.patch, info.num_classes, 0))
+        method = run.tokenizer.removeprefix("retrofit-")
+        model = retrofit(vit, method, position="learned", partition_options=dict(run.options))
+        model = model.to(device)
+        state = {"train_seconds": 0.0, "best_step": 0, "best_val": float("nan"), "step": 0}
+        if run.finetune:
+            state = fit(
+                model,
+                data,
+                steps=run.finetune,
+                lr=LR * FINETUNE_LR_FACTOR,
+                seed=run.seed,
+                profile=dataclasses.replace(profile, eval_every=max(1, run.finetune // 2)),
+                folder=folder,
+                device=device,
+                log=log,
+            )
+    else:
+        if run.tokenizer == "quadtree-cnn":
+            weights = work / "scorer" / f"{run.dataset}-cnn.pt"
+            with run_lock(weights.with_suffix(".lock")) as mine:
+                if not weights.is_file():
+                    if not mine:
+                        raise FileNotFoundError(weights)
+                    log("training the scorer CNN")
+                    train_scorer(data, weights, profile, device)
+        model = build(run, info.num_classes, task, work, device)
+        state = fit(
+            model,
+            data,
+            steps=profile.steps,
+            lr=LR,
+            seed=run.seed,
+            profile=profile,
+            folder=folder,
+            device=device,
+            log=log,
+        )
+    result = score(model, run, data, device)
+    partition_seconds = getattr(model.tokenizer, "seconds", 0.0)
+    (folder / "curve.json").write_text(json.dumps(state.get("curve", [])))
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
+    device_name = _device_name(device)
+    rows = []
+    for metric, value in result["metrics"].items():
+        rows.append(
+            {
+                "dataset": run.dataset,
+                "tokenizer": run.tokenizer,
+                "tokens_per_image": result["tokens_per_image"],
+                "seed": run.seed,
+                "steps": state["step"]
+                if not run.tokenizer.startswith("retrofit")
+                else run.finetune,
+                "metric": metric,
+                "value": value,
+                "train_seconds": state["train_seconds"],
+                "eval_images_per_second": result["eval_images_per_second"],
+                "device": device_name,
+                "profile": profile.name,
+                "budget": run.options.get("budget", ""),
+                "token_side": run.patch,
+                "best_step": state["best_step"],
+                "best_val": state["best_val"],
+                "train_images": len(data["train"]),
+                "val_images": len(data["val"]),
+                "test_images": result["test_images"],
+                "partition_seconds": partition_seconds,
+                "parent": parent,
+                "library_commit": library_commit(),
+                "run_id": run.run_id,
+                "finished_utc": stamp,
+            }
+        )
+    return rows
+
+
+def _device_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name()
+    try:
+        from adaptok.cli.benchmarking import cpu_name
+
+        return f"{cpu_name()} ({torch.get_num_threads()} thread)"
+    except ImportError:
+        return platform.processor() or "cpu"
+
+
+def dht_ready() -> bool:
+    """True once the dHT adaptivity work (issue 8) has landed: a commit touching
+    src/adaptok/partitioners/dht after the layered-packages commit."""
+    out = subprocess.run(
+        ["git", "-C", str(ROOT), "log", "--oneline", "--", "src/adaptok/partitioners/dht"],
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    return len(out) > 2
+
+
+def worker(args: argparse.Namespace) -> int:
+    profile = PROFILES[args.profile]
+    work = Path(args.work)
+    runs = [r for r in plan(profile) if all(word in r.run_id for word in args.only)]
+    ran = 0
+    while True:
+        progressed = False
+        for run in runs:
+            if run.run_id in done_ids(profile.name):
+                continue
+            if run.needs_dht and (args.skip_dht or not (args.dht or dht_ready())):
+                continue
+            lock = work / "locks" / profile.name / (run.run_id.replace("/", "__") + ".lock")
+            with run_lock(lock) as mine:
+                if not mine or run.run_id in done_ids(profile.name):
+                    continue
+
+                def log(message: str, run=run) -> None:
+                    print(f"[{time.strftime('%H:%M:%S')}] {run.run_id}: {message}", flush=True)
+
+                log("start")
+                try:
+                    rows = execute(run, profile, work, args.device, log)
+                except FileNotFoundError as missing:  # a dependency not trained yet
+                    log(f"waiting for {missing}")
+                    continue
+                append_rows(rows)
+                log("done " + ", ".join(f"{r['metric']}={r['value']:.4f}" for r in rows))
+                ran += 1
+                progressed = True
+                break  # re-read the plan from the top: most important first
+        if not progressed:
+            break
+    print(f"worker finished: {ran} run(s)", flush=True)
+    return 0
+
+
+def main() -> int:
+    global CSV_PATH, MD_PATH
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu-small")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--work", default=str(ROOT / "runs/accuracy_vs_tokens"))
+    parser.add_argument("--only", action="append", default=[], help="substring of run ids")
+    parser.add_argument("--dht", action="store_true", help="run dHT rows before issue 8 lands")
+    parser.add_argument("--csv", default=str(CSV_PATH), help="the results table")
+    parser.add_argument("--skip-dht", action="store_true", help="leave the dHT rows for later")
+    parser.add_argument("--report", action="store_true", help="only write Markdown and plots")
+    parser.add_argument("--list", action="store_true", help="print the plan and exit")
+    args = parser.parse_args()
+    CSV_PATH = Path(args.csv)
+    MD_PATH = CSV_PATH.with_suffix(".md")
+    torch.set_num_threads(args.threads)
+    if args.list:
+        done = done_ids(args.profile)
+        for run in plan(PROFILES[args.profile]):
+            print(("done " if run.run_id in done else "todo ") + run.run_id, run.patch, run.options)
+        return 0
+    if not args.report:
+        worker(args)
+    write_report(CSV_PATH, MD_PATH, DOCS, Path(args.work))
+    return 0
+
+
+def write_report(csv_path: Path, md_path: Path, docs: Path, work: Path) -> None:
+    print("report: TODO")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
