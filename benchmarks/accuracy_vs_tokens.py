@@ -930,8 +930,474 @@ def main() -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- report
+
+DATASET_TITLES = {
+    "cluttered-fashion-mnist-128": "Cluttered Fashion-MNIST 128x128",
+    "fashion-mnist-64": "Fashion-MNIST 64x64",
+    "shapes": "Shapes segmentation 64x64",
+}
+TOKENIZER_ORDER = [
+    "grid",
+    "quadtree",
+    "quadtree-cnn",
+    "dht",
+    "dht-learned",
+    "retrofit-quadtree",
+    "retrofit-dht",
+]
+COLOURS = {
+    "grid": "#444444",
+    "quadtree": "#1f77b4",
+    "quadtree-cnn": "#17becf",
+    "dht": "#d62728",
+    "dht-learned": "#ff7f0e",
+}
+
+
+@dataclass
+class Group:
+    """Rows of one (profile, dataset, tokenizer, token target, steps, metric) over seeds."""
+
+    profile: str
+    dataset: str
+    tokenizer: str
+    budget: str
+    steps: int
+    metric: str
+    values: list[float] = field(default_factory=list)
+    tokens: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    speed: list[float] = field(default_factory=list)
+    devices: set[str] = field(default_factory=set)
+    run_ids: list[str] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation over seeds (0 for one seed)."""
+        n = len(self.values)
+        if n < 2:
+            return 0.0
+        mean = self.mean
+        return (sum((v - mean) ** 2 for v in self.values) / (n - 1)) ** 0.5
+
+    @property
+    def mean_tokens(self) -> float:
+        return sum(self.tokens) / len(self.tokens)
+
+    def cell(self, scale: float = 100.0) -> str:
+        if len(self.values) < 2:
+            return f"{scale * self.mean:.1f}"
+        return f"{scale * self.mean:.1f} ± {scale * self.std:.1f}"
+
+
+def group_rows(rows: list[dict[str, str]]) -> dict[tuple, Group]:
+    groups: dict[tuple, Group] = {}
+    for row in rows:
+        target = row["run_id"].split("/")[1].rsplit("-s", 1)[0].rsplit("-", 1)[-1]
+        key = (
+            row["profile"],
+            row["dataset"],
+            row["tokenizer"],
+            target,
+            int(row["steps"]),
+            row["metric"],
+        )
+        group = groups.setdefault(key, Group(*key))
+        group.values.append(float(row["value"]))
+        group.tokens.append(float(row["tokens_per_image"]))
+        group.seconds.append(float(row["train_seconds"]))
+        group.speed.append(float(row["eval_images_per_second"]))
+        group.devices.add(row["device"])
+        group.run_ids.append(row["run_id"])
+    return groups
+
+
+def find(
+    groups: dict[tuple, Group],
+    profile: str,
+    dataset: str,
+    tokenizer: str,
+    target: int,
+    metric: str,
+    steps: int | None = None,
+) -> Group | None:
+    for key, group in groups.items():
+        if key[:4] == (profile, dataset, tokenizer, str(target)) and key[5] == metric:
+            if steps is None or key[4] == steps:
+                return group
+    return None
+
+
+def goals(groups: dict[tuple, Group], profile: str) -> list[str]:
+    """Each goal of issue 9, stated from the measured numbers (or 'not measured yet')."""
+    out = []
+    clutter, fashion = "cluttered-fashion-mnist-128", "fashion-mnist-64"
+
+    def pts(value: float) -> str:
+        return f"{100 * value:+.1f} points"
+
+    grid = find(groups, profile, clutter, "grid", 64, "accuracy")
+    adaptive = [
+        g
+        for t in ("quadtree", "quadtree-cnn", "dht", "dht-learned")
+        if (g := find(groups, profile, clutter, t, 64, "accuracy")) is not None
+    ]
+    if grid and adaptive:
+        best = max(adaptive, key=lambda g: g.mean)
+        gap = best.mean - grid.mean
+        spread = 2 * max(best.std, grid.std)
+        met = gap >= 0.05 and gap > spread
+        out.append(
+            f"- Cluttered, 64 tokens, best adaptive ({best.tokenizer}, {len(best.values)} seeds) "
+            f"vs grid ({len(grid.values)} seeds): {pts(gap)} (goal: >= +5 and > 2 std = "
+            f"{100 * spread:.1f}): **{'met' if met else 'missed'}**"
+            + ("" if met else f" by {100 * max(0.05 - gap, spread - gap):.1f} points")
+        )
+    else:
+        out.append("- Cluttered, best adaptive at 64 tokens vs grid: not measured yet")
+    dht = find(groups, profile, clutter, "dht", 64, "accuracy")
+    grid256 = find(groups, profile, clutter, "grid", 256, "accuracy")
+    if dht and grid256:
+        gap = dht.mean - grid256.mean
+        out.append(
+            f"- Cluttered, dHT at 64 tokens vs grid at 256: {pts(gap)} (goal >= 0): "
+            f"**{'met' if gap >= 0 else 'missed'}**"
+        )
+    else:
+        out.append("- Cluttered, dHT at 64 tokens vs grid at 256: not measured yet")
+    for name in ("quadtree", "quadtree-cnn"):
+        quad = find(groups, profile, clutter, name, 64, "accuracy")
+        if grid and quad:
+            gap = quad.mean - grid.mean
+            out.append(
+                f"- Cluttered, {name} vs grid at 64 tokens: {pts(gap)} (goal > 0): "
+                f"**{'met' if gap > 0 else 'missed'}**"
+            )
+    grid64 = find(groups, profile, fashion, "grid", 64, "accuracy")
+    half = [
+        g
+        for t in ("quadtree", "dht", "retrofit-quadtree", "retrofit-dht")
+        if (g := find(groups, profile, fashion, t, 31, "accuracy")) is not None and g.steps != 0
+    ]
+    if grid64 and half:
+        best = max(half, key=lambda g: g.mean)
+        gap = best.mean - grid64.mean
+        out.append(
+            f"- Fashion-MNIST, best adaptive at ~half the tokens ({best.tokenizer}, "
+            f"{best.mean_tokens:.1f} tokens) vs grid at 64: {pts(gap)} (goal >= -0.5): "
+            f"**{'met' if gap >= -0.005 else 'missed'}**"
+        )
+    else:
+        out.append("- Fashion-MNIST, adaptive at half the tokens vs grid: not measured yet")
+    for dataset in (clutter, fashion):
+        parent = find(groups, profile, dataset, "grid", 64, "accuracy")
+        for name in ("retrofit-quadtree", "retrofit-dht"):
+            tuned = [
+                g
+                for k, g in groups.items()
+                if k[:3] == (profile, dataset, name) and k[4] > 0 and k[5] == "accuracy"
+            ]
+            if parent and tuned:
+                parent_value = next(
+                    float(v)
+                    for v, r in zip(parent.values, parent.run_ids, strict=True)
+                    if r.endswith("-s0")
+                )
+                gap = tuned[0].mean - parent_value
+                out.append(
+                    f"- Retrofit on {DATASET_TITLES[dataset]}: {name} fine-tuned "
+                    f"({tuned[0].steps} steps) vs its grid parent: {pts(gap)} (goal >= 0): "
+                    f"**{'met' if gap >= 0 else 'missed'}**"
+                )
+    for tokens in (16, 64):
+        g = find(groups, profile, "shapes", "grid", tokens, "boundary_f1")
+        d = find(groups, profile, "shapes", "dht", tokens, "boundary_f1")
+        if g and d:
+            gap = d.mean - g.mean
+            out.append(
+                f"- Shapes, boundary F1 at {tokens} tokens, dHT vs grid: {pts(gap)} "
+                f"(goal > 0): **{'met' if gap > 0 else 'missed'}**"
+            )
+        else:
+            out.append(f"- Shapes, boundary F1 at {tokens} tokens, dHT vs grid: not measured yet")
+    return out
+
+
 def write_report(csv_path: Path, md_path: Path, docs: Path, work: Path) -> None:
-    print("report: TODO")
+    """The Markdown summary (mean ± std over seeds) and the plots, from the CSV alone (plus the
+    training curves and partitions the runs left under --work)."""
+    rows = read_rows(csv_path)
+    if not rows:
+        print(f"no rows in {csv_path} yet")
+        return
+    groups = group_rows(rows)
+    profiles = sorted({r["profile"] for r in rows})
+    lines = [
+        "# Accuracy against tokens per image: grid vs quadtree vs dHT (issue 9)",
+        "",
+        "Written by `benchmarks/accuracy_vs_tokens.py` from "
+        "`benchmarks/results/accuracy_vs_tokens.csv` (one row per finished run; recompute "
+        "anything here from it). Numbers are percentages on the **test** split, mean ± sample "
+        "std over seeds where there are several; the checkpoint scored is the one with the best "
+        "accuracy (mIoU for shapes) on a validation split carved from the training split, so "
+        "nothing is tuned on the test split.",
+        "",
+        "Setup, the same for every row: ViT trunk width 128, depth 4, 4 heads, MLP x4, cls token "
+        "(timm `vit_tiny` layout, `pretrained=False`), turned into an `AdaptiveViT` by "
+        "`adaptok.retrofit(vit, method, position='learned')` (the learned position table is "
+        "sampled at token centres; dHT rows use the dHT embedder that `retrofit` picks); AdamW lr "
+        f"{LR}, weight decay {WEIGHT_DECAY}, grad clip 1, {int(100 * WARMUP_FRACTION)}% warm-up "
+        "then cosine; no augmentation. The token side P is the ViT's patch: grid P = S/sqrt(N); "
+        "quadtree min patch P, max patch 4P (P = S/8 for 16 and 31 tokens, S/16 for 64); dHT "
+        "P = S/8 (the grid-64 model's patch). `dht` = the bundled pretrained dHT tokenizer, "
+        "frozen (partitions cached per image in training, computed live for the test score); "
+        "`dht-learned` = the same tokenizer trained end to end with the ViT; `quadtree-cnn` = "
+        "quadtree whose scorer is a small CNN trained on the training split, frozen, used through "
+        "`FeatureScorer` with its local weights file. Train time = optimiser steps only "
+        "(including live tokenization, excluding validation); eval images/s = test-split "
+        "forward passes including tokenization, batch 64.",
+        "",
+        "Profiles:",
+    ]
+    for name in profiles:
+        p = PROFILES.get(name)
+        if p is None:
+            continue
+        lines.append(
+            f"- `{name}`: {p.steps} steps x batch {p.batch_size}; training images: "
+            f"{'the first ' + str(p.train_images) if p.train_images else 'all but the validation'}"
+            f" of the training split (shapes: {p.shapes_train} generated); validation: the last "
+            f"{p.val_images} of the training split; test: "
+            f"{'the first ' + str(p.test_images) if p.test_images else 'all'} of the test split "
+            f"(shapes: {p.shapes_test}); validation every {p.eval_every} steps; "
+            + (
+                "3 seeds everywhere."
+                if p.seeds_everywhere
+                else "3 seeds at 64 tokens, 1 elsewhere."
+            )
+            + " Command: `nice -n 10 python benchmarks/accuracy_vs_tokens.py --profile "
+            f"{name}" + (" --device cuda`" if name == "full" else "` (run twice for two workers)")
+        )
+    lines.append("")
+    for profile in profiles:
+        for dataset in DATASET_SIZES:
+            keys = [k for k in groups if k[0] == profile and k[1] == dataset]
+            if not keys:
+                continue
+            metrics = sorted({k[5] for k in keys}, key=["accuracy", "miou", "boundary_f1"].index)
+            lines += [f"## {DATASET_TITLES[dataset]} (`{profile}`)", ""]
+            header = "| tokenizer | steps | tokens/image (test) | seeds | " + " | ".join(
+                f"{m} (%)" for m in metrics
+            )
+            lines += [
+                header + " | train s | eval img/s | device |",
+                "|---|---:|---:|---:|" + "---:|" * len(metrics) + "---:|---:|---|",
+            ]
+            first = sorted(
+                {k[:5] for k in keys},
+                key=lambda k: (TOKENIZER_ORDER.index(k[2]), int(k[3]), k[4]),
+            )
+            for k in first:
+                cells = []
+                main = None
+                for metric in metrics:
+                    g = groups.get((*k, metric))
+                    cells.append(g.cell() if g else "")
+                    main = main or g
+                steps = "0 (no fine-tune)" if k[4] == 0 else str(k[4])
+                lines.append(
+                    f"| {k[2]} | {steps} | {main.mean_tokens:.1f} | {len(main.values)} | "
+                    + " | ".join(cells)
+                    + f" | {sum(main.seconds) / len(main.seconds):.0f} | "
+                    f"{sum(main.speed) / len(main.speed):.0f} | {'; '.join(sorted(main.devices))} |"
+                )
+            lines.append("")
+        lines += [f"## Goals of issue 9 (`{profile}`)", "", *goals(groups, profile), ""]
+    figures = plot_all(groups, docs, work, profiles)
+    lines += readme_section(groups, profiles, figures)
+    md_path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {md_path}" + "".join(f", {f}" for f in figures))
+
+
+def readme_section(
+    groups: dict[tuple, Group], profiles: list[str], figures: list[str]
+) -> list[str]:
+    profile = "full" if "full" in profiles else profiles[0]
+    out = [
+        "## README section",
+        "",
+        "### Does an adaptive tokenizer make a better ViT?",
+        "",
+        f"Measured by `benchmarks/accuracy_vs_tokens.py` (profile `{profile}`; full table and "
+        "setup in `benchmarks/results/accuracy_vs_tokens.md`): one small ViT trained from "
+        "scratch with the same optimiser and schedule on grid, quadtree and dHT tokens, test "
+        "accuracy (%) of the best-validation checkpoint, mean ± std over seeds.",
+        "",
+        "| dataset | tokenizer | tokens/image | test score (%) |",
+        "|---|---|---:|---:|",
+    ]
+    for key, g in sorted(
+        groups.items(),
+        key=lambda kv: (
+            kv[0][1],
+            TOKENIZER_ORDER.index(kv[0][2]),
+            int(kv[0][3]),
+            kv[0][4],
+        ),
+    ):
+        if key[0] != profile or key[2].startswith("retrofit") or key[5] == "miou":
+            continue
+        name = key[2] if key[5] == "accuracy" else f"{key[2]} (boundary F1)"
+        out.append(f"| {key[1]} | {name} | {g.mean_tokens:.0f} | {g.cell()} |")
+    out += [""] + [f"![{Path(f).stem}]({f})" for f in figures] + [""]
+    out += [*goals(groups, profile), ""]
+    return out
+
+
+def plot_all(groups: dict[tuple, Group], docs: Path, work: Path, profiles: list[str]) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plots (pip install matplotlib)")
+        return []
+    docs.mkdir(parents=True, exist_ok=True)
+    profile = "full" if "full" in profiles else profiles[0]
+    figures = []
+    panels = [
+        ("cluttered-fashion-mnist-128", "accuracy"),
+        ("fashion-mnist-64", "accuracy"),
+        ("shapes", "miou"),
+        ("shapes", "boundary_f1"),
+    ]
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    for ax, (dataset, metric) in zip(axes, panels, strict=True):
+        for tokenizer in ("grid", "quadtree", "quadtree-cnn", "dht", "dht-learned"):
+            points = sorted(
+                (g.mean_tokens, g.mean, g.std, len(g.values))
+                for k, g in groups.items()
+                if k[0] == profile and k[1] == dataset and k[2] == tokenizer and k[5] == metric
+            )
+            if not points:
+                continue
+            xs, ys, es, _ = zip(*points, strict=True)
+            ax.errorbar(
+                xs,
+                [100 * y for y in ys],
+                yerr=[100 * e for e in es],
+                marker="o",
+                capsize=3,
+                label=tokenizer,
+                color=COLOURS[tokenizer],
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("tokens per image (test split)")
+        ax.set_ylabel(f"test {metric} (%)")
+        ax.set_title(f"{DATASET_TITLES[dataset]}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        f"Accuracy against tokens per image (profile {profile}; error bars: std over seeds)"
+    )
+    fig.tight_layout()
+    path = docs / "accuracy_vs_tokens.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    figures.append(str(path.relative_to(ROOT)))
+
+    # Validation curves of every run (the selection signal; the test split is never plotted).
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, dataset in zip(axes, DATASET_SIZES, strict=True):
+        folder = work / "runs" / profile / dataset
+        for curve_file in sorted(folder.glob("*/curve.json")):
+            name = curve_file.parent.name
+            if name.startswith("retrofit"):
+                continue
+            curve = json.loads(curve_file.read_text())
+            if not curve:
+                continue
+            tokenizer = name.rsplit("-", 2)[0]
+            tokens = name.rsplit("-", 2)[1]
+            style = {"16": ":", "31": "-.", "64": "-", "256": "--"}.get(tokens, "-")
+            ax.plot(
+                [c[0] for c in curve],
+                [100 * c[1] for c in curve],
+                style,
+                color=COLOURS.get(tokenizer, "black"),
+                alpha=0.8,
+                label=f"{tokenizer}-{tokens}" if name.endswith("s0") else None,
+            )
+        ax.set_title(DATASET_TITLES[dataset], fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation " + ("mIoU" if dataset == "shapes" else "accuracy") + " (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    fig.suptitle("Training curves: validation score against steps (line style = token count)")
+    fig.tight_layout()
+    path = docs / "accuracy_curves.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    figures.append(str(path.relative_to(ROOT)))
+    panel = cluttered_panel(docs / "cluttered_tokens.png", work, plt)
+    if panel:
+        figures.append(panel)
+    return figures
+
+
+def cluttered_panel(path: Path, work: Path, plt) -> str | None:
+    """Four cluttered test images with their grid / quadtree / quadtree-cnn / dHT tokens (64)."""
+    from adaptok.partitioners.registry import partition
+    from adaptok.train.cluttered import ClutteredFashionMNIST
+    from adaptok.train.datasets import normalize
+    from adaptok.visualize import draw_boundaries
+
+    dataset = ClutteredFashionMNIST(split="test", image_size=128)
+    raw = torch.stack([dataset.raw(i) for i in range(4)])[:, None]
+    images = normalize(raw.expand(-1, 3, -1, -1))
+    columns = [("grid, 64 tokens", partition(images, "grid", patch_size=16))]
+    columns.append(
+        (
+            "quadtree (pixel blur), 64",
+            partition(images, "quadtree", budget=64, min_patch=8, max_patch=32),
+        )
+    )
+    weights = work / "scorer" / "cluttered-fashion-mnist-128-cnn.pt"
+    if weights.is_file():
+        from adaptok.partitioners.scorers import FeatureScorer
+
+        scorer = FeatureScorer(ScorerCNN().features, weights=weights)
+        columns.append(
+            (
+                "quadtree (CNN scorer), 64",
+                partition(images, "quadtree", budget=64, min_patch=8, max_patch=32, scorer=scorer),
+            )
+        )
+    columns.append(
+        ("dHT (bundled, frozen), <=64", partition(images, "dht", budget=64, input_space="imagenet"))
+    )
+    fig, axes = plt.subplots(4, len(columns), figsize=(3 * len(columns), 12))
+    for j, (title, part) in enumerate(columns):
+        drawn = draw_boundaries(raw.expand(-1, 3, -1, -1), part, color=(1.0, 0.2, 0.2))
+        for i in range(4):
+            ax = axes[i, j]
+            ax.imshow(drawn[i].permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=9)
+            ax.set_xlabel(f"{int(part.counts[i])} tokens", fontsize=8)
+    fig.suptitle("Cluttered Fashion-MNIST test images and their tokens", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return str(path.relative_to(ROOT))
 
 
 if __name__ == "__main__":
