@@ -16,6 +16,7 @@ from adaptok.graph import connected_components
 from adaptok.io import sample_image
 from adaptok.partitioners.dht import (
     DHTTokenizer,
+    default_budget,
     dht_partition,
     information_criterion,
     load_default_tokenizer,
@@ -40,15 +41,6 @@ def smooth_images(batch: int, height: int, width: int, seed: int = 0) -> torch.T
 def tokenizer(**options: object) -> DHTTokenizer:
     torch.manual_seed(0)
     return DHTTokenizer(**options).eval()
-
-
-def colour_tokenizer(**options: object) -> DHTTokenizer:
-    """A tokenizer whose features are the scaled colour only (coarse branch off): crafted-image
-    tests then see the hierarchy and the criterion, not the encoder's blur across edges."""
-    model = tokenizer(**options)
-    with torch.no_grad():
-        model.encoder.down2.weight.zero_()
-    return model
 
 
 def canonical(labels: torch.Tensor) -> torch.Tensor:
@@ -94,33 +86,61 @@ def test_forest_components_match_connected_components() -> None:
     assert torch.equal(canonical(parent.view(1, 1, -1)), canonical(oracle.view(1, 1, -1)))
 
 
-def test_link_vertices_matches_slow_oracle() -> None:
+def _slow_links(graph, self_edge) -> torch.Tensor:
+    """Oracle of `link_vertices`: per vertex a loop over every edge, values rounded to 16 bits,
+    ties to the largest neighbour; components by the general connected-components routine."""
+    src, dst = graph.src.tolist(), graph.dst.tolist()
+    value = torch.exp(-(graph.mean[graph.src] - graph.mean[graph.dst]).square().sum(-1))
+    level = (value * 65535).round().long().tolist()
+    oracle_src, oracle_dst = [], []
+    for vertex in range(graph.num_vertices):
+        best = None
+        for edge, (a, b) in enumerate(zip(src, dst, strict=True)):
+            if vertex in (a, b):
+                key = (level[edge], b if a == vertex else a, edge)
+                best = key if best is None or key[:2] > best[:2] else best
+        if best is None:
+            continue
+        if self_edge is None or value[best[2]].item() > self_edge[vertex].item():
+            oracle_src.append(vertex)
+            oracle_dst.append(best[1])
+    return connected_components(
+        graph.num_vertices, torch.tensor(oracle_src), torch.tensor(oracle_dst, dtype=torch.long)
+    )
+
+
+@pytest.mark.parametrize("with_self_edge", [True, False])
+def test_link_vertices_matches_slow_oracle(with_self_edge: bool) -> None:
     generator = torch.Generator().manual_seed(5)
     # Quantised features make many exact ties, the hard case for a deterministic tie-break.
     features = (torch.rand(1, 2, 6, 7, generator=generator) * 3).round() * 0.4
     graph = pixel_graph(features)
     self_edge = torch.rand(graph.num_vertices, generator=generator) * 0.5
+    self_edge = self_edge if with_self_edge else None
     links = link_vertices(graph, self_edge)
-    src, dst = graph.src.tolist(), graph.dst.tolist()
-    value = torch.exp(-(graph.mean[graph.src] - graph.mean[graph.dst]).square().sum(-1)).tolist()
-    oracle_src, oracle_dst = [], []
-    for vertex in range(graph.num_vertices):
-        best, best_edge = -1.0, None
-        for edge, (a, b) in enumerate(zip(src, dst, strict=True)):
-            if vertex in (a, b) and value[edge] > best:  # first edge wins ties
-                best, best_edge = value[edge], edge
-        if best_edge is not None and best > self_edge[vertex].item():
-            oracle_src.append(vertex)
-            oracle_dst.append(dst[best_edge] if src[best_edge] == vertex else src[best_edge])
-    oracle = connected_components(
-        graph.num_vertices, torch.tensor(oracle_src), torch.tensor(oracle_dst)
-    )
+    oracle = _slow_links(graph, self_edge)
     assert torch.equal(canonical(links.parent.view(1, 1, -1)), canonical(oracle.view(1, 1, -1)))
     assert bool((links.confidence >= 0.5).all()) and bool((links.confidence <= 1).all())
+    if not with_self_edge:  # every pixel joins a neighbour: no region of one pixel
+        assert int(torch.bincount(links.parent).min()) >= 2
     # The general (scatter) path on the same graph, without the pixel-grid shortcut, agrees.
     general = link_vertices(dataclasses.replace(graph, grid=None, edge_distance=None), self_edge)
     assert torch.equal(general.parent, links.parent)
     torch.testing.assert_close(general.confidence, links.confidence)
+
+
+def test_flat_rectangle_is_one_component_at_the_first_level() -> None:
+    """Ties on an exactly flat area chain it into one component (a first-of-left/right/up/down
+    rule gave one strip per row); values equal up to float noise tie too."""
+    features = torch.full((2, 8, 9, 13), 3.0)
+    features[1, :, :, 6:] = 1.0  # two flat halves in the second image
+    features[0] += 1e-7 * torch.rand(features[0].shape, generator=torch.Generator().manual_seed(0))
+    links = link_vertices(pixel_graph(features), None)
+    labels = links.parent.view(2, 9, 13)
+    assert torch.unique(labels[0]).numel() == 1
+    assert torch.unique(labels[1, :, :6]).numel() == 1
+    assert torch.unique(labels[1, :, 6:]).numel() == 1
+    assert links.num_parents == 3
 
 
 def test_enforce_budget_keeps_groups_connected_and_exact() -> None:
@@ -230,23 +250,96 @@ def test_hierarchy_is_nested() -> None:
 
 
 # ---------------------------------------------------------------------------- crafted images
+def crafted(kind: str, height: int, width: int) -> torch.Tensor:
+    """[3, H, W] flat colours: one, two halves, four quadrants or a 16-px checkerboard."""
+    colours = torch.tensor([[0.2, 0.5, 0.7], [0.9, 0.3, 0.1], [0.1, 0.1, 0.6], [0.6, 0.8, 0.2]])
+    ys = torch.arange(height).view(height, 1).expand(height, width)
+    xs = torch.arange(width).view(1, width).expand(height, width)
+    index = {
+        "flat": torch.zeros_like(ys),
+        "halves": (xs >= width // 2).long(),
+        "quadrants": (xs >= width // 2).long() + 2 * (ys >= height // 2).long(),
+        "checkerboard": (ys // 16 + xs // 16) % 2,
+    }[kind]
+    return colours[index].permute(2, 0, 1)
+
+
+def expected_regions(kind: str, height: int, width: int) -> int:
+    squares = math.ceil(height / 16) * math.ceil(width / 16)
+    return {"flat": 1, "halves": 2, "quadrants": 4, "checkerboard": squares}[kind]
+
+
+@pytest.mark.parametrize("size", [(64, 64), (224, 224), (333, 517)])
+def test_flat_colours_give_one_region_each_without_a_cap(size: tuple[int, int]) -> None:
+    """The public default path: every flat area is one region, at any size and in one batch."""
+    kinds = ("flat", "halves", "quadrants", "checkerboard")
+    images = torch.stack([crafted(kind, *size) for kind in kinds])
+    together = adaptok.partition(images, method="dht", budget=None)
+    check_partition(together)
+    assert together.counts.tolist() == [expected_regions(kind, *size) for kind in kinds]
+    # Every region is one flat colour: no region crosses a colour edge.
+    colour = (images * 10).round().long()
+    colour = (colour[:, 0] * 100 + colour[:, 1] * 10 + colour[:, 2]).flatten()
+    pairs = torch.unique(together.labels.flatten() * 1000 + colour)
+    assert pairs.numel() == together.num_regions
+    alone = adaptok.partition(images[1:2], method="dht", budget=None)
+    assert torch.equal(together.select([1]).labels, canonical(alone.labels))
+
+
 @pytest.mark.parametrize("criterion", ["aicc", "aic", "bic", "cic"])
 def test_two_flat_halves_are_two_regions(criterion: str) -> None:
-    images = torch.zeros(1, 3, 24, 32)
-    images[..., :16] = 0.2
-    images[..., 16:] = 0.8
-    part = colour_tokenizer(compare="total").partition(images, criterion=criterion)
+    images = crafted("halves", 24, 32)[None]
+    part = dht_partition(images, budget=None, criterion=criterion)
     assert part.num_regions == 2
     assert torch.equal(part.labels[0, :, :16], torch.zeros(24, 16, dtype=torch.long))
     assert torch.equal(part.labels[0, :, 16:], torch.ones(24, 16, dtype=torch.long))
 
 
-@pytest.mark.parametrize("compare", ["each", "total"])
-def test_noisy_half_is_not_merged_with_flat_half(compare: str) -> None:
+def test_region_count_rises_with_complexity() -> None:
+    """Without a cap: flat < smooth gradient < photo < white noise."""
+    size = 96
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    gradient = torch.stack([ys, xs, (ys + xs) / 2])
+    noise = torch.rand(3, size, size, generator=torch.Generator().manual_seed(0))
+    images = torch.stack([crafted("flat", size, size), gradient, sample_image(size)[0], noise])
+    counts = adaptok.partition(images, method="dht", budget=None).counts.tolist()
+    assert counts[0] == 1
+    assert counts[0] < counts[1] < counts[2] < counts[3], counts
+
+
+def test_no_region_is_thinner_than_min_width() -> None:
+    """Blurred edges (ramps) used to become one-pixel strips along every contour."""
+    images = smooth_images(2, 48, 40, seed=9)
+    disc = (torch.linspace(-1, 1, 48).view(-1, 1) ** 2 + torch.linspace(-1, 1, 40) ** 2) < 0.4
+    images[1] = F.avg_pool2d(disc.float()[None].expand(3, -1, -1), 5, 1, 2)
+    for budget in (None, 30):
+        part = adaptok.partition(images, method="dht", budget=budget)
+        sides = part.box[:, 2:] - part.box[:, :2]
+        assert int(sides.min()) >= 3
+    plain = tokenizer(min_width=0).partition(images, budget=None)
+    sides = plain.box[:, 2:] - plain.box[:, :2]
+    assert int(sides.min()) < 3  # the rule is what removes them
+
+
+def test_budget_contract() -> None:
+    """ "auto" caps at round(sqrt(H*W)/0.56), None does not cap, an int caps at that many."""
+    images = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    uncapped = adaptok.partition(images, method="dht", budget=None)
+    assert int(uncapped.counts.min()) > default_budget(96, 96)
+    auto = adaptok.partition(images, method="dht")
+    assert auto.counts.tolist() == [default_budget(96, 96)] * 2
+    assert torch.equal(auto.labels, adaptok.partition(images, method="dht", budget="auto").labels)
+    huge = adaptok.partition(images, method="dht", budget=10**6)
+    assert torch.equal(huge.labels, uncapped.labels)
+    assert adaptok.partition(images, method="dht", budget=7).counts.tolist() == [7, 7]
+
+
+def test_noisy_half_is_not_merged_with_flat_half() -> None:
     generator = torch.Generator().manual_seed(1)
     images = torch.full((1, 3, 32, 32), 0.85)
     images[..., :16] = 0.2 + 0.15 * torch.rand(1, 3, 32, 16, generator=generator)
-    part = colour_tokenizer(compare=compare).partition(images, budget=10**4)
+    part = adaptok.partition(images, method="dht", budget=None)
+    assert torch.unique(part.labels[0, :, 16:]).numel() == 1  # the flat half is one region
     left = set(part.labels[0, :, :16].unique().tolist())
     right = set(part.labels[0, :, 16:].unique().tolist())
     assert not left & right
@@ -256,29 +349,40 @@ def test_more_penalty_gives_fewer_regions() -> None:
     images = sample_image(64)
     model = tokenizer()
     counts = {
-        name: model.partition(images, budget=10**4, criterion=name).num_regions
+        name: model.partition(images, budget=None, criterion=name).num_regions
         for name in ("aic", "aicc", "bic", "cic")
     }
     # Penalties for m >= 8: aic < bic < cic and aic < aicc; the penalty falls with region size,
     # so a larger penalty favours larger regions.
-    assert counts["cic"] <= counts["bic"] < counts["aic"]
+    assert counts["cic"] <= counts["bic"] <= counts["aic"]
+    assert counts["cic"] < counts["aic"]
     assert counts["aicc"] <= counts["aic"]
 
 
 # --------------------------------------------------------------------------------- gradients
 def test_gradient_reaches_every_parameter() -> None:
     torch.manual_seed(0)
-    model = DHTTokenizer(gradient=True).train()
+    model = DHTTokenizer().train()
     images = smooth_images(2, 32, 32, seed=6)
     result = model(images, budget=30, generator=torch.Generator().manual_seed(0))
     grid = grid_partition(images, patch_size=8)
     tokens = extract_squares(result.pixels, grid, 4)
-    loss = tokens.square().mean() + result.gradient.square().mean()
+    loss = tokens.square().mean()
     loss.backward()
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None, name
         assert bool(torch.isfinite(parameter.grad).all()), name
         assert float(parameter.grad.abs().sum()) > 0, name
+
+
+@pytest.mark.parametrize("weights", ["fresh", "default"])
+def test_constant_image_gives_constant_features(weights: str) -> None:
+    model = tokenizer() if weights == "fresh" else load_default_tokenizer()
+    for size in ((2, 2), (7, 5), (33, 64)):
+        with torch.no_grad():
+            features = model.encoder(torch.full((1, 3, *size), 0.37))
+        expected = features[:, :, :1, :1].expand_as(features)
+        torch.testing.assert_close(features, expected, atol=1e-5, rtol=0)
 
 
 def test_function_and_module_agree() -> None:
@@ -348,6 +452,7 @@ def test_save_and_load_round_trip(tmp_path) -> None:
         (torch.rand(1, 3, 8, 8), {"budget": 0}, "at least 1"),
         (torch.rand(1, 3, 8, 8), {"budget": 2.5}, "positive int"),
         (torch.rand(1, 3, 8, 8), {"budget": True}, "positive int"),
+        (torch.rand(1, 3, 8, 8), {"budget": "none"}, "None \\(no cap\\)"),
         (torch.rand(1, 3, 8, 8), {"criterion": "mdl"}, "aicc"),
     ],
 )
@@ -365,5 +470,9 @@ def test_bad_configuration_raises() -> None:
         DHTTokenizer(pooling="max")
     with pytest.raises(AdaptokError, match="input_space"):
         DHTTokenizer(input_space="0-255")
+    with pytest.raises(AdaptokError, match="gradient=True"):
+        DHTTokenizer(gradient=True)
+    with pytest.raises(AdaptokError, match="min_width"):
+        DHTTokenizer(min_width=-1)
     with pytest.raises(AdaptokError, match="unknown option"):
         adaptok.partition(torch.rand(1, 3, 8, 8), method="dht", budgt=3)

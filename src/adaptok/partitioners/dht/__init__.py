@@ -12,7 +12,7 @@ from torch import Tensor
 from ...errors import check_images
 from ...regions import Partition
 from .criteria import CRITERIA, check_criterion, information_criterion
-from .tokenizer import DHTResult, DHTTokenizer, check_budget, default_budget
+from .tokenizer import AUTO, DHTResult, DHTTokenizer, check_budget, default_budget
 from .weights import (
     describe_default_weights,
     load_default_tokenizer,
@@ -46,7 +46,7 @@ def _default_tokenizer(device: torch.device, input_space: str) -> DHTTokenizer:
 def dht_partition(
     images: Tensor,
     *,
-    budget: int | None = None,
+    budget: int | str | None = AUTO,
     criterion: str = "aicc",
     tokenizer: DHTTokenizer | None = None,
     input_space: str = "unit",
@@ -55,8 +55,10 @@ def dht_partition(
 
     Args:
         images: [B, C, H, W] float images, H, W >= 2, any size; C = 3 (C = 1 is repeated to 3).
-        budget: regions allowed per image (an upper bound: each image gets min(regions found,
-            budget)); None uses round(sqrt(H*W) / 0.56).
+        budget: cap on regions per image: "auto" (default) caps at round(sqrt(H*W) / 0.56)
+            (400 at 224x224), an int >= 1 caps at that many, None does not cap (the count then
+            follows the image's content: 1 for a flat image). Each image gets
+            min(regions found, cap).
         criterion: "aicc", "aic", "bic" or "cic".
         tokenizer: a trained DHTTokenizer; None uses the bundled default weights (cached per
             device).

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["choose_kept", "enforce_budget", "region_adjacency"]
+__all__ = ["absorb_regions", "choose_kept", "enforce_budget", "region_adjacency"]
 
 
 def region_adjacency(labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -124,22 +124,42 @@ def enforce_budget(
     if int(torch.bincount(image).max()) <= budget:
         return index
     kept = choose_kept(area, image, features, low, high, budget, generator=generator, random=random)
+    return absorb_regions(kept, features, low, high)
+
+
+def absorb_regions(kept: Tensor, features: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    """Every region that is not kept joins its most similar neighbour already in a kept group.
+
+    Rounds of one scatter each: a region whose neighbours are all waiting waits for one of them
+    to be absorbed. A region with no kept region in reach (none in its image) stays alone.
+
+    Args:
+        kept: [N] bool regions that keep their identity.
+        features: [N, d] mean feature of each region (similarity exp(-||f_r - f_s||²)).
+        low, high: [E] int64 pairs of 4-adjacent regions.
+
+    Returns:
+        [N] int64 group of every region: the id of the kept region it joins (kept regions, and
+        regions that cannot reach one, map to themselves). Every group is 4-connected.
+    """
+    num_regions = kept.shape[0]
+    index = torch.arange(num_regions, device=kept.device)
     group = torch.where(kept, index, -1)
     vertex = torch.cat([low, high])
     other = torch.cat([high, low])
     similarity = torch.exp(-(features[low] - features[high]).square().sum(-1))
     # Best candidate per waiting region in one scatter: value bits above the reversed edge id.
     bits = similarity.float().view(torch.int32).long()
-    edge_id = torch.arange(low.numel(), device=area.device)
+    edge_id = torch.arange(low.numel(), device=kept.device)
     key = torch.cat([(bits << 32) | (low.numel() - 1 - edge_id)] * 2)
     while True:
         waiting = (group[vertex] < 0) & (group[other] >= 0)
         if not bool(waiting.any()):
             break
-        best = torch.full((num_regions,), -1, device=area.device, dtype=torch.long)
+        best = torch.full((num_regions,), -1, device=kept.device, dtype=torch.long)
         best.scatter_reduce_(0, vertex[waiting], key[waiting], reduce="amax")
         joining = torch.nonzero(best >= 0).flatten()
         edge = low.numel() - 1 - (best[joining] & 0xFFFFFFFF)
         target = torch.where(low[edge] == joining, high[edge], low[edge])
         group[joining] = group[target]
-    return group
+    return torch.where(group < 0, index, group)

@@ -9,10 +9,12 @@ with k = 1 / (2m - 2√m) degrees of freedom and the penalties
     aic: 2k    bic: k log m    cic: k (log m + 1)    aicc: 2k + 2(k² + k) / (m - k - 1)
 
 Higher is better. The fit term grows with the region's share of the image and its variance; the
-penalty falls with its size, so flat areas settle at regions of about sqrt(n / log ι) pixels
-(aic: where the two terms' slopes balance) and busy areas at smaller ones. For m >= 8, bic and
-cic penalise more than aic (log m > 2) and aicc more than aic always, so they select larger
-regions.
+penalty falls with its size. With ι > 1 flat areas settle at regions of about sqrt(n / log ι)
+pixels (aic: where the two terms' slopes balance), whatever their content; with ι <= 1 a flat
+region's fit is at most 0 and the largest flat region wins, so region size follows the variance
+(the tokenizer divides variances by a known scale first: docs/design.md, "dHT", step 4).
+For m >= 8, bic and cic penalise more than aic (log m > 2) and aicc more than aic always, so
+they select larger regions.
 A single pixel (m = 1) has an infinite penalty: any merged region beats it.
 """
 

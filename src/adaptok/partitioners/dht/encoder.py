@@ -2,44 +2,19 @@
 
 Two branches see the image at two scales: a 1x1 convolution (the pixel itself) and two stride-2
 3x3 convolutions (a 4x coarser context) upsampled back to full size. Their sum goes through SiLU.
-Stride-2 convolutions with padding 1 and an upsampling to the exact input size make the encoder
-work on any image size, odd or rectangular, down to 1x1.
+Stride-2 convolutions with replicate padding and an upsampling to the exact input size make the
+encoder work on any image size, odd or rectangular, down to 1x1, and map a constant image to
+constant features (zero padding made a flat image's features vary near the border, which cut
+flat areas into strips; docs/design.md, "dHT", step 1).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ImageGradient", "PixelEncoder"]
-
-
-class ImageGradient(nn.Module):
-    """Image-gradient channels: a Scharr kernel on the channel mean, squashed by a scaled arcsinh.
-
-    `asinh(scale * g) / asinh(scale)` keeps small gradients nearly linear and compresses large
-    ones; `scale` is learned (kept positive through a softplus).
-
-    Args:
-        scale: initial arcsinh scale.
-    """
-
-    def __init__(self, *, scale: float = 2.0) -> None:
-        super().__init__()
-        scharr = torch.tensor([[-3.0, -10.0, -3.0], [0.0, 0.0, 0.0], [3.0, 10.0, 3.0]]) / 32.0
-        # [2, 1, 3, 3]: d/dy then d/dx.
-        self.register_buffer("kernel", torch.stack([scharr, scharr.T])[:, None], persistent=False)
-        self.raw_scale = nn.Parameter(torch.tensor(math.log(math.expm1(scale))))
-
-    def forward(self, images: Tensor) -> Tensor:
-        """images: [B, C, H, W] -> [B, 2, H, W] squashed (d/dy, d/dx) of the channel mean."""
-        gray = images.mean(1, keepdim=True)
-        gradient = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), self.kernel)
-        scale = F.softplus(self.raw_scale)
-        return torch.asinh(scale * gradient) / torch.asinh(scale)
+__all__ = ["PixelEncoder"]
 
 
 class PixelEncoder(nn.Module):
@@ -70,8 +45,10 @@ class PixelEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.pointwise = nn.Conv2d(in_channels, features, 1)
-        self.down1 = nn.Conv2d(in_channels, hidden, 3, stride=2, padding=1)
-        self.down2 = nn.Conv2d(hidden, features, 3, stride=2, padding=1)
+        self.down1 = nn.Conv2d(
+            in_channels, hidden, 3, stride=2, padding=1, padding_mode="replicate"
+        )
+        self.down2 = nn.Conv2d(hidden, features, 3, stride=2, padding=1, padding_mode="replicate")
         with torch.no_grad():
             shared = min(in_channels, features)
             mixes = torch.randn(features, in_channels, generator=torch.Generator().manual_seed(0))

@@ -1,8 +1,9 @@
 """One merge level of the dHT hierarchy, batched over every vertex and edge of the whole batch.
 
 Vertices are regions (pixels at the start) with feature statistics; edges join 4-adjacent
-regions. Each level every vertex links to its most similar neighbour, or to itself when its
-learned self-edge wins; the connected components of those links are the next level's vertices.
+regions. Each level every vertex links to its most similar neighbour, or, above the pixel level,
+to itself when its learned self-edge wins; the connected components of those links are the next
+level's vertices.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ class Links:
         parent: [V] int64 next-level vertex of each vertex (components of the links).
         num_parents: number of next-level vertices.
         confidence: [V] float in [0.5, 1], chosen / (best neighbour + self-edge), differentiable:
-            how sure the vertex was of its choice; it weights the vertex in similarity pooling.
+            how sure the vertex was of its choice; it weights the vertex in similarity pooling
+            (1 where there is no self-edge, the pixel level; 1 - self-edge / 2 where the vertex
+            was made to join, see `link_vertices`' must_join).
     """
 
     parent: Tensor
@@ -124,9 +127,9 @@ def forest_components(target: Tensor) -> tuple[Tensor, int]:
     """Components of a graph where every vertex points to one vertex (itself for a root).
 
     The links of a merge level form such a graph whose only cycles are self-loops and mutual
-    pairs (each vertex takes its best edge, ties by edge id), so pointer jumping finds the roots
-    in log(depth) gathers, much faster than general hooking. Anything else (which the tie-break
-    rules out) falls back to `adaptok.graph.connected_components`.
+    pairs (each vertex takes its best edge, ties by neighbour index), so pointer jumping finds
+    the roots in log(depth) gathers, much faster than general hooking. Anything else (which the
+    tie-break rules out) falls back to `adaptok.graph.connected_components`.
 
     Args:
         target: [V] int64 the vertex each vertex links to.
@@ -153,26 +156,51 @@ def forest_components(target: Tensor) -> tuple[Tensor, int]:
     return new_id[target], int(is_root.sum())
 
 
-def link_vertices(graph: RegionGraph, self_edge: Tensor, *, compactness: float = 0.0) -> Links:
+# Edge values are compared after rounding to 16 bits, so that values equal up to float noise
+# (a flat area whose features differ in the last bits) tie and the tie rule decides.
+QUANTISATION = 65535
+
+
+def _quantise(similarity: Tensor) -> Tensor:
+    """Similarity in [0, 1] -> int64 in [0, 65535] (the comparison key of an edge value)."""
+    return (similarity.detach().float().clamp(0, 1) * QUANTISATION).round().long()
+
+
+def link_vertices(
+    graph: RegionGraph,
+    self_edge: Tensor | None,
+    *,
+    compactness: float = 0.0,
+    must_join: Tensor | None = None,
+) -> Links:
     """Every vertex links to its best edge; components of the links are the next level.
 
     Edge value: exp(-||f_u - f_v||²), blended as (1 - c) * value + c * 4 m / (h + w)² of the
-    union's box when compactness c > 0 (self-edges use the vertex's own box). A vertex stays
-    alone when its self-edge is at least its best edge. Ties go to the edge of lowest id, so the
-    result is deterministic and the links have no cycles longer than a mutual pair.
+    union's box when compactness c > 0 (self-edges use the vertex's own box). Values are compared
+    after rounding to 16 bits and ties go to the neighbour of largest index (the authors' rule):
+    on an exactly flat area every pixel then links down, or right on the last row, which chains
+    a rectangle into one component (a "first of left/right/up/down" rule links each row only
+    along itself and cuts flat areas into one-pixel strips; docs/design.md, "dHT", step 3).
+    Vertex indices are ordered by image, so the rule does not depend on the rest of the batch,
+    and it leaves no cycle longer than a mutual pair (along a cycle the values cannot fall, so
+    they are all equal, and then every second vertex would have to grow in index forever).
 
     Args:
         graph: the current level.
-        self_edge: [V] value in (0, 1) of each vertex's self-edge (the learned chance to stay).
+        self_edge: [V] value in (0, 1) of each vertex's self-edge (the learned chance to stay
+            alone; a vertex stays alone when it is at least its best edge), or None for no
+            self-edge (the pixel level: every pixel joins a neighbour).
         compactness: c in [0, 1].
+        must_join: [V] bool vertices whose self-edge is ignored (they join their best
+            neighbour whatever its value), or None.
 
     Returns:
         Links to the next level.
     """
-    if graph.grid is not None and compactness == 0:
+    if graph.grid is not None and compactness == 0 and must_join is None:
         return _link_pixels(graph, self_edge)
     src, dst = graph.src, graph.dst
-    num_vertices, num_edges = graph.num_vertices, src.numel()
+    num_vertices = graph.num_vertices
     distance = graph.edge_distance
     if distance is None:
         distance = (graph.mean[src] - graph.mean[dst]).square().sum(-1)
@@ -187,66 +215,90 @@ def link_vertices(graph: RegionGraph, self_edge: Tensor, *, compactness: float =
         )
         union_compact = _compactness(graph.count[src] + graph.count[dst], union)
         similarity = (1 - compactness) * similarity + compactness * union_compact
-        own_compact = _compactness(graph.count, graph.box)
-        self_edge = (1 - compactness) * self_edge + compactness * own_compact
-    # One scatter finds each vertex's best edge: the key packs the value's float bits (monotonic
-    # for non-negative floats) above the reversed edge id, so the maximum key is the best value
-    # and, among equal values, the lowest edge id.
-    bits = similarity.detach().float().clamp(min=0).view(torch.int32).long()
-    edge_id = torch.arange(num_edges, device=src.device)
-    key = (bits << 32) | (num_edges - 1 - edge_id)
+        if self_edge is not None:
+            own_compact = _compactness(graph.count, graph.box)
+            self_edge = (1 - compactness) * self_edge + compactness * own_compact
+    # One scatter per edge end finds each vertex's best neighbour: the key packs the quantised
+    # value above the neighbour's index, so the maximum key is the best value and, among equal
+    # values, the largest neighbour.
+    level = _quantise(similarity) << 32
     best_key = torch.full((num_vertices,), -1, device=src.device, dtype=torch.long)
-    best_key.scatter_reduce_(0, src, key, reduce="amax")
-    best_key.scatter_reduce_(0, dst, key, reduce="amax")
-    has_edge = best_key >= 0
-    best_edge = torch.where(has_edge, num_edges - 1 - (best_key & 0xFFFFFFFF), 0)
+    best_key.scatter_reduce_(0, src, level | dst, reduce="amax")
+    best_key.scatter_reduce_(0, dst, level | src, reduce="amax")
     index = torch.arange(num_vertices, device=src.device)
-    if num_edges:
-        neighbour_value = torch.where(has_edge, similarity[best_edge], 0.0)
-        # One end of the best edge is the vertex itself; the other is the neighbour.
-        neighbour = src[best_edge] + dst[best_edge] - index
+    has_edge = best_key >= 0
+    neighbour = torch.where(has_edge, best_key & 0xFFFFFFFF, index)
+    # The chosen edge's value (with its gradient): the edges whose other end is the choice.
+    by_src = neighbour[src] == dst
+    by_dst = neighbour[dst] == src
+    chosen = torch.cat([src[by_src], dst[by_dst]])
+    neighbour_value = similarity.new_zeros(num_vertices).scatter_reduce(
+        0, chosen, torch.cat([similarity[by_src], similarity[by_dst]]), reduce="amax"
+    )
+    if self_edge is None:
+        linked = has_edge
+        confidence = torch.ones_like(neighbour_value)
     else:
-        neighbour_value = torch.zeros_like(self_edge)
-        neighbour = index
-    linked = has_edge & (neighbour_value.detach() > self_edge.detach())
+        linked = has_edge & (neighbour_value.detach() > self_edge.detach())
+        total = (neighbour_value + self_edge).clamp(min=torch.finfo(self_edge.dtype).tiny)
+        confidence = torch.maximum(neighbour_value, self_edge) / total
+        if must_join is not None:
+            # A forced join still says how much the vertex would rather have stayed (and so
+            # passes gradient to the self-edge): 1 - self-edge / 2, in (0.5, 1) like the others
+            # and never 0 (its neighbour's value can underflow to 0).
+            linked = linked | (has_edge & must_join)
+            confidence = torch.where(must_join, 1.0 - 0.5 * self_edge, confidence)
     parent, num_parents = forest_components(torch.where(linked, neighbour, index))
-    confidence = torch.maximum(neighbour_value, self_edge) / (neighbour_value + self_edge)
     return Links(parent=parent, num_parents=num_parents, confidence=confidence)
 
 
-def _link_pixels(graph: RegionGraph, self_edge: Tensor) -> Links:
+def _link_pixels(graph: RegionGraph, self_edge: Tensor | None) -> Links:
     """`link_vertices` on the pixel grid with dense tensors instead of scatters.
 
-    Every pixel compares its four neighbours in the order of their edge ids (left, right, up,
-    down: right edges are numbered before down edges, both in raster order), and the first
-    maximum wins, which is the tie-break of the general path.
+    Every pixel compares its four neighbours from the largest index to the smallest (down,
+    right, left, up) and the first maximum of the quantised value wins, which is the tie rule
+    of the general path.
     """
     batch, height, width = graph.grid
     similarity = torch.exp(-graph.edge_distance)
-    right = similarity[: batch * height * (width - 1)].view(batch, height, width - 1)
-    down = similarity[batch * height * (width - 1) :].view(batch, height - 1, width)
-    candidates = similarity.new_full((batch, 4, height, width), -1.0)
-    candidates[:, 0, :, 1:] = right
+    level = _quantise(similarity).to(torch.int32)
+    split = batch * height * (width - 1)
+    right = level[:split].view(batch, height, width - 1)
+    down = level[split:].view(batch, height - 1, width)
+    # [B, 4, H, W] quantised value towards down, right, left, up (-1 where there is no pixel).
+    candidates = level.new_full((batch, 4, height, width), -1)
+    candidates[:, 0, :-1, :] = down
     candidates[:, 1, :, :-1] = right
-    candidates[:, 2, 1:, :] = down
-    candidates[:, 3, :-1, :] = down
+    candidates[:, 2, :, 1:] = right
+    candidates[:, 3, 1:, :] = down
     # First maximum over the four directions with contiguous elementwise ops (an argmax over
     # the strided direction axis was the slowest op of a CPU profile).
-    plain = candidates.detach()
-    best, value = plain[:, 0], candidates[:, 0]
-    offset = torch.full_like(best, -1, dtype=torch.long)
-    for direction, step in ((1, 1), (2, -width), (3, width)):
-        wins = plain[:, direction] > best
-        best = torch.where(wins, plain[:, direction], best)
-        value = torch.where(wins, candidates[:, direction], value)
+    best = candidates[:, 0]
+    offset = torch.full(best.shape, width, dtype=torch.long, device=best.device)
+    for direction, step in ((1, 1), (2, -1), (3, -width)):
+        wins = candidates[:, direction] > best
+        best = torch.where(wins, candidates[:, direction], best)
         offset = torch.where(wins, step, offset)
-    choice = offset.flatten()
-    neighbour_value = value.flatten().clamp(min=0)
-    index = torch.arange(graph.num_vertices, device=choice.device)
-    linked = best.flatten() > self_edge.detach()
-    target = torch.where(linked, index + choice, index)
+    index = torch.arange(graph.num_vertices, device=level.device)
+    target = index + offset.flatten()
+    if self_edge is None:
+        confidence = similarity.new_ones(graph.num_vertices)
+    else:
+        # The chosen edge's value with its gradient: right edge k joins pixels k' and k'+1.
+        right_value = similarity[:split].view(batch, height, width - 1)
+        down_value = similarity[split:].view(batch, height - 1, width)
+        values = similarity.new_zeros((batch, 4, height, width))
+        values[:, 0, :-1, :] = down_value
+        values[:, 1, :, :-1] = right_value
+        values[:, 2, :, 1:] = right_value
+        values[:, 3, 1:, :] = down_value
+        pick = torch.stack([offset == width, offset == 1, offset == -1, offset == -width], 1)
+        neighbour_value = (values * pick).sum(1).flatten()
+        stays = neighbour_value.detach() <= self_edge.detach()
+        target = torch.where(stays, index, target)
+        total = (neighbour_value + self_edge).clamp(min=torch.finfo(self_edge.dtype).tiny)
+        confidence = torch.maximum(neighbour_value, self_edge) / total
     parent, num_parents = forest_components(target)
-    confidence = torch.maximum(neighbour_value, self_edge) / (neighbour_value + self_edge)
     return Links(parent=parent, num_parents=num_parents, confidence=confidence)
 
 

@@ -1,9 +1,11 @@
 """The differentiable hierarchical tokenizer (∂HT): pixels -> hierarchy -> IC selection -> tokens.
 
-Pipeline (DESIGN.md section 4): pixel encoder -> merge levels (Gaussian kernel, learned
-self-edge, optional compactness) -> selection by information criterion up the hierarchy (per
-pixel, the best IC along its path: compare="each"; or optimal pruning: compare="total") ->
-relabel into 4-connected regions -> token budget -> mean injection.
+Pipeline (docs/design.md, "dHT"): pixel encoder -> merge levels (Gaussian kernel, ties to the
+largest neighbour, no self-edge at the pixel level, a learned self-edge above, optional
+compactness) -> selection by information criterion up the hierarchy, the whole image the last
+candidate (per pixel, the best IC along its path: compare="each"; or optimal pruning:
+compare="total") -> relabel into 4-connected regions, thin pieces absorbed -> token budget
+("auto", an int, or None for no cap) -> mean injection.
 The partition is discrete; gradients reach the encoder, the self-edge projection and the
 injection map through the similarity-weighted region features used by the mean injection.
 """
@@ -19,12 +21,12 @@ from torch import Tensor, nn
 from ...errors import AdaptokError, check_images
 from ...graph import connected_components
 from ...regions import Partition
-from .budget import enforce_budget
+from .budget import absorb_regions, enforce_budget
 from .criteria import check_criterion, information_criterion
-from .encoder import ImageGradient, PixelEncoder
+from .encoder import PixelEncoder
 from .merge import RegionGraph, link_vertices, pixel_graph, pool_vertices
 
-__all__ = ["DHTResult", "DHTTokenizer", "check_budget", "default_budget"]
+__all__ = ["AUTO", "DHTResult", "DHTTokenizer", "check_budget", "default_budget", "resolve_budget"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,6 +34,24 @@ INPUT_SPACES = ("unit", "imagenet")
 POOLINGS = ("exact", "similarity")
 COMPARES = ("total", "each")
 MIN_SIZE = 2
+# The criterion's scale (docs/design.md, "dHT", step 4). With ι = 1 a region without variance
+# costs nothing (log(0 + 1) = 0), so under the per-pixel rule a flat area grows into one region
+# whatever its size; the variance term is log(1 + prod_c(2π s²_c / variance_scale)), so a region
+# stops growing where its feature variances reach about variance_scale / 2π. variance_scale
+# was chosen by scripts/pretrain_dht.py (sweep_variance_scale) on held-out 224x224 crops of
+# scikit-image photos that are not the benchmark photos (retina, colorwheel, logo and tinted
+# grayscale ones): the largest scale (fewest regions) within 0.1 dB of the best mean-colour
+# PSNR at the default budget (28.91 dB at 326 regions; 0.03: 28.79 dB, 0.01: 28.74 dB).
+IOTA = 1.0
+VARIANCE_SCALE = 0.02
+# The no-gradient path (`partition`) runs a batch in chunks of whole images of at most this many
+# pixels (at least one image): per-pixel work touches a dozen arrays per pixel, and past a few
+# hundred thousand pixels they fall out of the CPU caches and each call page-faults its buffers
+# in again, so a batch of four 512x512 images cost more per image than one (measured: 477 vs 370
+# ms per image on 1 thread, before chunking).
+CHUNK_PIXELS = 1 << 18
+# Regions thinner than this (pixels over the longer side of the box) are no candidates.
+MIN_WIDTH = 3.0
 
 
 @dataclass(frozen=True)
@@ -50,8 +70,6 @@ class DHTResult:
             the batch); each level's regions are unions of the previous level's.
         selection: [B, H, W] int64 regions chosen by the information criterion, relabelled into
             4-connected pieces, before the budget (ids consecutive, grouped by image).
-        gradient: [B, 2, H, W] squashed image gradient (d/dy, d/dx), or None when the tokenizer
-            was built with gradient=False.
     """
 
     partition: Partition
@@ -61,7 +79,6 @@ class DHTResult:
     region_colors: Tensor
     levels: tuple[Tensor, ...]
     selection: Tensor
-    gradient: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,38 @@ def _unique_pairs(first: Tensor, second: Tensor, size: int) -> tuple[Tensor, Ten
     return keys // size, keys % size
 
 
+def _thin(graph: RegionGraph, min_width: float) -> Tensor:
+    """[V] bool: regions thinner than `min_width` (pixels over the longer side of the box)."""
+    side = (graph.box[:, 2:] - graph.box[:, :2]).amax(1).to(graph.count.dtype)
+    return graph.count < min_width * side
+
+
+def _piece_statistics(pieces: Tensor, num_pieces: int, atoms: RegionGraph) -> tuple[Tensor, Tensor]:
+    """([K] pixel count, [K, d] mean feature) of pieces made of atoms (no gradient)."""
+    area = atoms.count.new_zeros(num_pieces).index_add(0, pieces, atoms.count)
+    mean = atoms.mean.detach()
+    total = mean.new_zeros(num_pieces, mean.shape[1]).index_add(
+        0, pieces, atoms.count[:, None] * mean
+    )
+    return area, total / area[:, None]
+
+
+def _concatenate(parts: list[Partition]) -> Partition:
+    """One Partition from the Partitions of consecutive chunks of a batch."""
+    region_offsets = torch.tensor([0] + [part.num_regions for part in parts]).cumsum(0).tolist()
+    image_offsets = torch.tensor([0] + [part.batch_size for part in parts]).cumsum(0).tolist()
+    return Partition(
+        labels=torch.cat(
+            [part.labels + offset for part, offset in zip(parts, region_offsets, strict=False)]
+        ),
+        batch_index=torch.cat(
+            [part.batch_index + offset for part, offset in zip(parts, image_offsets, strict=False)]
+        ),
+        box=torch.cat([part.box for part in parts]),
+        area=torch.cat([part.area for part in parts]),
+    )
+
+
 def _partition_from_atoms(
     region_of_atom: Tensor,
     atom_of_pixel: Tensor,
@@ -121,23 +170,38 @@ def _partition_from_atoms(
     )
 
 
+AUTO = "auto"
+
+
 def default_budget(height: int, width: int, coefficient: float = 0.56) -> int:
-    """The default token target round(sqrt(H*W) / 0.56) per image."""
+    """The default token target round(sqrt(H*W) / 0.56) per image (what budget="auto" means)."""
     return max(1, round(math.sqrt(height * width) / coefficient))
 
 
-def check_budget(budget: object) -> int | None:
-    """Validate a token budget: None (the default target) or an int >= 1."""
-    if budget is None:
-        return None
+def check_budget(budget: object) -> int | str | None:
+    """Validate a token budget: "auto" (the default target), None (no cap) or an int >= 1."""
+    if budget is None or budget == AUTO:
+        return budget
     if isinstance(budget, bool) or not isinstance(budget, int):
         raise AdaptokError(
-            f"budget must be a positive int or None (default round(sqrt(H*W)/0.56)), "
-            f"got {budget!r} of type {type(budget).__name__}; pass int(budget)"
+            f'budget must be a positive int (a cap on regions per image), "auto" (the default '
+            f"cap round(sqrt(H*W)/0.56)) or None (no cap), got {budget!r} of type "
+            f'{type(budget).__name__}; pass int(budget), "auto" or None'
         )
     if budget < 1:
-        raise AdaptokError(f"budget must be at least 1 region per image, got {budget}")
+        raise AdaptokError(
+            f"budget must be at least 1 region per image, got {budget}; pass None for no cap"
+        )
     return budget
+
+
+def resolve_budget(
+    budget: int | str | None, height: int, width: int, coefficient: float = 0.56
+) -> int | None:
+    """The cap on regions per image a (checked) budget means at H x W: None for no cap."""
+    if budget == AUTO:
+        return default_budget(height, width, coefficient)
+    return budget  # type: ignore[return-value]
 
 
 class DHTTokenizer(nn.Module):
@@ -148,20 +212,30 @@ class DHTTokenizer(nn.Module):
         features: d, pixel feature channels.
         hidden: width of the encoder's coarse branch.
         criterion: default information criterion ("aicc", "aic", "bic", "cic").
-        iota: ι of the information criterion (larger -> larger regions in flat areas).
+        iota: ι of the information criterion; at most 1 makes a flat area one region at any
+            size (log(0 + ι) <= 0); above 1 the criterion picks a region size in flat areas.
+        variance_scale: the criterion sees feature variances divided by this: a region stops
+            growing where prod_c(2π s²_c / variance_scale) reaches about ι, so smaller ->
+            more, more uniform regions.
         compactness: blend weight of the compactness term in edge values (0 disables it).
+        min_width: regions thinner than this many pixels (area over the longer side of the
+            box) are never selected, and a selected piece that thin joins its most similar
+            neighbour: one-pixel strips along edges are tokens a ViT wastes (0 disables it).
         min_regions: an image stops merging once it has this many regions or fewer.
         pooling: "exact" (count-weighted) or "similarity" (link-confidence-weighted) statistics
             for the merge levels.
         compare: how a coarser region replaces the finer selection inside it: "total" when its
             IC is at least the sum of their ICs (optimal pruning of the hierarchy for an additive
-            criterion: flat areas become one region), "each" per pixel when its IC is at least
-            that of the pixel's current region (the reference code's rule).
-        gradient: also compute image-gradient channels (returned in the result for extractors).
+            criterion), "each" per pixel when its IC is at least that of the pixel's current
+            region (the reference code's rule, the default: with the paper's criterion, whose
+            fit term is weighted by m / n, the penalty of small regions dominates the summed
+            IC and "total" keeps the whole image for most photos).
         input_space: "unit" for images in [0, 1], "imagenet" for ImageNet-normalised images; the
             encoder always sees ImageNet-normalised pixels and the injected pixels come back in
             the input's space.
-        target_coefficient: default budget is round(sqrt(H*W) / target_coefficient).
+        target_coefficient: budget="auto" means round(sqrt(H*W) / target_coefficient).
+        gradient: must be False; kept so that configurations written before the learnable
+            image-gradient channels were removed still load (they were never read).
     """
 
     def __init__(
@@ -171,14 +245,16 @@ class DHTTokenizer(nn.Module):
         features: int = 8,
         hidden: int = 16,
         criterion: str = "aicc",
-        iota: float = 5.0,
+        iota: float = IOTA,
+        variance_scale: float = VARIANCE_SCALE,
         compactness: float = 0.0,
+        min_width: float = MIN_WIDTH,
         min_regions: int = 6,
         pooling: str = "exact",
         compare: str = "each",
-        gradient: bool = False,
         input_space: str = "unit",
         target_coefficient: float = 0.56,
+        gradient: bool = False,
     ) -> None:
         super().__init__()
         check_criterion(criterion)
@@ -190,19 +266,33 @@ class DHTTokenizer(nn.Module):
             raise AdaptokError(f"unknown input_space {input_space!r}; choose one of {INPUT_SPACES}")
         if not 0.0 <= compactness <= 1.0:
             raise AdaptokError(f"compactness must be in [0, 1], got {compactness}")
+        if not iota > 0:
+            raise AdaptokError(f"iota must be positive, got {iota}")
+        if not min_width >= 0:
+            raise AdaptokError(f"min_width must be >= 0 pixels, got {min_width}")
+        if not variance_scale > 0:
+            raise AdaptokError(f"variance_scale must be positive, got {variance_scale}")
+        if gradient:
+            raise AdaptokError(
+                "the dHT tokenizer no longer computes image-gradient channels (nothing read "
+                "them); the extractor's gradient histogram comes from extract_tokens(..., "
+                "gradient=True); drop gradient=True"
+            )
         self.in_channels = in_channels
         self.num_features = features
         self.criterion = criterion
         self.iota = float(iota)
+        self.variance_scale = float(variance_scale)
         self.compactness = float(compactness)
+        self.min_width = float(min_width)
         self.min_regions = int(min_regions)
         self.pooling = pooling
         self.compare = compare
         self.input_space = input_space
         self.target_coefficient = float(target_coefficient)
         self.encoder = PixelEncoder(in_channels=in_channels, features=features, hidden=hidden)
-        self.gradient = ImageGradient() if gradient else None
-        # Self-edge: sigmoid(variance · w + b); b = -2π makes a fresh tokenizer link nearly always.
+        # Self-edge above the pixel level: sigmoid(variance · w + b); b = -2π makes a fresh
+        # tokenizer link nearly always.
         self.self_edge = nn.Linear(features, 1)
         nn.init.normal_(self.self_edge.weight, std=1e-2)
         nn.init.constant_(self.self_edge.bias, -2 * math.pi)
@@ -222,11 +312,12 @@ class DHTTokenizer(nn.Module):
             "hidden": self.encoder.down1.out_channels,
             "criterion": self.criterion,
             "iota": self.iota,
+            "variance_scale": self.variance_scale,
             "compactness": self.compactness,
+            "min_width": self.min_width,
             "min_regions": self.min_regions,
             "pooling": self.pooling,
             "compare": self.compare,
-            "gradient": self.gradient is not None,
             "target_coefficient": self.target_coefficient,
         }
 
@@ -252,7 +343,50 @@ class DHTTokenizer(nn.Module):
                 f"{images.shape[1]} channels (shape {tuple(images.shape)})"
             )
         criterion = self.criterion if criterion is None else check_criterion(criterion)
-        return check_budget(budget), criterion
+        height, width = images.shape[-2:]
+        cap = resolve_budget(check_budget(budget), height, width, self.target_coefficient)
+        return cap, criterion
+
+    def _ic(
+        self, graph: RegionGraph, pixels_per_image: int, criterion: str, min_width: float
+    ) -> Tensor:
+        """IC of every vertex; -inf for regions thinner than `min_width`: a one- or two-pixel
+        strip along an edge has no variance, so the criterion would keep it, and such strips
+        are tokens a ViT wastes (docs/design.md, "dHT", step 5)."""
+        ic = information_criterion(
+            graph.variance.detach() / self.variance_scale,
+            graph.count,
+            pixels_per_image,
+            criterion=criterion,
+            iota=self.iota,
+        )
+        return torch.where(_thin(graph, min_width), -math.inf, ic)
+
+    def _whole_image_ic(
+        self, atoms: RegionGraph, batch: int, pixels_per_image: int, criterion: str
+    ) -> Tensor:
+        """[B] IC of every image scored as one region (the last candidate of the hierarchy)."""
+        dim = atoms.mean.shape[1]
+        mean, variance = atoms.mean.detach(), atoms.variance.detach()
+        moments = torch.cat(
+            [
+                atoms.count[:, None],
+                atoms.count[:, None] * mean,
+                atoms.count[:, None] * (variance + mean.square()),
+            ],
+            1,
+        )
+        sums = moments.new_zeros(batch, moments.shape[1]).index_add(0, atoms.image, moments)
+        count = sums[:, 0]
+        image_mean = sums[:, 1 : 1 + dim] / count[:, None]
+        image_variance = (sums[:, 1 + dim :] / count[:, None] - image_mean.square()).clamp(min=0)
+        return information_criterion(
+            image_variance / self.variance_scale,
+            count,
+            pixels_per_image,
+            criterion=criterion,
+            iota=self.iota,
+        )
 
     # ------------------------------------------------------------------------------ algorithm
     def _hierarchy(self, features: Tensor, criterion: str) -> _Hierarchy:
@@ -265,29 +399,20 @@ class DHTTokenizer(nn.Module):
         pixels_per_image = height * width
         graph = pixel_graph(features)
         max_levels = math.ceil(math.log2(math.sqrt(pixels_per_image)))
-        if max_levels < 1 or pixels_per_image <= self.min_regions:
-            index = torch.arange(graph.num_vertices, device=features.device)
-            zeros = features.new_zeros(graph.num_vertices)
-            return _Hierarchy(index, zeros, graph, index, zeros, (index,))
-
-        def ic_of(level_graph: RegionGraph) -> Tensor:
-            return information_criterion(
-                level_graph.variance.detach(),
-                level_graph.count,
-                pixels_per_image,
-                criterion=criterion,
-                iota=self.iota,
-            )
+        # An image thinner than min_width still has candidates.
+        min_width = min(self.min_width, height, width)
 
         def self_edge_of(level_graph: RegionGraph) -> Tensor:
             return torch.sigmoid(self.self_edge(level_graph.variance)).squeeze(-1)
 
-        links = link_vertices(graph, self_edge_of(graph), compactness=self.compactness)
+        # No self-edge at the pixel level: every pixel joins a neighbour (the authors' rule; a
+        # pixel self-edge left single pixels alone, about 5x more regions on noise).
+        links = link_vertices(graph, None, compactness=self.compactness)
         atoms = pool_vertices(graph, links, pooling=self.pooling)
         num_atoms = atoms.num_vertices
         vertex = torch.arange(num_atoms, device=features.device)
         # Level 1 beats the single pixels (their IC is -inf), so every atom starts selected.
-        best_ic = ic_of(atoms)
+        best_ic = self._ic(atoms, pixels_per_image, criterion, min_width)
         total = best_ic  # per current vertex: summed IC of the selection inside it
         selected = num_atoms + vertex
         log_weight = features.new_zeros(num_atoms)
@@ -301,12 +426,18 @@ class DHTTokenizer(nn.Module):
             active = active & (regions > self.min_regions)
             if not bool(active.any()):
                 break
-            step = link_vertices(graph, self_edge_of(graph), compactness=self.compactness)
-            graph = pool_vertices(graph, step, pooling=self.pooling, boxes=self.compactness > 0)
+            # A region too thin to be selected has no self-edge either: it must join a neighbour.
+            step = link_vertices(
+                graph,
+                self_edge_of(graph),
+                compactness=self.compactness,
+                must_join=_thin(graph, min_width),
+            )
+            graph = pool_vertices(graph, step, pooling=self.pooling)
             log_weight = log_weight + torch.log(step.confidence)[vertex]
             vertex = step.parent[vertex]
             levels.append(vertex)
-            ic = ic_of(graph)
+            ic = self._ic(graph, pixels_per_image, criterion, min_width)
             if self.compare == "total":
                 # Optimal pruning of the tree: a region replaces the selection inside it when
                 # its IC is at least the sum of the selected regions' ICs.
@@ -321,12 +452,23 @@ class DHTTokenizer(nn.Module):
                 atom_ic = ic[vertex]
                 count = graph.count[vertex]
                 better = active[atoms.image] & (atom_ic >= best_ic)
-                improved = better & (atom_ic > best_ic) & (count > count_before)
+                # A region that grew out of a thin one (IC -inf) improves even while still thin.
+                rose = (atom_ic > best_ic) | (best_ic == -math.inf)
+                improved = better & rose & (count > count_before)
                 count_before = count
                 best_ic = torch.where(better, atom_ic, best_ic)
             selected = torch.where(better, level * num_atoms + vertex, selected)
             selected_log_weight = torch.where(better, log_weight, selected_log_weight)
             active = active & (torch.bincount(atoms.image[improved], minlength=batch) > 0)
+        # The whole image is the last candidate (the authors score it as one more level).
+        whole = self._whole_image_ic(atoms, batch, pixels_per_image, criterion)
+        if self.compare == "total":
+            current = whole.new_zeros(batch).index_add(0, graph.image, total)
+            better = (whole >= current)[atoms.image]
+        else:
+            better = whole[atoms.image] >= best_ic
+        selected = torch.where(better, (max_levels + 1) * num_atoms + atoms.image, selected)
+        selected_log_weight = torch.where(better, log_weight, selected_log_weight)
         return _Hierarchy(
             atom_of_pixel=links.parent,
             pixel_log_weight=torch.log(links.confidence),
@@ -339,41 +481,30 @@ class DHTTokenizer(nn.Module):
     def _partition(
         self,
         images: Tensor,
-        budget: int | None,
+        cap: int | None,
         criterion: str,
         generator: torch.Generator | None,
         sample_budget: bool,
-    ) -> tuple[Tensor, Partition, _Hierarchy, Tensor, Tensor | None]:
+    ) -> tuple[Tensor, Partition, _Hierarchy, Tensor]:
         """Encoder, hierarchy, selection, relabelling and budget.
 
         Returns:
             (features [B, d, H, W], partition, hierarchy, pieces [A] selection piece of every
-             atom, gradient channels or None).
+             atom).
         """
         batch, _, height, width = images.shape
-        normalised = self._normalise(images)
-        features = self.encoder(normalised)
-        gradient = self.gradient(normalised) if self.gradient is not None else None
+        features = self.encoder(self._normalise(images))
         tree = self._hierarchy(features, criterion)
         atoms = tree.atoms
         # Relabel into 4-connected pieces: atoms are connected, so pieces are the components of
         # the atom graph restricted to edges whose ends were selected into the same region.
         same = tree.selected[atoms.src] == tree.selected[atoms.dst]
         pieces = connected_components(atoms.num_vertices, atoms.src[same], atoms.dst[same])
+        pieces = self._absorb_thin(pieces, atoms, min(self.min_width, height, width))
         num_pieces = int(pieces.max()) + 1
-        area = atoms.count.new_zeros(num_pieces).index_add(0, pieces, atoms.count)
         piece_image = atoms.image.new_zeros(num_pieces).scatter_(0, pieces, atoms.image)
-        mean = atoms.mean.detach()
-        piece_features = (
-            mean.new_zeros(num_pieces, mean.shape[1]).index_add(
-                0, pieces, atoms.count[:, None] * mean
-            )
-            / area[:, None]
-        )
-        target = (
-            default_budget(height, width, self.target_coefficient) if budget is None else budget
-        )
-        if int(torch.bincount(piece_image, minlength=batch).max()) > target:
+        if cap is not None and int(torch.bincount(piece_image, minlength=batch).max()) > cap:
+            area, piece_features = _piece_statistics(pieces, num_pieces, atoms)
             low, high = _unique_pairs(pieces[atoms.src], pieces[atoms.dst], num_pieces)
             group = enforce_budget(
                 area,
@@ -381,25 +512,51 @@ class DHTTokenizer(nn.Module):
                 piece_features,
                 low,
                 high,
-                target,
+                cap,
                 generator=generator,
                 random=sample_budget,
             )
+            kept = group == torch.arange(num_pieces, device=group.device)
+            region_of_atom = (torch.cumsum(kept, 0) - 1)[group][pieces]
         else:
-            group = torch.arange(num_pieces, device=pieces.device)
-        kept = group == torch.arange(num_pieces, device=group.device)
-        region_of_atom = (torch.cumsum(kept, 0) - 1)[group][pieces]
+            region_of_atom = pieces
         part = _partition_from_atoms(
             region_of_atom, tree.atom_of_pixel, atoms, batch, height, width
         )
-        return features, part, tree, pieces, gradient
+        return features, part, tree, pieces
+
+    def _absorb_thin(self, pieces: Tensor, atoms: RegionGraph, min_width: float) -> Tensor:
+        """Selected pieces thinner than `min_width` join their most similar thicker neighbour.
+
+        The criterion never selects a thin region, but the per-pixel rule (compare="each") can
+        take part of a coarser region and leave the rest of it, a strip, selected on its own.
+        """
+        num_pieces = int(pieces.max()) + 1
+        if min_width <= 0:
+            return pieces
+        index = pieces[:, None].expand(-1, 2)
+        big = torch.iinfo(torch.long).max
+        low = atoms.box.new_full((num_pieces, 2), big).scatter_reduce(
+            0, index, atoms.box[:, :2], reduce="amin"
+        )
+        high = atoms.box.new_full((num_pieces, 2), -1).scatter_reduce(
+            0, index, atoms.box[:, 2:], reduce="amax"
+        )
+        area, piece_features = _piece_statistics(pieces, num_pieces, atoms)
+        thin = area < min_width * (high - low).amax(1).to(area.dtype)
+        if not bool(thin.any()):
+            return pieces
+        first, second = _unique_pairs(pieces[atoms.src], pieces[atoms.dst], num_pieces)
+        group = absorb_regions(~thin, piece_features, first, second)
+        kept = group == torch.arange(num_pieces, device=group.device)
+        return (torch.cumsum(kept, 0) - 1)[group][pieces]
 
     # ---------------------------------------------------------------------------- public API
     def forward(
         self,
         images: Tensor,
         *,
-        budget: int | None = None,
+        budget: int | str | None = AUTO,
         criterion: str | None = None,
         generator: torch.Generator | None = None,
         sample_budget: bool | None = None,
@@ -409,8 +566,10 @@ class DHTTokenizer(nn.Module):
         Args:
             images: [B, C, H, W] float images (in [0, 1], or ImageNet-normalised when the
                 tokenizer's input_space is "imagenet"), H and W >= 2, any size.
-            budget: regions allowed per image, an upper bound: each image gets
-                min(regions found, budget). None uses round(sqrt(H*W) / 0.56).
+            budget: cap on regions per image: "auto" (default) caps at
+                round(sqrt(H*W) / target_coefficient) (400 at 224x224), an int >= 1 caps at that
+                many, None does not cap (the count then follows the image's content). Each image
+                gets min(regions found, cap).
             criterion: information criterion overriding the tokenizer's default.
             generator: random source of the budget sampling (ignored when not sampling).
             sample_budget: choose the regions kept under the budget by sampling ∝ 1/sqrt(area)
@@ -420,11 +579,9 @@ class DHTTokenizer(nn.Module):
         Returns:
             DHTResult.
         """
-        budget, criterion = self._check(images, budget, criterion)
+        cap, criterion = self._check(images, budget, criterion)
         sample = self.training if sample_budget is None else sample_budget
-        features, part, tree, pieces, gradient = self._partition(
-            images, budget, criterion, generator, sample
-        )
+        features, part, tree, pieces = self._partition(images, cap, criterion, generator, sample)
         log_weight = tree.pixel_log_weight + tree.selected_log_weight[tree.atom_of_pixel]
         shape = part.labels.shape
         levels = tuple(level[tree.atom_of_pixel].view(shape) for level in tree.levels)
@@ -454,7 +611,6 @@ class DHTTokenizer(nn.Module):
             region_colors=region_colors,
             levels=levels,
             selection=selection,
-            gradient=gradient,
         )
 
     @torch.no_grad()
@@ -462,12 +618,21 @@ class DHTTokenizer(nn.Module):
         self,
         images: Tensor,
         *,
-        budget: int | None = None,
+        budget: int | str | None = AUTO,
         criterion: str | None = None,
         generator: torch.Generator | None = None,
         sample_budget: bool | None = None,
     ) -> Partition:
-        """Only the Partition (no injection, no gradient): the fast path of `dht_partition`."""
-        budget, criterion = self._check(images, budget, criterion)
+        """Only the Partition (no injection, no gradient): the fast path of `dht_partition`.
+
+        Args and budget contract as in `forward`.
+        """
+        cap, criterion = self._check(images, budget, criterion)
         sample = self.training if sample_budget is None else sample_budget
-        return self._partition(images, budget, criterion, generator, sample)[1]
+        batch, _, height, width = images.shape
+        per_chunk = max(1, CHUNK_PIXELS // (height * width))
+        parts = [
+            self._partition(images[start : start + per_chunk], cap, criterion, generator, sample)[1]
+            for start in range(0, batch, per_chunk)
+        ]
+        return parts[0] if len(parts) == 1 else _concatenate(parts)
