@@ -20,11 +20,13 @@ best. Measured 2026-11-29 (fresh tokenizer, before training): scale 0.3: 26.72 d
 regions, 0.1: 28.42 / 234, 0.05: 28.77 / 280, 0.03: 28.79 / 306, 0.02: 28.91 / 326,
 0.01: 28.74 / 348, 0.003: 28.37 / 374, 0.001: 28.30 / 383 -> 0.02.
 
-What is trained: by default the injection map W and the self-edge projection; the encoder
-stays at its colour-preserving initialisation (--encoder-lr 0). An earlier hierarchy measured
-that training the encoder raised the held-out PSNR on crops of the training photos
-(30.11 -> 30.56 dB) but lowered it on the six benchmark photos (26.78 -> 26.40 dB at 224x224);
-with --encoder-lr > 0 only the pointwise branch trains (the coarse branch stays off).
+What is trained: the injection map W, the self-edge projection and the encoder's pointwise
+branch (--encoder-lr 3e-4; the coarse branch stays off). Measured 2026-11-29 with this hierarchy
+(4 min, 1 thread each, same seed), mean-colour PSNR at the default budget on held-out images (12
+crops of the training photos at 224x224, seed 123; 8 generated images at 224x224, seed 777):
+encoder frozen (--encoder-lr 0): 28.94 dB at 325 regions and 36.96 dB at 177; encoder trained:
+29.05 dB at 329 and 37.54 dB at 194, so it is on. (An earlier hierarchy measured the opposite
+on the six benchmark photos: 26.78 -> 26.40 dB; those photos are not used to decide.)
 
 Objective, in ImageNet-normalised units z (what the encoder sees):
 
@@ -219,7 +221,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--encoder-lr", type=float, default=0.0)
+    parser.add_argument("--encoder-lr", type=float, default=3e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument(
