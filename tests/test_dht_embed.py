@@ -12,6 +12,7 @@ from adaptok import AdaptokError
 from adaptok.embed.dht import DHTEmbedder, dht_embed
 from adaptok.embed.timm import dht_embedder_from_timm, dht_embedder_state, position_columns
 from adaptok.partitioners.dht import DHTTokenizer
+from adaptok.partitioners.grid import grid_partition
 from adaptok.tokens import extract_regions
 from conftest import assert_gradients_reach, random_partition
 
@@ -29,7 +30,7 @@ def images() -> torch.Tensor:
 
 # --------------------------------------------------------------------------- timm equivalence
 def test_grid_tokens_reproduce_timm_embedding(vit: torch.nn.Module, images: torch.Tensor) -> None:
-    part = adaptok.partition(images, method="grid", patch_size=16)
+    part = grid_partition(images, patch_size=16)
     tokens = adaptok.extract_tokens(images, part, patch_size=16, position_grid=14)
     embedder = DHTEmbedder(embed_dim=192, position_grid=14, norm=False)
     embedder.load_state_dict(dht_embedder_state(embedder, vit), strict=True)
@@ -53,7 +54,7 @@ def test_other_position_grid_uses_timm_resampled_positions(
     # p = 7: every 16-pixel patch lies inside one 32-pixel cell, so its histogram is one-hot and
     # its position is the bicubically resized grid's entry of that cell.
     embedder = dht_embedder_from_timm(vit, position_grid=7)
-    part = adaptok.partition(images, method="grid", patch_size=16)
+    part = grid_partition(images, patch_size=16)
     tokens = adaptok.extract_tokens(images, part, patch_size=16, position_grid=7)
     resized = resample_abs_pos_embed(vit.pos_embed, (7, 7), num_prefix_tokens=1)[0, 1:]
     rows = torch.arange(14)[:, None] // 2 * 7 + torch.arange(14)[None, :] // 2

@@ -48,8 +48,10 @@ def test_tokens_carry_gradient_to_pixels(photos: torch.Tensor) -> None:
 @pytest.mark.parametrize(
     ("images", "options", "match"),
     [
-        (torch.rand(3, 64, 64), {}, r"add a batch dimension"),
-        (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), {}, "floating-point"),
+        (torch.rand(1, 64, 64, 3), {}, r"channels-last"),
+        (torch.rand(1, 3, 64, 64) * 255, {}, "divide them by 255"),
+        (torch.randn(1, 3, 64, 64) * 2, {}, "input_space"),
+        (torch.zeros(1, 3, 64, 64, dtype=torch.int32), {}, "uint8"),
         (torch.full((1, 3, 64, 64), float("nan")), {}, "NaN"),
         (torch.rand(1, 3, 8, 8), {}, "too small"),
         (torch.rand(1, 3, 64, 72), {}, r"pad to 64x80"),

@@ -269,8 +269,8 @@ def test_same_result_on_cuda() -> None:
 @pytest.mark.parametrize(
     ("images", "options", "match"),
     [
-        (torch.rand(3, 64, 64), {}, "add a batch dimension"),
-        (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), {}, "floating-point"),
+        (torch.rand(1, 64, 64, 3), {}, "channels-last"),
+        (torch.rand(1, 3, 64, 64) * 255, {}, "divide them by 255"),
         (torch.full((1, 3, 64, 64), float("nan")), {}, "NaN"),
         (torch.rand(1, 3, 16, 16), {}, r"16x16 is too small for max_patch 32"),
         (torch.rand(1, 3, 64, 80), {}, r"pad or resize to 64x96 .* or crop to 64x64"),

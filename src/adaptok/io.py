@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
-from .errors import AdaptokError
+from .errors import AdaptokError, check_images
+from .validate import check_choice
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "INPUT_SPACES",
+    "as_images",
+    "check_unit_range",
+    "composite_alpha",
     "display_name",
     "load_image",
     "pad_to_multiple",
@@ -24,6 +31,14 @@ __all__ = [
     "save_image",
     "to_uint8",
 ]
+
+INPUT_SPACES = ("unit", "imagenet")
+# Values this far outside [0, 1] are not resampling overshoot (bicubic resizing of a [0, 1] image
+# stays within about 0.1 of the range) but a different value range.
+RANGE_TOLERANCE = 0.15
+
+# What `as_images` accepts (one image or a batch, or a list of those).
+ImageLike = Tensor | np.ndarray | Image.Image | str | os.PathLike | Sequence[Any]
 
 SAMPLE_IMAGE = "astronaut.jpg"  # skimage.data.astronaut (NASA, public domain), 512 x 512
 
@@ -59,6 +74,8 @@ def load_image(
     """
     name = display_name(path)
     path = Path(os.fsdecode(path))
+    if path.is_dir():
+        raise AdaptokError(f"{name} is a folder, not an image file")
     if not path.is_file():
         raise AdaptokError(f"{name}: no such file")
     try:
@@ -74,11 +91,15 @@ def load_image(
                         "limit (max_pixels=..., or --max-pixels on the command line)"
                     )
                 image.load()
-                if mode is None and (image.mode.startswith("I") or image.mode == "F"):
+                # Photos carry their orientation in EXIF: show them as every viewer does.
+                image = ImageOps.exif_transpose(image)
+                if image.mode.startswith("I") or image.mode == "F":
                     # 16/32-bit grey: Pillow's convert("L") would clip, so scale here instead.
                     high = 1.0 if image.mode == "F" else 65535.0
                     grey = np.asarray(image, dtype=np.float64) / high
-                    return torch.from_numpy(grey.clip(0, 1)).float()[None, None]
+                    tensor = torch.from_numpy(grey.clip(0, 1)).float()[None, None]
+                    channels = {"RGB": 3, "RGBA": 3}.get(mode or "L", 1)
+                    return tensor.expand(-1, channels, -1, -1).contiguous()
                 array = np.asarray(image.convert(mode or _target_mode(image)))
     except Image.DecompressionBombError as error:
         raise AdaptokError(
@@ -88,8 +109,161 @@ def load_image(
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         if isinstance(error, AdaptokError):
             raise
-        raise AdaptokError(f"{name}: not a readable image ({error})") from error
+        reason = str(error).replace(str(path), "").strip(" :") or type(error).__name__
+        raise AdaptokError(f"{name}: not a readable image ({reason})") from error
     return from_array(array)
+
+
+def as_images(
+    images: ImageLike,
+    *,
+    input_space: str = "unit",
+    keep_alpha: bool = False,
+    name: str = "images",
+    min_size: int = 1,
+) -> Tensor:
+    """Whatever images a user holds -> a [B, C, H, W] float32 batch in [0, 1].
+
+    Every public entry point that takes images calls this, so they all accept the same forms and
+    refuse the same mistakes.
+
+    Args:
+        images: a [B, C, H, W] or [C, H, W] tensor (float of any precision in [0, 1], or uint8);
+            a numpy [H, W] / [H, W, C] array (uint8, uint16, or float in [0, 1]); a PIL image; a
+            path; or a list of these of one size.
+        input_space: "unit" for values in [0, 1]; "imagenet" for ImageNet-normalised tensors
+            (mapped back to [0, 1] here).
+        keep_alpha: keep a transparency channel of files, arrays and PIL images (vectorize
+            uses it); otherwise transparent pixels are composited on mid-grey, so colours hidden
+            under transparency never show.
+        name: how the argument is called in error messages.
+        min_size: smallest allowed height and width.
+
+    Raises:
+        AdaptokError: channels-last tensors, values far outside [0, 1] (the message names the fix:
+            divide by 255, or input_space="imagenet"), images of different sizes, unreadable
+            files, NaN, and wrong shapes.
+    """
+    check_choice("input_space", input_space, INPUT_SPACES)
+    if isinstance(images, (list, tuple)):
+        batch = [
+            as_images(item, input_space=input_space, keep_alpha=keep_alpha, name=name)
+            for item in images
+        ]
+        if not batch:
+            raise AdaptokError(f"{name} is an empty list; pass at least one image")
+        sizes = sorted({tuple(item.shape[1:]) for item in batch})
+        if len(sizes) > 1:
+            shown = ", ".join(f"{c}x{h}x{w}" for c, h, w in sizes[:4])
+            raise AdaptokError(
+                f"{name} have different sizes or channels (C x H x W: {shown}); a batch needs one "
+                "size: partition them one at a time ([adaptok.partition(x, ...) for x in images]) "
+                "or resize them to one size first"
+            )
+        stacked = torch.cat(batch)
+        check_images(stacked, min_size=min_size, name=name)
+        return stacked
+    if isinstance(images, (str, os.PathLike)):
+        tensor = load_image(images, mode=None)
+    elif isinstance(images, Image.Image):
+        tensor = from_array(
+            np.asarray(ImageOps.exif_transpose(images).convert(_target_mode(images)))
+        )
+    elif isinstance(images, np.ndarray):
+        tensor = _from_numpy(images, name)
+    elif isinstance(images, Tensor):
+        tensor = _from_tensor(images, name)
+    else:
+        raise AdaptokError(
+            f"{name} must be a tensor [B, C, H, W], a numpy array, a PIL image or a path, got "
+            f"{type(images).__name__}"
+        )
+    if not keep_alpha and not isinstance(images, Tensor):
+        tensor = composite_alpha(tensor)
+    if input_space == "imagenet":
+        from .ops import imagenet_mean_std
+
+        if tensor.shape[1] != 3:
+            raise AdaptokError(
+                f"input_space='imagenet' needs 3-channel images, got {tensor.shape[1]} channels"
+            )
+        mean, std = (torch.tensor(v, dtype=tensor.dtype).view(3, 1, 1) for v in imagenet_mean_std())
+        tensor = tensor * std.to(tensor.device) + mean.to(tensor.device)
+    check_images(tensor, min_size=min_size, name=name)
+    check_unit_range(tensor, name=name, imagenet=input_space == "imagenet")
+    return tensor
+
+
+def check_unit_range(images: Tensor, *, name: str = "images", imagenet: bool = False) -> None:
+    """Refuse values far outside [0, 1], naming the likely fix (slight overshoot is fine)."""
+    low, high = float(images.min()), float(images.max())
+    if low >= -RANGE_TOLERANCE and high <= 1 + RANGE_TOLERANCE:
+        return
+    found = f"{name} have values in [{low:.3g}, {high:.3g}], but adaptok expects [0, 1]"
+    if imagenet:
+        raise AdaptokError(
+            f"{found} after undoing ImageNet normalisation; are they normalised with other "
+            "statistics? Map them to [0, 1] first"
+        )
+    if low >= -RANGE_TOLERANCE and high <= 255 + RANGE_TOLERANCE:
+        raise AdaptokError(f"{found}; these look like 0..255 values: divide them by 255")
+    raise AdaptokError(
+        f'{found}; for ImageNet-normalised images pass input_space="imagenet", otherwise map '
+        "them to [0, 1]"
+    )
+
+
+def _from_tensor(images: Tensor, name: str) -> Tensor:
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4:
+        raise AdaptokError(
+            f"{name} must have shape [B, C, H, W] or [C, H, W], got {tuple(images.shape)}"
+        )
+    channels, last = images.shape[1], images.shape[-1]
+    if channels > 4 and last <= 4:
+        raise AdaptokError(
+            f"{name} of shape {tuple(images.shape)} look channels-last ([B, H, W, C]); adaptok "
+            "takes channels first: pass images.permute(0, 3, 1, 2)"
+        )
+    if images.dtype == torch.uint8:
+        return images.float() / 255.0
+    if not images.is_floating_point():
+        raise AdaptokError(
+            f"{name} must be float in [0, 1] or uint8, got {images.dtype}; convert with "
+            "images.float() and scale to [0, 1]"
+        )
+    return images.float()
+
+
+def _from_numpy(array: np.ndarray, name: str) -> Tensor:
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] > 4:
+        raise AdaptokError(
+            f"{name}: a numpy array of shape {array.shape} looks channels-first; numpy images "
+            "are [H, W] or [H, W, C] (pass array.transpose(1, 2, 0))"
+        )
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise AdaptokError(
+            f"{name}: a numpy image must be [H, W] or [H, W, C] with C in 1, 3, 4; got shape "
+            f"{array.shape}"
+        )
+    if array.dtype == np.uint16:
+        array = array.astype(np.float32) / 65535.0
+    elif array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
+        raise AdaptokError(
+            f"{name}: numpy images must be uint8, uint16 or float, got {array.dtype}"
+        )
+    return from_array(array.astype(np.float32) if array.dtype == np.float64 else array)
+
+
+def composite_alpha(images: Tensor, background: float = 0.5) -> Tensor:
+    """[B, 2 or 4, H, W] with alpha last -> [B, 1 or 3, H, W] composited on a grey background
+    (what vectorize partitions too), so colours hidden under transparent pixels never show.
+    Images without alpha are returned as they are."""
+    if images.shape[1] not in (2, 4):
+        return images
+    colour, alpha = images[:, :-1], images[:, -1:]
+    return colour * alpha + background * (1 - alpha)
 
 
 def from_array(array: np.ndarray) -> Tensor:

@@ -17,7 +17,6 @@ from torch import Tensor, nn
 
 from ..errors import check_images
 from ..partitioners import get_partitioner
-from ..partitioners import partition as make_partition
 from ..regions import Partition
 from ..tokens import Tokens, extract_tokens
 from ..validate import check_options
@@ -66,8 +65,10 @@ class PartitionTokenizer(nn.Module):
 
     def forward(self, images: Tensor) -> TokenizerOutput:
         """[B, C, H, W] -> TokenizerOutput(partition, pixels=images)."""
+        # The model's images are normalised for the backbone: the partitioner is called directly,
+        # not through `adaptok.partition`, which expects [0, 1] images.
         with torch.no_grad():
-            part = make_partition(images.detach(), method=self.method, **self.options)
+            part = get_partitioner(self.method)(images.detach(), **self.options)
         return TokenizerOutput(partition=part, pixels=images)
 
     def extra_repr(self) -> str:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from torch import Tensor
-
 from ..errors import AdaptokError
+from ..io import ImageLike, as_images
 from ..regions import Partition
 from ..validate import check_options
 
@@ -48,18 +47,24 @@ def get_partitioner(method: str) -> Partitioner:
     return entry
 
 
-def partition(images: Tensor, method: str = "grid", **options: object) -> Partition:
+def partition(
+    images: ImageLike, method: str = "grid", *, input_space: str = "unit", **options: object
+) -> Partition:
     """Cut a batch of images into regions.
 
     Args:
-        images: [B, C, H, W] float images.
-        method: one of `available_methods()`: "grid", "quadtree", "dht", "slic".
+        images: [B, C, H, W] (or [C, H, W]) float images in [0, 1], uint8 tensors, numpy arrays,
+            PIL images, paths, or a list of those of one size (see `adaptok.io.as_images`).
+        method: one of `available_methods()`: "grid", "quadtree", "dht", "slic", or a
+            registered one.
+        input_space: "unit" for [0, 1] images, "imagenet" for ImageNet-normalised tensors.
+            Values far outside [0, 1] are refused rather than partitioned wrongly.
         **options: the method's own options (e.g. patch_size for grid; budget, min_patch,
-            max_patch, scorer for quadtree); unknown names raise.
+            max_patch, scorer for quadtree); options the method does not take are refused.
 
     Returns:
         The Partition of the batch.
     """
     function = get_partitioner(method)
     check_options(function, options, what=f"method {method!r}", skip=1)
-    return function(images, **options)
+    return function(as_images(images, input_space=input_space), **options)

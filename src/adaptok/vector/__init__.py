@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import AdaptokError, check_images
+from ..errors import AdaptokError
 from ..graph import label_components
-from ..io import DEFAULT_MAX_PIXELS, load_image, pad_to_multiple
+from ..io import DEFAULT_MAX_PIXELS, ImageLike, as_images, load_image, pad_to_multiple
 from ..partitioners.quadtree import nearest_budget
 from ..partitioners.registry import get_partitioner
 from ..partitioners.registry import partition as make_partition
@@ -64,7 +64,7 @@ def default_budget(height: int, width: int) -> int:
 
 
 def vectorize(
-    image: Tensor | str | os.PathLike[str],
+    image: ImageLike,
     method: str | Partition = DEFAULT_METHOD,
     *,
     budget: int | None = None,
@@ -75,13 +75,15 @@ def vectorize(
     background: bool | str = False,
     crisp_edges: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    input_space: str = "unit",
     **partition_options: Any,
 ) -> str:
     """Convert one image to SVG through its partition into regions.
 
     Args:
-        image: [C, H, W] or [1, C, H, W] float in [0, 1] (C = 1 grey, 2 grey + alpha, 3 RGB,
-            4 RGBA), or the path of an image file.
+        image: one image in any form `adaptok.io.as_images` takes: [C, H, W] or [1, C, H, W]
+            float in [0, 1] (C = 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA), a numpy array, a PIL
+            image, or the path of an image file.
         method: a partition method name (see `adaptok.available_methods()`) or a ready
             `Partition` of this image (then `budget` and `partition_options` must be unset).
         budget: number of regions asked from the partitioner; None asks `default_budget(H, W)`
@@ -105,6 +107,7 @@ def vectorize(
             neighbours leave faint seams of what lies below (conflation); turn it off for smoother
             edges, ideally with `background`.
         max_pixels: largest image read from a file.
+        input_space: "unit" for [0, 1] values, "imagenet" for ImageNet-normalised tensors.
         **partition_options: further options of the partitioner (e.g. scorer for quadtree).
 
     Returns:
@@ -115,14 +118,8 @@ def vectorize(
     """
     if isinstance(image, (str, os.PathLike)):
         image = load_image(image, mode=None, max_pixels=max_pixels)
-    if not isinstance(image, Tensor):
-        raise AdaptokError(
-            f"image must be a tensor [C, H, W] / [1, C, H, W] or a file path, got "
-            f"{type(image).__name__}"
-        )
-    if image.ndim == 3:
-        image = image[None]
-    if image.ndim != 4 or image.shape[0] != 1:
+    image = as_images(image, input_space=input_space, keep_alpha=True, name="image")
+    if image.shape[0] != 1:
         raise AdaptokError(
             f"vectorize takes one image [C, H, W] or [1, C, H, W], got {tuple(image.shape)}; "
             "use vectorize_batch for [B, C, H, W]"
@@ -142,7 +139,7 @@ def vectorize(
 
 
 def vectorize_batch(
-    images: Tensor,
+    images: ImageLike,
     method: str | Partition = DEFAULT_METHOD,
     *,
     budget: int | None = None,
@@ -162,7 +159,7 @@ def vectorize_batch(
     Returns:
         B SVG texts; text b has one path per region of image b, in region order.
     """
-    check_images(images)
+    images = as_images(images, keep_alpha=True)
     channels = images.shape[1]
     if channels not in (1, 2, 3, 4):
         raise AdaptokError(

@@ -75,6 +75,7 @@ def dht_partition(
         tokenizer = _default_tokenizer(images.device, input_space)
     if images.shape[1] == 1 and tokenizer.in_channels == 3:
         images = images.expand(-1, 3, -1, -1)
+    images = images.to(next(tokenizer.parameters()).dtype)  # e.g. float64 input, float32 weights
     was_training = tokenizer.training
     tokenizer.eval()
     try:
