@@ -1359,32 +1359,38 @@ def cluttered_panel(path: Path, work: Path, plt) -> str | None:
     from adaptok.visualize import draw_boundaries
 
     dataset = ClutteredFashionMNIST(split="test", image_size=128)
-    raw = torch.stack([dataset.raw(i) for i in range(4)])[:, None]
-    images = normalize(raw.expand(-1, 3, -1, -1))
-    columns = [("grid, 64 tokens", partition(images, "grid", patch_size=16))]
+    raw = torch.stack([dataset.raw(i) for i in range(4)])[:, None].expand(-1, 3, -1, -1)
+    images = normalize(raw)  # what the models (and the scorer CNN) see
+    columns = [("grid, 64 tokens", partition(raw, "grid", patch_size=16))]
     columns.append(
         (
             "quadtree (pixel blur), 64",
-            partition(images, "quadtree", budget=64, min_patch=8, max_patch=32),
+            partition(raw, "quadtree", budget=64, min_patch=8, max_patch=32),
         )
     )
     weights = work / "scorer" / "cluttered-fashion-mnist-128-cnn.pt"
     if weights.is_file():
-        from adaptok.partitioners.scorers import FeatureScorer
+        from adaptok.partitioners.scorers import FeatureScorer, PrecomputedScorer
 
         scorer = FeatureScorer(ScorerCNN().features, weights=weights)
+        maps = scorer(images, min_patch=8, max_patch=32)
         columns.append(
             (
                 "quadtree (CNN scorer), 64",
-                partition(images, "quadtree", budget=64, min_patch=8, max_patch=32, scorer=scorer),
+                partition(
+                    raw,
+                    "quadtree",
+                    budget=64,
+                    min_patch=8,
+                    max_patch=32,
+                    scorer=PrecomputedScorer(maps),
+                ),
             )
         )
-    columns.append(
-        ("dHT (bundled, frozen), <=64", partition(images, "dht", budget=64, input_space="imagenet"))
-    )
+    columns.append(("dHT (bundled, frozen), <=64", partition(raw, "dht", budget=64)))
     fig, axes = plt.subplots(4, len(columns), figsize=(3 * len(columns), 12))
     for j, (title, part) in enumerate(columns):
-        drawn = draw_boundaries(raw.expand(-1, 3, -1, -1), part, color=(1.0, 0.2, 0.2))
+        drawn = draw_boundaries(raw, part, color=(1.0, 0.2, 0.2))
         for i in range(4):
             ax = axes[i, j]
             ax.imshow(drawn[i].permute(1, 2, 0).numpy())
