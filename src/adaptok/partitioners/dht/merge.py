@@ -123,6 +123,31 @@ def _compactness(count: Tensor, box: Tensor) -> Tensor:
     return 4.0 * count / half_perimeter.square()
 
 
+def _edge_value(
+    graph: RegionGraph,
+    first: Tensor,
+    second: Tensor,
+    compactness: float,
+    distance: Tensor | None = None,
+) -> Tensor:
+    """Edge value of vertex pairs: exp(-||f_a - f_b||²), blended with the compactness of the
+    union's box when compactness > 0 (`distance`: the squared distances when already known)."""
+    if distance is None:
+        distance = (graph.mean[first] - graph.mean[second]).square().sum(-1)
+    similarity = torch.exp(-distance)
+    if compactness > 0:
+        union = torch.cat(
+            [
+                torch.minimum(graph.box[first, :2], graph.box[second, :2]),
+                torch.maximum(graph.box[first, 2:], graph.box[second, 2:]),
+            ],
+            1,
+        )
+        union_compact = _compactness(graph.count[first] + graph.count[second], union)
+        similarity = (1 - compactness) * similarity + compactness * union_compact
+    return similarity
+
+
 def forest_components(target: Tensor) -> tuple[Tensor, int]:
     """Components of a graph where every vertex points to one vertex (itself for a root).
 
@@ -201,23 +226,10 @@ def link_vertices(
         return _link_pixels(graph, self_edge)
     src, dst = graph.src, graph.dst
     num_vertices = graph.num_vertices
-    distance = graph.edge_distance
-    if distance is None:
-        distance = (graph.mean[src] - graph.mean[dst]).square().sum(-1)
-    similarity = torch.exp(-distance)
-    if compactness > 0:
-        union = torch.cat(
-            [
-                torch.minimum(graph.box[src, :2], graph.box[dst, :2]),
-                torch.maximum(graph.box[src, 2:], graph.box[dst, 2:]),
-            ],
-            1,
-        )
-        union_compact = _compactness(graph.count[src] + graph.count[dst], union)
-        similarity = (1 - compactness) * similarity + compactness * union_compact
-        if self_edge is not None:
-            own_compact = _compactness(graph.count, graph.box)
-            self_edge = (1 - compactness) * self_edge + compactness * own_compact
+    similarity = _edge_value(graph, src, dst, compactness, graph.edge_distance)
+    if compactness > 0 and self_edge is not None:
+        own_compact = _compactness(graph.count, graph.box)
+        self_edge = (1 - compactness) * self_edge + compactness * own_compact
     # One scatter per edge end finds each vertex's best neighbour: the key packs the quantised
     # value above the neighbour's index, so the maximum key is the best value and, among equal
     # values, the largest neighbour.
@@ -228,13 +240,9 @@ def link_vertices(
     index = torch.arange(num_vertices, device=src.device)
     has_edge = best_key >= 0
     neighbour = torch.where(has_edge, best_key & 0xFFFFFFFF, index)
-    # The chosen edge's value (with its gradient): the edges whose other end is the choice.
-    by_src = neighbour[src] == dst
-    by_dst = neighbour[dst] == src
-    chosen = torch.cat([src[by_src], dst[by_dst]])
-    neighbour_value = similarity.new_zeros(num_vertices).scatter_reduce(
-        0, chosen, torch.cat([similarity[by_src], similarity[by_dst]]), reduce="amax"
-    )
+    # The chosen edge's value (with its gradient), recomputed for the V chosen pairs: cheaper
+    # than finding the chosen edges among the E.
+    neighbour_value = torch.where(has_edge, _edge_value(graph, index, neighbour, compactness), 0.0)
     if self_edge is None:
         linked = has_edge
         confidence = torch.ones_like(neighbour_value)

@@ -500,18 +500,19 @@ class DHTTokenizer(nn.Module):
         # the atom graph restricted to edges whose ends were selected into the same region.
         same = tree.selected[atoms.src] == tree.selected[atoms.dst]
         pieces = connected_components(atoms.num_vertices, atoms.src[same], atoms.dst[same])
-        pieces = self._absorb_thin(pieces, atoms, min(self.min_width, height, width))
-        num_pieces = int(pieces.max()) + 1
+        pieces, area, piece_features, pairs = self._absorb_thin(
+            pieces, atoms, min(self.min_width, height, width)
+        )
+        num_pieces = area.shape[0]
         piece_image = atoms.image.new_zeros(num_pieces).scatter_(0, pieces, atoms.image)
         if cap is not None and int(torch.bincount(piece_image, minlength=batch).max()) > cap:
-            area, piece_features = _piece_statistics(pieces, num_pieces, atoms)
-            low, high = _unique_pairs(pieces[atoms.src], pieces[atoms.dst], num_pieces)
+            if pairs is None:
+                pairs = _unique_pairs(pieces[atoms.src], pieces[atoms.dst], num_pieces)
             group = enforce_budget(
                 area,
                 piece_image,
                 piece_features,
-                low,
-                high,
+                *pairs,
                 cap,
                 generator=generator,
                 random=sample_budget,
@@ -525,15 +526,24 @@ class DHTTokenizer(nn.Module):
         )
         return features, part, tree, pieces
 
-    def _absorb_thin(self, pieces: Tensor, atoms: RegionGraph, min_width: float) -> Tensor:
+    def _absorb_thin(
+        self, pieces: Tensor, atoms: RegionGraph, min_width: float
+    ) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor] | None]:
         """Selected pieces thinner than `min_width` join their most similar thicker neighbour.
 
         The criterion never selects a thin region, but the per-pixel rule (compare="each") can
         take part of a coarser region and leave the rest of it, a strip, selected on its own.
+        A piece joined by thin neighbours can come out thinner than `min_width` by the measure
+        (pixels over the longer side), but its box is at least `min_width` on both sides.
+
+        Returns:
+            (pieces [A] of every atom after absorption, area [K], mean feature [K, d], the
+             adjacent piece pairs (low [E], high [E]) when they were needed, else None).
         """
         num_pieces = int(pieces.max()) + 1
+        area, piece_features = _piece_statistics(pieces, num_pieces, atoms)
         if min_width <= 0:
-            return pieces
+            return pieces, area, piece_features, None
         index = pieces[:, None].expand(-1, 2)
         big = torch.iinfo(torch.long).max
         low = atoms.box.new_full((num_pieces, 2), big).scatter_reduce(
@@ -542,14 +552,23 @@ class DHTTokenizer(nn.Module):
         high = atoms.box.new_full((num_pieces, 2), -1).scatter_reduce(
             0, index, atoms.box[:, 2:], reduce="amax"
         )
-        area, piece_features = _piece_statistics(pieces, num_pieces, atoms)
         thin = area < min_width * (high - low).amax(1).to(area.dtype)
         if not bool(thin.any()):
-            return pieces
+            return pieces, area, piece_features, None
         first, second = _unique_pairs(pieces[atoms.src], pieces[atoms.dst], num_pieces)
         group = absorb_regions(~thin, piece_features, first, second)
         kept = group == torch.arange(num_pieces, device=group.device)
-        return (torch.cumsum(kept, 0) - 1)[group][pieces]
+        new_id = (torch.cumsum(kept, 0) - 1)[group]
+        size = int(kept.sum())
+        new_area = area.new_zeros(size).index_add(0, new_id, area)
+        new_features = (
+            piece_features.new_zeros(size, piece_features.shape[1]).index_add(
+                0, new_id, area[:, None] * piece_features
+            )
+            / new_area[:, None]
+        )
+        pairs = _unique_pairs(new_id[first], new_id[second], size)
+        return new_id[pieces], new_area, new_features, pairs
 
     # ---------------------------------------------------------------------------- public API
     def forward(
