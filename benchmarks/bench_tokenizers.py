@@ -15,7 +15,15 @@ with one budget for the whole batch (the rounded mean target).
 The last column quotes the figures the issue gives for the authors' release (published weights,
 2 CPU threads, on another machine): they are NOT measured here.
 
+Adaptivity (dht, bundled weights, budget=None: no cap): regions of flat colour images (one
+colour, two halves, four quadrants, a 16-px two-colour checkerboard) at 224x224, of a smooth
+gradient and white noise, of the six photos at 224x224 and of the first 32 Fashion-MNIST test
+images upsampled to 64x64 (bilinear), with the share of pixels in thin regions (a bounding box
+narrower than 3 px on either side), beside the authors' figures quoted in issue 8 (NOT measured
+here).
+
     nice python benchmarks/bench_tokenizers.py [--sizes 224 512] [--threads 2] [--device cpu]
+        [--sections speed adaptivity]
 """
 
 from __future__ import annotations
@@ -39,6 +47,14 @@ from adaptok.partitioners.grid import grid_partition
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
 
+# Quoted from issue 8 (the authors' release, no cap, 224x224); not ours.
+QUOTED_ADAPTIVITY = {
+    "flat": "1",
+    "halves": "6",
+    "quadrants": "19",
+    "checkerboard": "499",
+    "fashion-mnist": "14% thin",
+}
 # Quoted from issue 3 (the authors' release measured on 2 CPU threads elsewhere); not ours.
 QUOTED = {
     224: {"dht": "~388 tok, 25.4 dB, 90 ms", "slic": "23.2 dB at ~388 tok"},
@@ -264,6 +280,98 @@ def print_table(size: int, rows: list[Row]) -> None:
         )
 
 
+def crafted_image(kind: str, size: int) -> torch.Tensor:
+    """[3, S, S] in [0, 1]: flat colours (one, halves, quadrants, 16-px checkerboard), a smooth
+    gradient or white noise."""
+    colours = torch.tensor([[0.2, 0.5, 0.7], [0.9, 0.3, 0.1], [0.1, 0.1, 0.6], [0.6, 0.8, 0.2]])
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    if kind == "gradient":
+        y, x = ys / (size - 1), xs / (size - 1)
+        return torch.stack([y, x, (y + x) / 2])
+    if kind == "noise":
+        return torch.rand(3, size, size, generator=torch.Generator().manual_seed(0))
+    index = {
+        "flat": torch.zeros_like(ys),
+        "halves": (xs >= size // 2).long(),
+        "quadrants": (xs >= size // 2).long() + 2 * (ys >= size // 2).long(),
+        "checkerboard": (ys // 16 + xs // 16) % 2,
+    }[kind]
+    return colours[index].permute(2, 0, 1)
+
+
+def thin_share(part: Partition) -> list[float]:
+    """Per image, the share of pixels in regions whose box is narrower than 3 px."""
+    sides = part.box[:, 2:] - part.box[:, :2]
+    thin = (sides.amin(1) < 3).long() * part.area
+    per_image = torch.zeros(part.batch_size, dtype=torch.long).index_add(
+        0, part.batch_index.cpu(), thin.cpu()
+    )
+    height, width = part.image_size
+    return (per_image.double() / (height * width)).tolist()
+
+
+def fashion_mnist(count: int, size: int, device: str) -> torch.Tensor | str:
+    """[count, 3, S, S] the first Fashion-MNIST test images upsampled (bilinear), or why not."""
+    try:
+        from adaptok.train.datasets import FashionMNIST
+
+        dataset = FashionMNIST(split="test", limit=count)
+    except Exception as error:  # missing files or extras: report and skip
+        return f"{type(error).__name__}: {error}"
+    images = dataset.images.float()[:, None] / 255
+    images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    return images.clamp(0, 1).expand(-1, 3, -1, -1).to(device)
+
+
+def adaptivity(device: str, dht_weights: str | None) -> None:
+    """Regions without a cap and the thin-region share: crafted images, photos, Fashion-MNIST."""
+    dht = dht_method(dht_weights, device)
+    if isinstance(dht, str):
+        print(f"  [skip] adaptivity: cannot import dht ({dht})")
+        return
+    rows = []
+    kinds = ("flat", "halves", "quadrants", "checkerboard", "gradient", "noise")
+    crafted = torch.stack([crafted_image(kind, 224) for kind in kinds]).to(device)
+    part = dht(crafted, budget=None)
+    for kind, count, thin in zip(kinds, part.counts.tolist(), thin_share(part), strict=True):
+        rows.append(
+            (f"{kind} 224x224", f"{count}", f"{100 * thin:.1f}%", QUOTED_ADAPTIVITY.get(kind, ""))
+        )
+    photos = load_photos(224, device)
+    part = dht(photos, budget=None)
+    counts, thin = part.counts.tolist(), thin_share(part)
+    rows.append(
+        (
+            "6 photos 224x224",
+            f"{statistics.mean(counts):.0f} ({min(counts)}-{max(counts)})",
+            f"{100 * statistics.mean(thin):.1f}%",
+            "",
+        )
+    )
+    items = fashion_mnist(32, 64, device)
+    if isinstance(items, str):
+        print(f"  [skip] Fashion-MNIST: {items}")
+    else:
+        part = dht(items, budget=None)
+        counts, thin = part.counts.tolist(), thin_share(part)
+        rows.append(
+            (
+                "Fashion-MNIST 64x64 (32 test images)",
+                f"{statistics.mean(counts):.1f} ({min(counts)}-{max(counts)})",
+                f"{100 * statistics.mean(thin):.1f}%",
+                QUOTED_ADAPTIVITY["fashion-mnist"],
+            )
+        )
+    print("\n### dht adaptivity — bundled weights, no cap (budget=None)")
+    print(
+        "| image | regions mean (min-max) | pixels in thin regions (box < 3 px) | "
+        "authors' release (QUOTED from issue 8, not measured here) |"
+    )
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 512])
@@ -272,6 +380,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--dht-weights", default=None, help="a dHT weights file (default: the bundled weights)"
+    )
+    parser.add_argument(
+        "--sections", nargs="+", choices=("speed", "adaptivity"), default=["speed", "adaptivity"]
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -284,10 +395,14 @@ def main() -> None:
         "slic runs on the CPU (scikit-image) whatever --device says. The CPU is shared: load "
         "average at start {:.1f} {:.1f} {:.1f} (1/5/15 min).".format(*os.getloadavg())
     )
-    for size in args.sizes:
+    if "speed" in args.sections:
+        for size in args.sizes:
+            with torch.no_grad():
+                rows = run_size(size, args.device, args.repeats, args.dht_weights)
+            print_table(size, rows)
+    if "adaptivity" in args.sections:
         with torch.no_grad():
-            rows = run_size(size, args.device, args.repeats, args.dht_weights)
-        print_table(size, rows)
+            adaptivity(args.device, args.dht_weights)
     print("\nload average at end {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
 
 
