@@ -23,11 +23,25 @@ def image_files(tmp_path: Path) -> list[Path]:
 def test_tokenize_writes_picture_with_boundaries_and_mosaic(image_files, tmp_path) -> None:
     out = tmp_path / "out.png"
     assert main(["tokenize", str(image_files[0]), "--method", "grid", "-o", str(out)]) == 0
-    picture = np.asarray(Image.open(out))
+    picture = np.asarray(Image.open(out)).astype(np.int64)
     assert picture.shape == (64, 64 * 2 + 4, 3)  # image | gap | mosaic
+    source = np.asarray(Image.open(image_files[0])).astype(np.float64)
+    mosaic = picture[:, 64 + 4 :]
+    # The mosaic fills every 16x16 token with its mean colour (inside its drawn boundary).
+    means = source.reshape(4, 16, 4, 16, 3).mean((1, 3))
+    inside = mosaic.reshape(4, 16, 4, 16, 3)[:, 2:14, :, 2:14]
+    assert np.abs(inside - means[:, None, :, None]).max() <= 1
+    left = picture[:, :64]
+    assert (
+        np.abs(
+            left.reshape(4, 16, 4, 16, 3)[:, 4:12, :, 4:12]
+            - source.reshape(4, 16, 4, 16, 3)[:, 4:12, :, 4:12]
+        ).max()
+        <= 1
+    )  # the image itself, boundaries aside
 
 
-def test_tokenize_pads_and_says_so(image_files, tmp_path, capsys) -> None:
+def test_tokenize_pads_crops_back_and_says_so(image_files, tmp_path, capsys) -> None:
     code = main(
         [
             "tokenize",
@@ -41,7 +55,10 @@ def test_tokenize_pads_and_says_so(image_files, tmp_path, capsys) -> None:
         ]
     )
     assert code == 0
-    assert "padded 40x72 -> 48x80" in capsys.readouterr().out
+    assert "padded 40x72 -> 48x80 and cropped back" in capsys.readouterr().out
+    # The same any-size policy as vectorize: the picture has the image's own size.
+    with Image.open(tmp_path / "x.png") as picture:
+        assert picture.size[1] == 40
 
 
 def test_tokenize_names_unreadable_files_and_goes_on(image_files, tmp_path, capsys) -> None:
@@ -73,13 +90,30 @@ def test_no_command_prints_help_and_fails(capsys) -> None:
     assert "usage: adaptok" in capsys.readouterr().out
 
 
-def test_demo_writes_every_picture_and_an_svg(tmp_path, capsys) -> None:
-    assert main(["demo", "--size", "128", "-o", str(tmp_path)]) == 0
+def test_demo_writes_into_its_own_folder_and_prints_what_it_asked(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--size", "128"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["adaptok-demo"]  # nothing else in the cwd
+    out = tmp_path / "adaptok-demo"
     for method in ("grid", "quadtree", "dht", "slic"):
-        picture = np.asarray(Image.open(tmp_path / f"demo_{method}.png"))
+        picture = np.asarray(Image.open(out / f"demo_{method}.png"))
         assert picture.shape == (128, 2 * 128 + 4, 3)
-    assert (tmp_path / "demo.svg").read_text().startswith("<svg")
-    assert "16 tokens" in capsys.readouterr().out  # (128 / 32)^2 for grid and quadtree
+    assert (out / "demo.svg").read_text().startswith("<svg")
+    printed = capsys.readouterr().out
+    assert "16 tokens (budget=16, min_patch=16, max_patch=128)" in printed  # (128 / 32)^2
+    assert "asked for 683 = one per 24 pixels" in printed  # vectorize's default budget
+    assert "start-up" in printed
+
+
+@pytest.mark.parametrize("size", [0, 100, 129, -128])
+def test_demo_and_bench_sizes_must_be_multiples_of_128(size) -> None:
+    from adaptok.cli.demo import check_size
+    from adaptok.errors import AdaptokError
+
+    with pytest.raises(AdaptokError, match=f"multiple of 128, got {size}"):
+        check_size(size)
 
 
 def test_bench_prints_a_table_at_matched_token_counts(capsys) -> None:
@@ -102,3 +136,94 @@ def test_tokenize_names_outputs_like_vectorize(image_files, tmp_path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["a-2_grid.png", "a_grid.png"]
     many = ["tokenize", str(image_files[0]), str(twin), "--method", "grid"]
     assert main([*many, "-o", str(tmp_path / "one.png")]) == 2  # several images need a folder
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("adaptok")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["tokenize", "{img}", "--method", "grid", "--budget", "7"], "does not take --budget"),
+        (["tokenize", "{img}", "--method", "dht", "--patch-size", "8"], "--patch-size"),
+        (["tokenize", "{img}", "--method", "slic", "--max-patch", "32"], "--max-patch"),
+        (["tokenize", "{img}", "--method", "grid", "--patch-size", "0"], "positive integer"),
+        (["tokenize", "{img}", "--scorer", "feature"], "--scorer-weights PATH"),
+        (["vectorize", "{img}", "-o", "{tmp}/out.png"], "name the output NAME.svg"),
+        (["vectorize", "{img}", "--method", "grid", "--budget", "9"], "does not take --budget"),
+        (["train", "--dataset", "folder", "--data-root", "{tmp}/nowhere", "--out", "{tmp}/r"],
+         "nowhere"),
+        (["train", "--dataset", "shapes", "--steps", "0", "--out", "{tmp}/r"], "steps"),
+        (["train", "--dataset", "shapes", "--partition-options", "{{bad", "--out", "{tmp}/r"],
+         "not valid JSON"),
+        (["train", "--dataset", "shapes", "--device", "cuda", "--out", "{tmp}/r"],
+         "no CUDA device"),
+        (["eval", "{tmp}/missing.pt"], "missing.pt"),
+    ],
+)  # fmt: skip
+def test_ordinary_mistakes_end_in_one_line(argv, message, image_files, tmp_path, capsys):
+    if "cuda" in argv:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA device is present")
+    argv = [a.format(img=image_files[0], tmp=tmp_path) for a in argv]
+    assert main(argv) == 2
+    assert message in _error_line(capsys)
+
+
+def test_debug_shows_the_traceback(image_files):
+    from adaptok.errors import AdaptokError
+
+    with pytest.raises(AdaptokError):
+        main(["--debug", "tokenize", str(image_files[0]), "--method", "grid", "--budget", "7"])
+
+
+def test_missing_output_folder_is_created_for_every_file(image_files, tmp_path):
+    for command in ("tokenize", "vectorize"):
+        out = tmp_path / command / "new" / "deeper"
+        argv = [command, *map(str, image_files), "--method", "grid", "-o", str(out)]
+        assert main(argv) == 0
+        assert len(list(out.iterdir())) == 2
+        single = tmp_path / command / "one" / ("x.svg" if command == "vectorize" else "x.png")
+        assert main([command, str(image_files[0]), "--method", "grid", "-o", str(single)]) == 0
+        assert single.is_file()
+
+
+def test_train_refuses_to_overwrite_and_to_resume_another_config(tmp_path, capsys):
+    base = ["train", "--dataset", "shapes", "--image-size", "16", "--patch-size", "8",
+            "--embed-dim", "16", "--depth", "1", "--heads", "2", "--batch-size", "4",
+            "--train-limit", "8", "--eval-limit", "4", "--no-progress", "--device", "cpu",
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main([*base, "--steps", "2"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--steps", "2"]) == 2
+    assert "--overwrite" in _error_line(capsys)
+    assert main([*base, "--steps", "3", "--resume"]) == 2
+    assert "steps: 2 -> 3" in _error_line(capsys)
+    assert main([*base, "--steps", "3", "--overwrite"]) == 0
+
+
+def test_help_is_fast_and_loads_no_torch() -> None:
+    code = "import sys; from adaptok.cli import main; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    code = (
+        "import sys, contextlib, io\n"
+        "from adaptok.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "torch" not in done.stderr
+
+
+def test_train_help_shows_defaults(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "(default: 1000)" in capsys.readouterr().out

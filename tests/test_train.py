@@ -97,7 +97,6 @@ def _run(tmp_path, name: str, **changes) -> object:
     return train(model_config, dataclasses.replace(config, **changes), resume=True)
 
 
-@pytest.mark.filterwarnings("ignore:--resume. no checkpoint")  # the first runs start afresh
 def test_resume_continues_the_same_loss_curve(tmp_path):
     straight = _run(tmp_path, "straight")
     first = _run(tmp_path, "resumed", stop_after=5)  # "killed" after step 5; last.pt at step 3
@@ -286,3 +285,45 @@ def test_fashion_mnist_rejects_a_corrupt_idx_file(tmp_path):
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(2, dtype=np.uint8))
     with pytest.raises(AdaptokError, match="bad magic number"):
         build_dataset("fashion-mnist", root=tmp_path, split="test")
+
+
+def test_an_existing_run_is_never_overwritten_silently(tmp_path):
+    first = _run(tmp_path, "run", steps=2)
+    assert first.step == 2
+    config = TrainConfig(dataset="shapes", output=str(tmp_path / "run"), steps=2, batch_size=4,
+                         train_limit=8, eval_limit=4, progress=False, device="cpu")  # fmt: skip
+    model_config = _tiny_config(method="grid", image_size=16)
+    with pytest.raises(AdaptokError, match="--resume to continue it or --overwrite"):
+        train(model_config, config)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 2  # untouched
+    with pytest.raises(AdaptokError, match="choose one of resume"):
+        train(model_config, config, resume=True, overwrite=True)
+    replaced = train(model_config, config, overwrite=True)
+    assert replaced.step == 2
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["model_config"]["method"] == "grid"
+
+
+def test_resume_with_another_configuration_is_refused(tmp_path, capsys):
+    _run(tmp_path, "run", stop_after=4)
+    with pytest.raises(AdaptokError, match=r"steps: 8 -> 9.*--overwrite") as error:
+        _run(tmp_path, "run", steps=9)
+    assert "lr" not in str(error.value)  # only the fields that differ are listed
+    with pytest.raises(AdaptokError, match=r"model.method: 'dht' -> 'grid'"):
+        config = TrainConfig(dataset="shapes", output=str(tmp_path / "run"), steps=8,
+                             batch_size=4, lr=2e-3, warmup_steps=2, log_every=1,
+                             checkpoint_every=3, train_limit=10, eval_limit=4, progress=False,
+                             seed=5, device="cpu")  # fmt: skip
+        train(_tiny_config(method="grid", image_size=16), config, resume=True)
+    capsys.readouterr()
+    _run(tmp_path, "run", stop_after=1)
+    assert "resumed from step 3 of 8" in capsys.readouterr().out
+
+
+def test_logged_loss_after_a_resume_averages_the_steps_of_its_window(tmp_path):
+    # Checkpoint at step 3, log every 2 steps: the resumed run's first window holds step 4 only.
+    _run(tmp_path, "run", stop_after=3, log_every=2)
+    resumed = _run(tmp_path, "run", log_every=2)
+    with open(tmp_path / "run" / "train_metrics.csv") as stream:
+        rows = {int(r["step"]): float(r["loss"]) for r in csv.DictReader(stream)}
+    assert rows[4] == pytest.approx(resumed.losses[0], rel=1e-5)
+    assert rows[6] == pytest.approx(sum(resumed.losses[1:3]) / 2, rel=1e-5)

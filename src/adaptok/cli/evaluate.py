@@ -9,14 +9,15 @@ from pathlib import Path
 
 import torch
 
-from ..models import ModelConfig, build_model
+from ..errors import AdaptokError
+from ..models import model_from_checkpoint
 from ..train.checkpoint import load_checkpoint
 from ..train.datasets import DATASETS, build_dataset
 from ..train.distributed import cleanup_distributed, init_distributed
 from ..train.loop import evaluate
 from ..train.metrics import CsvLog
 
-__all__ = ["add_arguments", "load_trained_model", "run"]
+__all__ = ["add_arguments", "check_compatible", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,22 +38,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", default=None, help="append the metrics to this CSV file")
 
 
-def load_trained_model(path: str, device: torch.device | str = "cpu"):
-    """(model in eval mode, ModelConfig, checkpoint dict) from a training checkpoint."""
-    state = load_checkpoint(path, map_location="cpu")
-    if "model_config" not in state or "model" not in state:
-        from ..errors import AdaptokError
-
+def check_compatible(config, info, dataset_name: str) -> None:
+    """Refuse to score a model on a dataset it cannot predict (task or class count differ)."""
+    if config.task != info.task:
         raise AdaptokError(
-            f"{path} is not an adaptok training checkpoint (no model_config); for timm weights "
-            "use `adaptok train --backbone NAME --weights FILE`"
+            f"the checkpoint is a {config.task} model but {dataset_name} is a {info.task} "
+            "dataset; evaluate it on a dataset of its task"
         )
-    config = ModelConfig.from_dict(state["model_config"])
-    # The trained weights include the backbone's: no need to read its original file again.
-    config = dataclasses.replace(config, backbone_weights=None)
-    model = build_model(config)
-    model.load_state_dict(state["model"], strict=True)
-    return model.to(device).eval(), config, state
+    if config.num_classes != info.num_classes:
+        raise AdaptokError(
+            f"the checkpoint predicts {config.num_classes} classes but {dataset_name} has "
+            f"{info.num_classes}; evaluate it on the dataset it was trained for"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     info = init_distributed(args.device)
     try:
-        model, config, state = load_trained_model(args.checkpoint, info.device)
+        state = load_checkpoint(args.checkpoint, map_location="cpu")
+        model = model_from_checkpoint(state, source=args.checkpoint).to(info.device)
+        config = model.config
         trained_on = state.get("train_config", {})
         name = args.dataset or trained_on.get("dataset", "fashion-mnist")
         root = args.data_root or (trained_on.get("data_root") if args.dataset is None else None)
@@ -73,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
             limit=args.limit,
             seed=trained_on.get("seed", 0),
         )
+        check_compatible(config, dataset.info, name)
         result = evaluate(
             model,
             dataset,

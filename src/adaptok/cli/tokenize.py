@@ -11,12 +11,28 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..errors import AdaptokError
-from ..io import load_image, pad_to_multiple, save_image
-from ..partitioners.quadtree import nearest_budget
-from ..partitioners.registry import available_methods, partition
+from ..io import as_images, display_name, save_image
+from ..partitioners.registry import available_methods, partition_any_size, size_policy
 from ..regions import Partition
+from ..validate import check_int
 from ..visualize import token_picture
 from .outputs import output_paths
+
+# Options of the command line, and the methods that take each (others refuse them).
+METHOD_OPTIONS = {
+    "budget": ("quadtree", "dht", "slic"),
+    "patch_size": ("grid", "quadtree"),
+    "max_patch": ("quadtree",),
+    "scorer": ("quadtree",),
+    "scorer_weights": ("quadtree",),
+}
+# The documented default token count of each method (printed with every result).
+DEFAULTS = {
+    "grid": "one token per 16x16 patch",
+    "quadtree": "a quarter of the 16-pixel patches (patches 16..64)",
+    "dht": "round(sqrt(H*W) / 0.56) regions at most",
+    "slic": "196 segments",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,17 +42,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--budget",
         type=int,
         default=None,
-        help="tokens per image (quadtree: N0 + 3j; default: a quarter of the smallest patches; "
-        "dht: an upper bound, default from the image size; slic: approximate, default 196)",
+        help="tokens per image (quadtree: rounded to the nearest N0 + 3j; dht: an upper bound; "
+        "slic: approximate); defaults: "
+        + "; ".join(f"{method}: {text}" for method, text in DEFAULTS.items()),
     )
     parser.add_argument(
         "--patch-size",
         type=int,
-        default=16,
-        help="grid patch size, and the quadtree's smallest patch",
+        default=None,
+        help="grid patch size, and the quadtree's smallest patch (default 16)",
     )
-    parser.add_argument("--max-patch", type=int, default=64, help="the quadtree's largest patch")
-    parser.add_argument("--scorer", default="pixel_blur", help="quadtree patch scorer")
+    parser.add_argument(
+        "--max-patch", type=int, default=None, help="the quadtree's largest patch (default 64)"
+    )
+    parser.add_argument(
+        "--scorer",
+        default=None,
+        help="quadtree patch scorer: pixel_blur (default), random, or feature (needs "
+        "--scorer-weights)",
+    )
+    parser.add_argument(
+        "--scorer-weights",
+        type=Path,
+        default=None,
+        help="local weights of the feature scorer's ResNet-18 (a timm state dict)",
+    )
     parser.add_argument(
         "-o",
         "--output",
@@ -47,55 +77,77 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def tokenize_image(image: Tensor, args: argparse.Namespace) -> tuple[Tensor, Partition, str]:
-    """Partition one [1, C, H, W] image as the arguments say.
-
-    Returns:
-        (the image as tokenized, possibly padded; its Partition; a note on what was changed).
-    """
+def partition_options(args: argparse.Namespace) -> dict[str, object]:
+    """The partitioner options the command line asks for; options the method does not take
+    are refused, never ignored."""
+    given = {name: getattr(args, name) for name in METHOD_OPTIONS}
+    given = {name: value for name, value in given.items() if value is not None}
+    refused = [name for name in given if args.method not in METHOD_OPTIONS[name]]
+    if refused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in refused)
+        raise AdaptokError(f"--method {args.method} does not take {flags}; drop it")
     options: dict[str, object] = {}
-    note = ""
-    if args.method in ("grid", "quadtree"):
-        multiple = args.patch_size if args.method == "grid" else args.max_patch
-        padded = pad_to_multiple(image, multiple)
-        if padded.shape != image.shape:
-            (height, width), (new_height, new_width) = image.shape[2:], padded.shape[2:]
-            note = (
-                f"padded {height}x{width} -> {new_height}x{new_width} "
-                f"(edge pixels repeated) to a multiple of {multiple}"
-            )
-        image = padded
     if args.method == "grid":
-        options["patch_size"] = args.patch_size
+        options["patch_size"] = check_int("--patch-size", given.get("patch_size", 16))
     elif args.method == "quadtree":
-        options.update(min_patch=args.patch_size, max_patch=args.max_patch, scorer=args.scorer)
-        options["budget"] = args.budget or nearest_budget(
-            image.shape[2], image.shape[3], min_patch=args.patch_size, max_patch=args.max_patch
-        )
-    elif args.budget is not None:
-        options["budget"] = args.budget
+        options["min_patch"] = check_int("--patch-size", given.get("patch_size", 16))
+        options["max_patch"] = check_int("--max-patch", given.get("max_patch", 64))
+        options["budget"] = given.get("budget")
+        scorer = given.get("scorer", "pixel_blur")
+        if "scorer_weights" in given:
+            if scorer != "feature":
+                raise AdaptokError("--scorer-weights is for --scorer feature")
+            from ..partitioners.scorers import FeatureScorer
+
+            scorer = FeatureScorer(weights=given["scorer_weights"])
+        elif scorer == "feature":
+            raise AdaptokError(
+                "--scorer feature needs --scorer-weights PATH (a local ResNet-18 state dict); "
+                "without weights it would score with random features"
+            )
+        options["scorer"] = scorer
+    elif "budget" in given:
+        options["budget"] = check_int("--budget", given["budget"])
+    return options
+
+
+def tokenize_image(image: Tensor, method: str, options: dict[str, object]) -> Partition:
+    """Partition one [1, C, H, W] image of any size (see `partition_any_size`)."""
     with torch.no_grad():
-        return image, partition(image, method=args.method, **options), note
+        return partition_any_size(image, method, **options)
+
+
+def _padding_note(image: Tensor, method: str, options: dict[str, object]) -> str:
+    height, width = image.shape[2:]
+    multiple, _ = size_policy(method, height, width, options)
+    if height % multiple == 0 and width % multiple == 0:
+        return ""
+    padded = (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
+    return (
+        f"; padded {height}x{width} -> {padded[0]}x{padded[1]} and cropped back "
+        f"(edge pixels repeated to a multiple of {multiple})"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        targets = output_paths(args.images, args.output, suffix=f"_{args.method}.png")
-    except (AdaptokError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    options = partition_options(args)
+    targets = output_paths(args.images, args.output, suffix=f"_{args.method}.png")
+    if args.budget is None:
+        print(f"{args.method}: {DEFAULTS[args.method]} (the default)", file=sys.stderr)
     failures = 0
     files = tqdm(args.images, unit="image", disable=len(args.images) < 2)
     for source, target in zip(files, targets, strict=True):
         try:
-            image, part, note = tokenize_image(load_image(source), args)
+            image = as_images(source)
+            part = tokenize_image(image, args.method, options)
+            target.parent.mkdir(parents=True, exist_ok=True)
             save_image(token_picture(image, part), target)
-        except AdaptokError as error:
+        except (AdaptokError, OSError) as error:
             failures += 1
-            tqdm.write(f"error: {source}: {error}", file=sys.stderr)
+            tqdm.write(f"error: {display_name(source)}: {error}", file=sys.stderr)
             continue
-        message = f"{source}: {part.num_regions} tokens ({args.method}) -> {target}"
-        tqdm.write(message + (f"; {note}" if note else ""))
+        note = _padding_note(image, args.method, options)
+        tqdm.write(f"{source}: {part.num_regions} tokens ({args.method}) -> {target}{note}")
     if failures:
         tqdm.write(f"{failures} of {len(args.images)} images failed", file=sys.stderr)
     return 1 if failures else 0

@@ -80,7 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     run_group = parser.add_argument_group("run")
     run_group.add_argument("--out", default="runs/adaptok", help="output folder")
-    run_group.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    run_group.add_argument(
+        "--resume", action="store_true", help="continue the run in OUT (same options)"
+    )
+    run_group.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in OUT"
+    )
     run_group.add_argument("--log-every", type=int, default=10)
     run_group.add_argument("--checkpoint-every", type=int, default=100)
     run_group.add_argument("--eval-every", type=int, default=0, help="0: only at the end")
@@ -140,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model_config, train_config = configs_from_args(args)
-    result = train(model_config, train_config, resume=args.resume)
+    result = train(model_config, train_config, resume=args.resume, overwrite=args.overwrite)
     if result.evaluation is not None and os.environ.get("RANK", "0") == "0":
         evaluation = result.evaluation
         score = (

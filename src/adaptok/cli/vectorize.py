@@ -12,7 +12,8 @@ from tqdm import tqdm
 
 from ..errors import AdaptokError
 from ..io import DEFAULT_MAX_PIXELS, display_name, load_image
-from ..partitioners.registry import available_methods
+from ..partitioners.registry import available_methods, get_partitioner
+from ..validate import accepted_options
 from ..vector import DEFAULT_METHOD, render_svg, vectorize
 from .outputs import output_paths
 
@@ -89,13 +90,23 @@ def preview_path(target: Path) -> Path:
     return target.with_name(f"{target.stem}.preview.png")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse options that would do nothing or write the wrong kind of file."""
+    accepted = accepted_options(get_partitioner(args.method)) or []
+    if args.budget is not None and "budget" not in accepted:
+        raise AdaptokError(f"--method {args.method} does not take --budget; drop it")
+    single = args.output is not None and len(args.images) == 1 and not args.output.is_dir()
+    if single and args.output.suffix.lower() != ".svg":
+        raise AdaptokError(
+            f"vectorize writes SVG, not {args.output.suffix or 'a file without extension'}: "
+            "name the output NAME.svg (--preview adds a PNG rendering beside it)"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     images: list[Path] = args.images
-    try:
-        targets = output_paths(images, args.output, suffix=".svg", reserve=len(".preview"))
-    except (AdaptokError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    check_arguments(args)
+    targets = output_paths(images, args.output, suffix=".svg", reserve=len(".preview"))
     background: bool | str = args.background_color or args.background
     failures = 0
     bar = tqdm(list(zip(images, targets, strict=True)), unit="image", disable=len(images) < 2)
@@ -113,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
                     background=background,
                     crisp_edges=not args.antialias,
                 )
+            target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(svg, encoding="utf-8")
             if args.preview:
                 Image.fromarray(render_svg(svg)).save(preview_path(target))

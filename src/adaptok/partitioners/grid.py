@@ -72,3 +72,11 @@ def grid_partition(images: Tensor, *, patch_size: int = 16) -> Partition:
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
+
+
+def grid_size_policy(
+    height: int, width: int, options: dict[str, object]
+) -> tuple[int, dict[str, object]]:
+    """Any-size policy (see `register_partitioner`): pad to a multiple of the patch size."""
+    patch_size = options.get("patch_size", 16)
+    return check_int("patch_size", patch_size), options

@@ -347,3 +347,19 @@ def _upsample(mask: Tensor, factor: int) -> Tensor:
         .expand(batch, height, factor, width, factor)
         .reshape(batch, height * factor, width * factor)
     )
+
+
+def quadtree_size_policy(
+    height: int, width: int, options: dict[str, object]
+) -> tuple[int, dict[str, object]]:
+    """Any-size policy (see `register_partitioner`): pad to a multiple of max_patch, and take
+    the valid budget (N0 + 3j) of the padded size nearest to the one asked for (None: a quarter
+    of the smallest patches)."""
+    min_patch = check_int("min_patch", options.get("min_patch", 16))
+    max_patch = check_int("max_patch", options.get("max_patch", 64))
+    padded = (-(-height // max_patch) * max_patch, -(-width // max_patch) * max_patch)
+    wanted = options.get("budget")
+    if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, (int, float))):
+        raise AdaptokError(f"budget must be a number of tokens, got {wanted!r}")
+    budget = nearest_budget(*padded, wanted, min_patch=min_patch, max_patch=max_patch)
+    return max_patch, {**options, "budget": budget}

@@ -1,18 +1,34 @@
-"""`partition(images, method=...)`: one entry point, a registry of partitioners behind it."""
+"""`partition(images, method=...)`: one entry point, a registry of partitioners behind it.
+
+Each partitioner also declares what it needs to partition an image of any size
+(`SizePolicy`): square-patch methods run on a copy padded to a multiple of their largest patch,
+and `partition_any_size` crops the result back. `tokenize` and `vectorize` both use it."""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from typing import Any
 
 from ..errors import AdaptokError
-from ..io import ImageLike, as_images
+from ..graph import label_components
+from ..io import ImageLike, as_images, pad_to_multiple
 from ..regions import Partition
 from ..validate import check_options
 
-__all__ = ["available_methods", "partition", "register_partitioner"]
+__all__ = [
+    "SizePolicy",
+    "available_methods",
+    "get_partitioner",
+    "partition",
+    "partition_any_size",
+    "register_partitioner",
+    "size_policy",
+]
 
 Partitioner = Callable[..., Partition]
+# (height, width, options) -> (the multiple H and W must have, options for the padded size).
+SizePolicy = Callable[[int, int, dict[str, Any]], tuple[int, dict[str, Any]]]
 
 # name -> "module:function", imported on first use so that `import adaptok` stays light.
 _REGISTRY: dict[str, str | Partitioner] = {
@@ -23,9 +39,28 @@ _REGISTRY: dict[str, str | Partitioner] = {
 }
 
 
-def register_partitioner(name: str, function: Partitioner) -> None:
-    """Make `partition(images, method=name, **options)` call `function(images, **options)`."""
+# name -> "module:function" of its size policy; methods without one take any size.
+_SIZE_POLICIES: dict[str, str | SizePolicy] = {
+    "grid": "adaptok.partitioners.grid:grid_size_policy",
+    "quadtree": "adaptok.partitioners.quadtree:quadtree_size_policy",
+}
+
+
+def register_partitioner(
+    name: str, function: Partitioner, *, size_policy: SizePolicy | None = None
+) -> None:
+    """Make `partition(images, method=name, **options)` call `function(images, **options)`.
+
+    Args:
+        name: the method name.
+        function: images [B, C, H, W] in [0, 1] and keyword options -> Partition.
+        size_policy: for methods that only take some sizes, (H, W, options) -> (the multiple H
+            and W must be padded to, the options to use at the padded size); None: any size.
+    """
     _REGISTRY[name] = function
+    _SIZE_POLICIES.pop(name, None)
+    if size_policy is not None:
+        _SIZE_POLICIES[name] = size_policy
 
 
 def available_methods() -> list[str]:
@@ -39,11 +74,15 @@ def get_partitioner(method: str) -> Partitioner:
         raise AdaptokError(
             f"unknown partition method {method!r}; known methods: {', '.join(available_methods())}"
         )
-    entry = _REGISTRY[method]
+    return _resolve(_REGISTRY, method)
+
+
+def _resolve(table: dict[str, Any], name: str) -> Any:
+    entry = table[name]
     if isinstance(entry, str):
         module_name, function_name = entry.split(":")
         entry = getattr(importlib.import_module(module_name), function_name)
-        _REGISTRY[method] = entry
+        table[name] = entry
     return entry
 
 
@@ -68,3 +107,33 @@ def partition(
     function = get_partitioner(method)
     check_options(function, options, what=f"method {method!r}", skip=1)
     return function(as_images(images, input_space=input_space), **options)
+
+
+def size_policy(
+    method: str, height: int, width: int, options: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    """(the multiple that `method` needs H and W to have, its options at the padded size);
+    (1, options) for methods that take any size."""
+    get_partitioner(method)
+    if method not in _SIZE_POLICIES:
+        return 1, dict(options)
+    return _resolve(_SIZE_POLICIES, method)(height, width, dict(options))
+
+
+def partition_any_size(
+    images: ImageLike, method: str = "grid", *, input_space: str = "unit", **options: object
+) -> Partition:
+    """`partition` for images of any size: a method that only takes some sizes runs on a copy
+    padded at the bottom and right (edge pixels repeated), and its regions are cropped back to
+    the image (a region cut by the crop is split into its 4-connected pieces).
+
+    Args and Returns: as `partition`; the Partition covers the images' own H x W.
+    """
+    images = as_images(images, input_space=input_space)
+    height, width = images.shape[2:]
+    multiple, options = size_policy(method, height, width, options)
+    padded = pad_to_multiple(images, multiple)
+    part = partition(padded, method, **options)
+    if padded.shape == images.shape:
+        return part
+    return Partition.from_labels(label_components(part.labels[:, :height, :width]))

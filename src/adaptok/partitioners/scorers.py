@@ -44,7 +44,6 @@ __all__ = [
 ]
 
 
-
 @runtime_checkable
 class QuadtreeScorer(Protocol):
     """Importance of splitting every patch, at every splittable size.

@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler, Sampler
 
+from ..errors import AdaptokError
+
 __all__ = [
     "DistInfo",
     "ResumableSampler",
@@ -60,6 +62,10 @@ def init_distributed(device: str = "auto") -> DistInfo:
         device: "auto" (CUDA when available), "cpu" or "cuda".
     """
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if use_cuda and not torch.cuda.is_available():
+        raise AdaptokError(
+            f"--device {device}: no CUDA device is available here; use --device cpu (or auto)"
+        )
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -13,7 +13,6 @@ import dataclasses
 import math
 import random
 import time
-import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,31 +300,113 @@ def _eval_row(step: int, result: EvalResult, split: str = "test") -> dict[str, o
     return row
 
 
-def train(model_config: ModelConfig, config: TrainConfig, *, resume: bool = False) -> TrainResult:
+# Fields that may change between a run and its resumption (how it runs, not what it trains).
+RESUMABLE_FIELDS = frozenset(
+    {"output", "device", "progress", "num_workers", "stop_after", "eval_every", "checkpoint_every"}
+)
+
+
+def train(
+    model_config: ModelConfig,
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> TrainResult:
     """Train a model; see the module docstring.
 
     Args:
         model_config: the model (task, classes and channels are taken from the dataset).
         config: how to train.
-        resume: continue from `config.output/last.pt` when it exists.
+        resume: continue from `config.output/last.pt` (it must exist and hold the same
+            configuration; differing fields are listed in the error).
+        overwrite: start afresh in an output folder that already holds a run (its checkpoint
+            and metrics are replaced). Without `resume` or `overwrite`, such a folder is refused.
 
     Returns:
         TrainResult (on every process; metrics files are written by the main process).
     """
     info = init_distributed(config.device)
     try:
-        return _train(model_config, config, resume=resume, info=info)
+        return _train(model_config, config, resume=resume, overwrite=overwrite, info=info)
     finally:
         cleanup_distributed()
 
 
+def check_output(output: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to destroy a finished or running run by accident.
+
+    `resume` without a checkpoint starts a new run (so one command can launch a run and
+    relaunch it after a kill).
+
+    Raises:
+        AdaptokError: `resume` and `overwrite` together, or an output folder holding a run
+            without either.
+    """
+    if resume and overwrite:
+        raise AdaptokError("choose one of resume (continue the run) and overwrite (start over)")
+    existing = [name for name in RUN_FILES if (output / name).exists()]
+    if existing and not (resume or overwrite):
+        raise AdaptokError(
+            f"{output} already holds a run ({', '.join(existing)}); pass --resume to continue "
+            "it or --overwrite to replace it, or choose another --out"
+        )
+
+
+def check_resumable(state: dict, model_config: ModelConfig, config: TrainConfig) -> None:
+    """Refuse to continue a run with another configuration (listing the differing fields)."""
+    saved_model = state.get("model_config", {})
+    saved_train = state.get("train_config", {})
+    ours_model = model_config.to_dict()
+    ours_train = dataclasses.asdict(config)
+    differing = [
+        f"model.{name}: {saved_model.get(name)!r} -> {value!r}"
+        for name, value in ours_model.items()
+        if saved_model.get(name) != value
+    ] + [
+        f"{name}: {saved_train.get(name)!r} -> {value!r}"
+        for name, value in ours_train.items()
+        if name not in RESUMABLE_FIELDS and saved_train.get(name) != value
+    ]
+    if differing:
+        raise AdaptokError(
+            "cannot resume: the checkpoint was trained with another configuration ("
+            + "; ".join(differing)
+            + "); rerun with the original options, or start a new run with --overwrite or "
+            "another --out"
+        )
+
+
+RUN_FILES = ("last.pt", "train_metrics.csv", "eval_metrics.csv")
+
+
+def check_split_folders(root: Path) -> None:
+    """A folder dataset must hold separate train/ and test/ images, or "test accuracy" would
+    be measured on the training images."""
+    missing = [split for split in ("train", "test") if not (root / split).is_dir()]
+    if missing:
+        raise AdaptokError(
+            f"{root} has no {' and no '.join(s + '/' for s in missing)} sub-folder; training "
+            "needs root/train/... and root/test/... so that the test score is measured on "
+            "images the model did not train on (move a fixed share of each class to test/)"
+        )
+
+
 def _train(
-    model_config: ModelConfig, config: TrainConfig, *, resume: bool, info: DistInfo
+    model_config: ModelConfig,
+    config: TrainConfig,
+    *,
+    resume: bool,
+    overwrite: bool,
+    info: DistInfo,
 ) -> TrainResult:
     device = info.device
     output = Path(config.output)
     checkpoint_path = output / "last.pt"
+    check_output(output, resume=resume, overwrite=overwrite)
     image_size = model_config.image_size
+    if config.dataset in ("folder", "seg-folder") and config.data_root is not None:
+        check_split_folders(Path(config.data_root))
     common = dict(root=config.data_root, image_size=image_size, in_chans=model_config.in_chans)
     train_set = build_dataset(
         config.dataset, split="train", limit=config.train_limit, seed=config.seed, **common
@@ -348,15 +429,19 @@ def _train(
         # On the CPU: random-generator states must stay CPU tensors; load_state_dict moves the
         # weights and optimizer state to the model's device.
         state = load_checkpoint(checkpoint_path, map_location="cpu")
+        check_resumable(state, model_config, config)
         model.load_state_dict(state["model"], strict=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, seen_in_epoch = state["step"], state["epoch"], state["seen_in_epoch"]
         set_rng_state(state["rng"])
-    elif resume and info.is_main:
-        warnings.warn(
-            f"--resume: no checkpoint at {checkpoint_path}; starting from step 0", stacklevel=2
-        )
+        if info.is_main:
+            print(f"resumed from step {step} of {config.steps} ({checkpoint_path})", flush=True)
+    elif info.is_main:
+        if resume:
+            print(f"no checkpoint in {output} yet: starting a new run", flush=True)
+        for name in RUN_FILES:  # overwrite (or the leftovers of a run killed before step 1)
+            (output / name).unlink(missing_ok=True)
 
     net: nn.Module = model
     if info.distributed:
@@ -420,7 +505,9 @@ def _train(
             torch.distributed.barrier()
 
     losses: list[float] = []
-    window = {"loss": 0.0, "correct": 0.0, "scored": 0.0, "tokens": 0.0, "images": 0, "time": 0.0}
+    # Sums over the steps since the last log row; "steps" counts them (a resumed run's first
+    # window may be shorter than log_every).
+    window = dict.fromkeys(("steps", "loss", "correct", "scored", "tokens", "images", "time"), 0.0)
     total_time, total_tokens, total_images = 0.0, 0.0, 0
     start_step = step
     progress = tqdm(
@@ -464,6 +551,7 @@ def _train(
                 )
                 window["correct"] += float(((prediction == target) & keep).sum())
                 window["scored"] += float(keep.sum())
+            window["steps"] += 1
             window["loss"] += value
             window["tokens"] += float(counts.sum())
             window["images"] += images.shape[0]
@@ -473,11 +561,10 @@ def _train(
             total_images += images.shape[0]
             progress.update(1)
             if step % config.log_every == 0 or step == config.steps:
-                steps_in_window = step - (step - 1) // config.log_every * config.log_every
                 row = {
                     "step": step,
                     "epoch": epoch,
-                    "loss": window["loss"] / max(1, steps_in_window),
+                    "loss": window["loss"] / window["steps"],
                     "accuracy": window["correct"] / max(1.0, window["scored"]),
                     "tokens_per_image": window["tokens"] / max(1, window["images"]),
                     "images_per_second": window["images"]

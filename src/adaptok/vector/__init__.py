@@ -23,11 +23,8 @@ import torch
 from torch import Tensor
 
 from ..errors import AdaptokError
-from ..graph import label_components
-from ..io import DEFAULT_MAX_PIXELS, ImageLike, as_images, load_image, pad_to_multiple
-from ..partitioners.quadtree import nearest_budget
-from ..partitioners.registry import get_partitioner
-from ..partitioners.registry import partition as make_partition
+from ..io import DEFAULT_MAX_PIXELS, ImageLike, as_images, composite_alpha, load_image
+from ..partitioners.registry import get_partitioner, partition_any_size
 from ..regions import Partition
 from .bezier import Curves, fit_beziers
 from .boundaries import Boundaries, trace_boundaries
@@ -188,10 +185,10 @@ def vectorize_batch(
         elif method != "grid" and _takes_budget(method):
             options["budget"] = default_budget(images.shape[2], images.shape[3])
         # Partitioners see colour; transparent pixels are shown on mid grey.
-        visible = color if alpha is None else color * alpha + 0.5 * (1 - alpha)
+        visible = composite_alpha(images)
         if visible.shape[1] == 1:
             visible = visible.expand(-1, 3, -1, -1)
-        part = _partition_any_size(visible, method, options)
+        part = partition_any_size(visible, method, **options)
     else:
         raise AdaptokError(
             f"method must be a method name or a Partition, got {type(method).__name__}"
@@ -266,33 +263,6 @@ def _write_all(
 def _takes_budget(method: str) -> bool:
     parameters = inspect.signature(get_partitioner(method)).parameters
     return "budget" in parameters
-
-
-def _partition_any_size(images: Tensor, method: str, options: dict[str, Any]) -> Partition:
-    """Partition images of any size: square-patch methods run on a copy padded (edge pixels
-    repeated) to a multiple of their patch size, and their regions are cropped back."""
-    multiple = {"grid": options.get("patch_size", 16), "quadtree": options.get("max_patch", 64)}
-    height, width = images.shape[2:]
-    if method not in multiple or not isinstance(multiple[method], int):
-        return make_partition(images, method=method, **options)
-    step = max(1, multiple[method])
-    padded = pad_to_multiple(images, step)
-    if method == "quadtree" and isinstance(options.get("budget"), (int, float, type(None))):
-        # Quadtree budgets are N0 + 3j: take the valid one nearest to the budget asked for
-        # (default: a quarter of the smallest patches).
-        budget = nearest_budget(
-            padded.shape[2],
-            padded.shape[3],
-            options.get("budget"),
-            min_patch=max(1, int(options.get("min_patch", 16))),
-            max_patch=step,
-        )
-        options = {**options, "budget": budget}
-    part = make_partition(padded, method=method, **options)
-    if padded.shape == images.shape:
-        return part
-    # Cropping can cut a region in pieces: renumber the 4-connected pieces.
-    return Partition.from_labels(label_components(part.labels[:, :height, :width]))
 
 
 def _split_alpha(images: Tensor) -> tuple[Tensor, Tensor | None]:
