@@ -10,7 +10,7 @@ from ..io import sample_image
 from ..partitioners.registry import partition
 from ..tokens import extract_tokens
 from .benchmarking import machine_header, median_ms
-from .demo import METHODS, method_options
+from .demo import METHODS, check_size, method_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,14 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.size % 128 or args.size < 128:
-        raise SystemExit(f"--size must be a positive multiple of 128, got {args.size}")
+    check_size(args.size)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"adaptok bench · {machine_header(args.device)}")
     print(
         f"bundled photo at {args.size}x{args.size}; median of {args.repeats} runs; "
-        "time = partition + token extraction (16x16 tokens)"
+        "time = partition + token extraction (16x16 tokens); every method asked for "
+        f"({args.size} / 32)^2 = {(args.size // 32) ** 2} tokens"
     )
     print("| method | batch | tokens/image | ms/batch | ms/image |\n|---|---:|---:|---:|---:|")
     for batch in args.batch:
