@@ -209,7 +209,7 @@ def test_gradient_path_from_tokens_to_the_dht_tokenizer() -> None:
     """End to end: dHT pixels -> extractor -> embedder; a loss on the tokens reaches every
     parameter of the tokenizer (encoder, self-edge, injection) and of the embedder."""
     torch.manual_seed(0)
-    tokenizer = DHTTokenizer(gradient=False).train()
+    tokenizer = DHTTokenizer().train()
     images = torch.rand(2, 3, 24, 20, generator=torch.Generator().manual_seed(3))
     result = tokenizer(images, budget=12, generator=torch.Generator().manual_seed(0))
     tokens = adaptok.extract_tokens(

@@ -50,7 +50,7 @@ def make_tokenizer(config: ModelConfig) -> nn.Module:
     weights = options.pop("weights", "default")
     if weights == "none":
         check_options(DHTTokenizer, options, what="the dHT tokenizer")
-        tokenizer = DHTTokenizer(in_channels=config.in_chans, input_space="imagenet", **options)
+        tokenizer = DHTTokenizer(in_chans=config.in_chans, input_space="imagenet", **options)
     elif options:
         raise AdaptokError(
             f"partition option(s) {', '.join(options)} change how the dHT tokenizer is built and "
@@ -61,10 +61,10 @@ def make_tokenizer(config: ModelConfig) -> nn.Module:
         tokenizer = load_default_tokenizer(input_space="imagenet")
     else:
         tokenizer = load_tokenizer(str(weights), input_space="imagenet")
-    if tokenizer.in_channels != config.in_chans:
+    if tokenizer.in_chans != config.in_chans:
         raise AdaptokError(
-            f"the dHT tokenizer takes {tokenizer.in_channels}-channel images, the model "
-            f"{config.in_chans}; use in_chans={tokenizer.in_channels}"
+            f"the dHT tokenizer takes {tokenizer.in_chans}-channel images, the model "
+            f"{config.in_chans}; use in_chans={tokenizer.in_chans}"
         )
     return LearnedTokenizer(tokenizer, **call)
 

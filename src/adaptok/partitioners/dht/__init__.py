@@ -73,7 +73,7 @@ def dht_partition(
     check_criterion(criterion)
     if tokenizer is None:
         tokenizer = _default_tokenizer(images.device, input_space)
-    if images.shape[1] == 1 and tokenizer.in_channels == 3:
+    if images.shape[1] == 1 and tokenizer.in_chans == 3:
         images = images.expand(-1, 3, -1, -1)
     images = images.to(next(tokenizer.parameters()).dtype)  # e.g. float64 input, float32 weights
     was_training = tokenizer.training

@@ -28,7 +28,7 @@ class PixelEncoder(nn.Module):
     keep it: see scripts/pretrain_dht.py).
 
     Args:
-        in_channels: C, image channels.
+        in_chans: C, image channels.
         features: d, feature channels.
         hidden: channels of the coarse branch between its two convolutions.
         colour_scale: initial gain from normalised colour to features; it sets how fast the
@@ -38,21 +38,19 @@ class PixelEncoder(nn.Module):
     def __init__(
         self,
         *,
-        in_channels: int = 3,
+        in_chans: int = 3,
         features: int = 8,
         hidden: int = 16,
         colour_scale: float = 0.8,
     ) -> None:
         super().__init__()
-        self.pointwise = nn.Conv2d(in_channels, features, 1)
-        self.down1 = nn.Conv2d(
-            in_channels, hidden, 3, stride=2, padding=1, padding_mode="replicate"
-        )
+        self.pointwise = nn.Conv2d(in_chans, features, 1)
+        self.down1 = nn.Conv2d(in_chans, hidden, 3, stride=2, padding=1, padding_mode="replicate")
         self.down2 = nn.Conv2d(hidden, features, 3, stride=2, padding=1, padding_mode="replicate")
         with torch.no_grad():
-            shared = min(in_channels, features)
-            mixes = torch.randn(features, in_channels, generator=torch.Generator().manual_seed(0))
-            mixes[:shared] = torch.eye(shared, in_channels)
+            shared = min(in_chans, features)
+            mixes = torch.randn(features, in_chans, generator=torch.Generator().manual_seed(0))
+            mixes[:shared] = torch.eye(shared, in_chans)
             weight = colour_scale * mixes / mixes.norm(dim=1, keepdim=True)
             self.pointwise.weight.copy_(weight[:, :, None, None])
             self.pointwise.bias.fill_(3.0)

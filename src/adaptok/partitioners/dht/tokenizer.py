@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ...errors import AdaptokError, check_images
 from ...graph import connected_components
+from ...ops import imagenet_mean_std
 from ...regions import Partition
 from .budget import absorb_regions, enforce_budget
 from .criteria import check_criterion, information_criterion
@@ -28,8 +29,6 @@ from .merge import RegionGraph, link_vertices, pixel_graph, pool_vertices
 
 __all__ = ["AUTO", "DHTResult", "DHTTokenizer", "check_budget", "default_budget", "resolve_budget"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_SPACES = ("unit", "imagenet")
 POOLINGS = ("exact", "similarity")
 COMPARES = ("total", "each")
@@ -208,7 +207,7 @@ class DHTTokenizer(nn.Module):
     """Differentiable hierarchical tokenizer.
 
     Args:
-        in_channels: C, image channels.
+        in_chans: C, image channels.
         features: d, pixel feature channels.
         hidden: width of the encoder's coarse branch.
         criterion: default information criterion ("aicc", "aic", "bic", "cic").
@@ -234,14 +233,12 @@ class DHTTokenizer(nn.Module):
             encoder always sees ImageNet-normalised pixels and the injected pixels come back in
             the input's space.
         target_coefficient: budget="auto" means round(sqrt(H*W) / target_coefficient).
-        gradient: must be False; kept so that configurations written before the learnable
-            image-gradient channels were removed still load (they were never read).
     """
 
     def __init__(
         self,
         *,
-        in_channels: int = 3,
+        in_chans: int = 3,
         features: int = 8,
         hidden: int = 16,
         criterion: str = "aicc",
@@ -254,7 +251,6 @@ class DHTTokenizer(nn.Module):
         compare: str = "each",
         input_space: str = "unit",
         target_coefficient: float = 0.56,
-        gradient: bool = False,
     ) -> None:
         super().__init__()
         check_criterion(criterion)
@@ -272,13 +268,7 @@ class DHTTokenizer(nn.Module):
             raise AdaptokError(f"min_width must be >= 0 pixels, got {min_width}")
         if not variance_scale > 0:
             raise AdaptokError(f"variance_scale must be positive, got {variance_scale}")
-        if gradient:
-            raise AdaptokError(
-                "the dHT tokenizer no longer computes image-gradient channels (nothing read "
-                "them); the extractor's gradient histogram comes from extract_tokens(..., "
-                "gradient=True); drop gradient=True"
-            )
-        self.in_channels = in_channels
+        self.in_chans = in_chans
         self.num_features = features
         self.criterion = criterion
         self.iota = float(iota)
@@ -290,7 +280,7 @@ class DHTTokenizer(nn.Module):
         self.compare = compare
         self.input_space = input_space
         self.target_coefficient = float(target_coefficient)
-        self.encoder = PixelEncoder(in_channels=in_channels, features=features, hidden=hidden)
+        self.encoder = PixelEncoder(in_chans=in_chans, features=features, hidden=hidden)
         # Self-edge above the pixel level: sigmoid(variance · w + b); b = -2π makes a fresh
         # tokenizer link nearly always.
         self.self_edge = nn.Linear(features, 1)
@@ -298,16 +288,17 @@ class DHTTokenizer(nn.Module):
         nn.init.constant_(self.self_edge.bias, -2 * math.pi)
         # Injection W: features -> normalised image channels; trained (scripts/pretrain_dht.py)
         # so that W·f̄_S matches the region's mean colour, which makes the injection an identity.
-        self.inject = nn.Linear(features, in_channels)
-        mean = IMAGENET_MEAN if in_channels == 3 else (0.5,) * in_channels
-        std = IMAGENET_STD if in_channels == 3 else (0.25,) * in_channels
+        self.inject = nn.Linear(features, in_chans)
+        imagenet_mean, imagenet_std = imagenet_mean_std()
+        mean = imagenet_mean if in_chans == 3 else (0.5,) * in_chans
+        std = imagenet_std if in_chans == 3 else (0.25,) * in_chans
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
     def config(self) -> dict[str, object]:
         """Constructor arguments that rebuild this tokenizer (saved with the weights)."""
         return {
-            "in_channels": self.in_channels,
+            "in_chans": self.in_chans,
             "features": self.num_features,
             "hidden": self.encoder.down1.out_channels,
             "criterion": self.criterion,
@@ -337,9 +328,9 @@ class DHTTokenizer(nn.Module):
         self, images: Tensor, budget: object, criterion: str | None
     ) -> tuple[int | None, str]:
         check_images(images, min_size=MIN_SIZE)
-        if images.shape[1] != self.in_channels:
+        if images.shape[1] != self.in_chans:
             raise AdaptokError(
-                f"this tokenizer takes {self.in_channels}-channel images, got "
+                f"this tokenizer takes {self.in_chans}-channel images, got "
                 f"{images.shape[1]} channels (shape {tuple(images.shape)})"
             )
         criterion = self.criterion if criterion is None else check_criterion(criterion)

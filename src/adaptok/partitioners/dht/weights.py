@@ -7,6 +7,7 @@ from importlib import resources
 import torch
 
 from ...errors import AdaptokError
+from ...weights import read_file
 from .tokenizer import DHTTokenizer
 
 __all__ = [
@@ -28,10 +29,11 @@ def save_tokenizer(tokenizer: DHTTokenizer, path: str, *, info: str = "") -> Non
 
 def load_tokenizer(path: str, *, input_space: str = "unit", device=None) -> DHTTokenizer:
     """Load a tokenizer saved by `save_tokenizer`, in eval mode."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as error:
-        raise AdaptokError(f"{path}: cannot read dHT weights ({error})") from error
+    saved = read_file(path, what="dHT weights")
+    if not isinstance(saved, dict) or not {"config", "state_dict"} <= set(saved):
+        raise AdaptokError(
+            f"dHT weights {path} were not saved by save_tokenizer (no config and state_dict)"
+        )
     tokenizer = DHTTokenizer(**saved["config"], input_space=input_space)
     tokenizer.load_state_dict(saved["state_dict"], strict=True)
     return tokenizer.to(device).eval()
@@ -55,4 +57,4 @@ def load_default_tokenizer(*, input_space: str = "unit", device=None) -> DHTToke
 def describe_default_weights() -> str:
     """How the bundled weights were trained (the note saved with them)."""
     with resources.as_file(resources.files("adaptok") / "assets" / DEFAULT_WEIGHTS) as path:
-        return str(torch.load(path, map_location="cpu", weights_only=True).get("info", ""))
+        return str(read_file(path, what="dHT weights").get("info", ""))
