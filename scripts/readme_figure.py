@@ -1,4 +1,8 @@
-"""Make docs/demo.png, the README's picture: quadtree | dHT | dHT mean colours | SVG rendered back.
+"""Make docs/demo.png, the README's picture, in two rows.
+
+Top: the bundled photo, quadtree | dHT | dHT mean colours | SVG rendered back.
+Bottom: a Fashion-MNIST item (flat background), grid | quadtree | dHT without a cap | dHT mean
+colours: where the image is flat the adaptive tokenizers spend one big token.
 
 python scripts/readme_figure.py [--size 256] [-o docs/demo.png]
 """
@@ -9,11 +13,20 @@ import argparse
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 import adaptok
 from adaptok.io import from_array, sample_image, save_image
+from adaptok.train.datasets import FashionMNIST
 from adaptok.vector.render import render_svg
 from adaptok.visualize import draw_boundaries, side_by_side
+
+
+def fashion_item(size: int, index: int = 0) -> torch.Tensor:
+    """Test item `index` of Fashion-MNIST as [1, 3, size, size] in [0, 1] (bilinear upscale)."""
+    item = FashionMNIST(split="test", limit=index + 1).images[index].float().div(255)
+    image = F.interpolate(item[None, None], size=(size, size), mode="bilinear")
+    return image.clamp(0, 1).expand(-1, 3, -1, -1)
 
 
 def main() -> None:
@@ -22,22 +35,39 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("docs/demo.png"))
     args = parser.parse_args()
     image = sample_image(args.size)
+    item = fashion_item(args.size)
     with torch.no_grad():
         quadtree = adaptok.partition(
             image, method="quadtree", budget=256, min_patch=8, max_patch=64
         )
         dht = adaptok.partition(image, method="dht", budget=256)
+        item_grid = adaptok.partition(item, method="grid", patch_size=32)
+        item_quadtree = adaptok.partition(
+            item, method="quadtree", budget=64, min_patch=8, max_patch=64
+        )
+        item_dht = adaptok.partition(item, method="dht", budget=None)
     svg = adaptok.vectorize(image, dht)
     rendered = from_array(render_svg(svg, background="#ffffff"))[:, :3]
-    panels = (
+    top = side_by_side(
         draw_boundaries(image, quadtree),
         draw_boundaries(image, dht),
         dht.mean_image(image),
         rendered,
     )
+    bottom = side_by_side(
+        draw_boundaries(item, item_grid),
+        draw_boundaries(item, item_quadtree),
+        draw_boundaries(item, item_dht),
+        item_dht.mean_image(item),
+    )
+    gap = torch.ones(1, 3, 4, top.shape[-1])
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    save_image(side_by_side(*panels), args.output)
-    print(f"quadtree {quadtree.num_regions} tokens, dht {dht.num_regions} tokens -> {args.output}")
+    save_image(torch.cat([top, gap, bottom], dim=2), args.output)
+    print(
+        f"photo: quadtree {quadtree.num_regions}, dht {dht.num_regions} tokens; Fashion-MNIST "
+        f"item: grid {item_grid.num_regions}, quadtree {item_quadtree.num_regions}, dht (no cap) "
+        f"{item_dht.num_regions} -> {args.output}"
+    )
 
 
 if __name__ == "__main__":

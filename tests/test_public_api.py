@@ -86,3 +86,15 @@ def test_no_import_cycles_between_layers() -> None:
                     top = node.module.split(".")[0]
                     if node.level == 2 and top in order[index + 1 :]:
                         raise AssertionError(f"{path.relative_to(root)} imports higher layer {top}")
+
+
+def test_readme_python_example_runs() -> None:
+    """The README's ten-line API example is real code (run with its defaults)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("## Python API", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["svg"].startswith("<svg") or "<svg" in namespace["svg"][:200]
+    assert namespace["tokens"].patches.shape[0] == 1
