@@ -227,3 +227,37 @@ def test_train_help_shows_defaults(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "(default: 1000)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["tokenize", "vectorize"])
+def test_each_failed_file_is_named_once_and_the_batch_goes_on(
+    command, image_files, tmp_path, capsys
+) -> None:
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"not an image")
+    folder = tmp_path / "a folder"
+    folder.mkdir()
+    inputs = [corrupt, folder, tmp_path / "missing.png", image_files[0]]
+    argv = [command, *map(str, inputs), "--method", "grid", "-o", str(tmp_path / "out")]
+    assert main(argv) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 3, errors
+    for path, line in zip(inputs, errors, strict=False):
+        assert line.count(str(path)) == 1, line
+        assert "''" not in line
+    assert len(list((tmp_path / "out").iterdir())) == 1  # the good image was still written
+
+
+def test_tokenize_takes_max_pixels_as_its_message_says(image_files, tmp_path, capsys) -> None:
+    argv = ["tokenize", str(image_files[0]), "--method", "grid", "-o", str(tmp_path / "t.png")]
+    assert main([*argv, "--max-pixels", "100"]) == 1
+    assert "--max-pixels" in capsys.readouterr().err
+    assert main([*argv, "--max-pixels", str(64 * 64)]) == 0
+
+
+def test_vectorize_says_which_default_budget_it_used(image_files, tmp_path, capsys) -> None:
+    argv = ["vectorize", str(image_files[0]), "-o", str(tmp_path / "v.svg")]
+    assert main([*argv, "--method", "slic"]) == 0
+    assert "slic: one region per 24 pixels (the default budget)" in capsys.readouterr().err
+    assert main([*argv, "--method", "slic", "--budget", "10"]) == 0
+    assert "default budget" not in capsys.readouterr().err

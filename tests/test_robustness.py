@@ -155,6 +155,7 @@ def test_bad_files_give_one_clear_message(entry: str, tmp_path: Path):
         with pytest.raises(AdaptokError, match=message) as error:
             call(path)
         assert str(error.value).count(path.name) == 1, str(error.value)
+        assert "''" not in str(error.value)  # no emptied quotes where Pillow named the file
 
 
 def test_dht_partition_takes_float64_directly():

@@ -109,7 +109,11 @@ def load_image(
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         if isinstance(error, AdaptokError):
             raise
-        reason = str(error).replace(str(path), "").strip(" :") or type(error).__name__
+        # Pillow names the file (often quoted): name it once, in front.
+        reason = str(error)
+        for quoted in (repr(str(path)), f'"{path}"', str(path)):
+            reason = reason.replace(quoted, "")
+        reason = reason.strip(" :") or type(error).__name__
         raise AdaptokError(f"{name}: not a readable image ({reason})") from error
     return from_array(array)
 
@@ -121,6 +125,7 @@ def as_images(
     keep_alpha: bool = False,
     name: str = "images",
     min_size: int = 1,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Tensor:
     """Whatever images a user holds -> a [B, C, H, W] float32 batch in [0, 1].
 
@@ -138,6 +143,7 @@ def as_images(
             under transparency never show.
         name: how the argument is called in error messages.
         min_size: smallest allowed height and width.
+        max_pixels: largest width x height read from an image file.
 
     Raises:
         AdaptokError: channels-last tensors, values far outside [0, 1] (the message names the fix:
@@ -147,7 +153,13 @@ def as_images(
     check_choice("input_space", input_space, INPUT_SPACES)
     if isinstance(images, (list, tuple)):
         batch = [
-            as_images(item, input_space=input_space, keep_alpha=keep_alpha, name=name)
+            as_images(
+                item,
+                input_space=input_space,
+                keep_alpha=keep_alpha,
+                name=name,
+                max_pixels=max_pixels,
+            )
             for item in images
         ]
         if not batch:
@@ -164,7 +176,7 @@ def as_images(
         check_images(stacked, min_size=min_size, name=name)
         return stacked
     if isinstance(images, (str, os.PathLike)):
-        tensor = load_image(images, mode=None)
+        tensor = load_image(images, mode=None, max_pixels=max_pixels)
     elif isinstance(images, Image.Image):
         tensor = from_array(
             np.asarray(ImageOps.exif_transpose(images).convert(_target_mode(images)))

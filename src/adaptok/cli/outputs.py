@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import AdaptokError
 from ..io import display_name
 
-__all__ = ["output_paths"]
+__all__ = ["file_error", "output_paths"]
 
 NAME_MAX = 255
 
@@ -51,3 +51,10 @@ def _fit_name(stem: str, reserve: int) -> str:
     if len(raw) + reserve <= NAME_MAX:
         return stem
     return os.fsdecode(raw[: NAME_MAX - reserve].decode("utf-8", "ignore").encode("utf-8"))
+
+
+def file_error(source: Path, error: Exception) -> str:
+    """The line reporting that one input file failed, naming the file once (the library's
+    messages about a file already start with its name)."""
+    name, message = display_name(source), display_name(str(error))
+    return f"error: {message}" if name in message else f"error: {name}: {message}"

@@ -11,12 +11,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..errors import AdaptokError
-from ..io import as_images, display_name, save_image
+from ..io import DEFAULT_MAX_PIXELS, as_images, save_image
 from ..partitioners.registry import available_methods, partition_any_size, size_policy
 from ..regions import Partition
 from ..validate import check_int
 from ..visualize import token_picture
-from .outputs import output_paths
+from .outputs import file_error, output_paths
 
 # Options of the command line, and the methods that take each (others refuse them).
 METHOD_OPTIONS = {
@@ -74,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="output PNG (one image) or folder (several); "
         "default: IMAGE_METHOD.png in the current folder",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse larger images (width x height)",
     )
 
 
@@ -138,13 +144,13 @@ def run(args: argparse.Namespace) -> int:
     files = tqdm(args.images, unit="image", disable=len(args.images) < 2)
     for source, target in zip(files, targets, strict=True):
         try:
-            image = as_images(source)
+            image = as_images(source, max_pixels=args.max_pixels)
             part = tokenize_image(image, args.method, options)
             target.parent.mkdir(parents=True, exist_ok=True)
             save_image(token_picture(image, part), target)
         except (AdaptokError, OSError) as error:
             failures += 1
-            tqdm.write(f"error: {display_name(source)}: {error}", file=sys.stderr)
+            tqdm.write(file_error(source, error), file=sys.stderr)
             continue
         note = _padding_note(image, args.method, options)
         tqdm.write(f"{source}: {part.num_regions} tokens ({args.method}) -> {target}{note}")

@@ -11,11 +11,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import AdaptokError
-from ..io import DEFAULT_MAX_PIXELS, display_name, load_image
+from ..io import DEFAULT_MAX_PIXELS, display_name
 from ..partitioners.registry import available_methods, get_partitioner
 from ..validate import accepted_options
-from ..vector import DEFAULT_METHOD, render_svg, vectorize
-from .outputs import output_paths
+from ..vector import DEFAULT_METHOD, PIXELS_PER_REGION, render_svg, vectorize
+from .outputs import file_error, output_paths
 
 # Longest file name (bytes) most file systems accept.
 
@@ -107,17 +107,21 @@ def run(args: argparse.Namespace) -> int:
     images: list[Path] = args.images
     check_arguments(args)
     targets = output_paths(images, args.output, suffix=".svg", reserve=len(".preview"))
+    if args.budget is None and "budget" in (accepted_options(get_partitioner(args.method)) or []):
+        print(
+            f"{args.method}: one region per {PIXELS_PER_REGION} pixels (the default budget)",
+            file=sys.stderr,
+        )
     background: bool | str = args.background_color or args.background
     failures = 0
     bar = tqdm(list(zip(images, targets, strict=True)), unit="image", disable=len(images) < 2)
     for source, target in bar:
-        name = display_name(source)
         try:
-            image = load_image(source, mode=None, max_pixels=args.max_pixels)
             with torch.no_grad():
                 svg = vectorize(
-                    image,
+                    source,
                     args.method,
+                    max_pixels=args.max_pixels,
                     budget=args.budget,
                     smoothness=args.smoothness,
                     tolerance=args.tolerance,
@@ -130,13 +134,11 @@ def run(args: argparse.Namespace) -> int:
                 Image.fromarray(render_svg(svg)).save(preview_path(target))
         except (AdaptokError, OSError) as error:
             failures += 1
-            message = str(error) if name in str(error) else f"{name}: {error}"
-            tqdm.write(f"error: {display_name(message)}", file=sys.stderr)
+            tqdm.write(file_error(source, error), file=sys.stderr)
             continue
         paths = svg.count("<path")
-        tqdm.write(
-            display_name(f"{name}: {paths} regions ({args.method}), {len(svg):,} bytes -> {target}")
-        )
+        line = f"{source}: {paths} regions ({args.method}), {len(svg):,} bytes -> {target}"
+        tqdm.write(display_name(line))
     if failures:
         tqdm.write(f"{failures} of {len(images)} images failed", file=sys.stderr)
     return 1 if failures else 0

@@ -15,7 +15,6 @@ the default nonzero fill rule at least one path covers it.
 from __future__ import annotations
 
 import inspect
-import os
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..errors import AdaptokError
-from ..io import DEFAULT_MAX_PIXELS, ImageLike, as_images, composite_alpha, load_image
+from ..io import DEFAULT_MAX_PIXELS, ImageLike, as_images, composite_alpha
 from ..partitioners.registry import get_partitioner, partition_any_size
 from ..regions import Partition
 from .bezier import Curves, fit_beziers
@@ -113,9 +112,9 @@ def vectorize(
     Raises:
         AdaptokError: bad image, options or partition.
     """
-    if isinstance(image, (str, os.PathLike)):
-        image = load_image(image, mode=None, max_pixels=max_pixels)
-    image = as_images(image, input_space=input_space, keep_alpha=True, name="image")
+    image = as_images(
+        image, input_space=input_space, keep_alpha=True, name="image", max_pixels=max_pixels
+    )
     if image.shape[0] != 1:
         raise AdaptokError(
             f"vectorize takes one image [C, H, W] or [1, C, H, W], got {tuple(image.shape)}; "
