@@ -18,7 +18,7 @@ from adaptok.partitioners.quadtree import (
 )
 from adaptok.partitioners.scorers import PixelBlurScorer, PrecomputedScorer, pixel_blur_importance
 from adaptok.regions import check_partition
-from conftest import photo
+from conftest import assert_gradients_reach, photo
 
 
 # ------------------------------------------------------------------------------------ the oracle
@@ -233,9 +233,7 @@ def test_gradient_reaches_the_patch_embedding() -> None:
     )
     x, valid = embedder(tokens)
     (x[valid] ** 2).mean().backward()
-    for name, parameter in embedder.named_parameters():
-        assert parameter.grad is not None, name
-        assert torch.isfinite(parameter.grad).all() and parameter.grad.abs().sum() > 0, name
+    assert_gradients_reach(embedder)
     assert images.grad is not None and images.grad.abs().sum() > 0
 
 

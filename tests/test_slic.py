@@ -25,10 +25,11 @@ def test_invariants_and_count_near_budget(photos: torch.Tensor) -> None:
     assert bool((counts[120] > counts[40]).all())
 
 
-def test_registry_and_determinism(photos: torch.Tensor) -> None:
-    first = adaptok.partition(photos, method="slic", budget=30)
-    second = adaptok.partition(photos, method="slic", budget=30)
-    assert torch.equal(first.labels, second.labels)
+def test_registry_equals_the_direct_call(photos: torch.Tensor) -> None:
+    through_registry = adaptok.partition(photos, method="slic", budget=30, compactness=5.0)
+    direct = slic_partition(photos, budget=30, compactness=5.0)
+    assert torch.equal(through_registry.labels, direct.labels)
+    assert not torch.equal(direct.labels, slic_partition(photos, budget=60).labels)
 
 
 def test_batch_independence(photos: torch.Tensor) -> None:

@@ -196,10 +196,17 @@ def test_shapes_masks_are_exact_and_deterministic():
     again, label_again = ShapesDataset(4, image_size=24, seed=3)[1]
     assert torch.equal(image, again) and torch.equal(label, label_again)
     assert set(label.unique().tolist()) <= {0, 1, 2} and int((label > 0).sum()) > 0
-    # Every shape pixel has its shape's flat colour: pixels of one class-1/2 component vary only
-    # between shapes, while the background has per-pixel texture.
-    background = image[:, label == 0]
-    assert float(background.std(1).mean()) > 0
+    # The mask is exact: shape pixels carry one of at most 3 flat shape colours, and no
+    # background pixel (textured, per-pixel noise) has any of those colours.
+    for index in range(4):
+        image, label = dataset[index]
+        colours = image.flatten(1).T  # [H*W, 3]
+        shape_colours = torch.unique(colours[label.flatten() > 0], dim=0)
+        assert 1 <= shape_colours.shape[0] <= 3
+        background = colours[label.flatten() == 0]
+        matches = (background[:, None] == shape_colours[None]).all(-1)
+        assert not bool(matches.any())
+        assert torch.unique(background, dim=0).shape[0] == background.shape[0]
 
 
 def test_confusion_matrix_miou_matches_a_per_class_loop():

@@ -18,6 +18,7 @@ from adaptok import AdaptokError, Partition, partition
 from adaptok.cli.main import main
 from adaptok.graph import label_components
 from adaptok.io import load_image
+from adaptok.partitioners.registry import partition_any_size
 from adaptok.vector import (
     default_budget,
     douglas_peucker,
@@ -465,3 +466,19 @@ def test_default_method_is_dht_with_the_default_budget() -> None:
         part = partition(image, "dht", budget=default_budget(48, 48))
     assert len(parse(svg).findall(f".//{SVG_NS}path")) == part.num_regions
     assert (render_svg(svg)[..., 3] == 255).all()
+
+
+@needs_resvg
+def test_quadtree_on_a_size_that_needs_padding_covers_exactly_the_image() -> None:
+    # 72 x 100 is no multiple of max_patch 32: the quadtree runs padded, is cropped back, and the
+    # SVG still covers every pixel of the image (and nothing of the padding).
+    image = photo("coffee", (72, 100))
+    svg = vectorize(image, "quadtree", budget=40, min_patch=8, max_patch=32, smoothness=0)
+    root = parse(svg)
+    assert root.get("viewBox").split()[2:] == [str(100 * 4), str(72 * 4)]
+    rendered = render_svg(svg)
+    assert rendered.shape[:2] == (72, 100)
+    assert (rendered[..., 3] == 255).all()
+    part = partition_any_size(image, "quadtree", budget=40, min_patch=8, max_patch=32)
+    assert part.image_size == (72, 100)
+    assert len(root.findall(f".//{SVG_NS}path")) == part.num_regions
