@@ -1146,6 +1146,20 @@ NOTES = [
 ]
 
 
+CAPTIONS = {
+    "accuracy_vs_tokens.png": "Test score against the tokens per image measured on the test "
+    "split, one line per tokenizer, error bars one standard deviation over seeds (three seeds "
+    "at 64 tokens); the shapes panels give mIoU and boundary F1.",
+    "accuracy_curves.png": "Validation score during training for every run (the signal that "
+    "picks the reported checkpoint; the test split is never looked at before the end): where a "
+    "curve still rises at the last step the row is not converged.",
+    "cluttered_tokens.png": "Four cluttered test images with their 64-token partitions: the grid "
+    "spends its tokens evenly, the pixel-blur quadtree splits on every sharp edge (clutter "
+    "included), the CNN-scored quadtree on what its classifier features react to, dHT follows "
+    "object outlines and merges the flat background.",
+}
+
+
 def write_report(csv_path: Path, md_path: Path, docs: Path, work: Path) -> None:
     """The Markdown summary (mean ± std over seeds) and the plots, from the CSV alone (plus the
     training curves and partitions the runs left under --work)."""
@@ -1280,7 +1294,9 @@ def readme_section(
             continue
         name = key[2] if key[5] == "accuracy" else f"{key[2]} (boundary F1)"
         out.append(f"| {key[1]} | {name} | {g.mean_tokens:.0f} | {g.cell()} |")
-    out += [""] + [f"![{Path(f).stem}]({f})" for f in figures] + [""]
+    for figure in figures:
+        out += ["", f"![{Path(figure).stem}]({figure})", "", CAPTIONS.get(Path(figure).name, "")]
+    out.append("")
     out += [*goals(groups, profile), ""]
     return out
 
