@@ -261,3 +261,26 @@ def test_vectorize_says_which_default_budget_it_used(image_files, tmp_path, caps
     assert "slic: one region per 24 pixels (the default budget)" in capsys.readouterr().err
     assert main([*argv, "--method", "slic", "--budget", "10"]) == 0
     assert "default budget" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bench", "--size", "128", "--batch", "0"], "--batch must be a positive integer, got 0"),
+        (["bench", "--size", "128", "--repeats", "0"], "--repeats must be a positive integer"),
+        (["bench", "--size", "128", "--threads", "0"], "--threads must be a positive integer"),
+        (["bench", "--size", "128", "--device", "gpu"], "unknown --device 'gpu'"),
+        (["bench", "--size", "128", "--device", "cuda"], "no CUDA device"),
+        (["train", "--dataset", "shapes", "--threads", "0", "--out", "{tmp}/r"], "--threads"),
+        (["train", "--dataset", "shapes", "--device", "gpu", "--out", "{tmp}/r"], "'gpu'"),
+        (["eval", "{tmp}/missing.pt", "--threads", "0"], "--threads"),
+    ],
+)
+def test_options_that_would_crash_or_be_ignored_are_refused(argv, message, tmp_path, capsys):
+    if "cuda" in argv:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA device is present")
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    assert message in _error_line(capsys)

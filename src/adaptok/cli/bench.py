@@ -9,6 +9,8 @@ import torch
 from ..io import sample_image
 from ..partitioners.registry import partition
 from ..tokens import extract_tokens
+from ..train.distributed import check_device
+from ..validate import check_int
 from .benchmarking import machine_header, median_ms
 from .demo import METHODS, check_size, method_options
 
@@ -17,16 +19,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--size", type=int, default=512, help="image side (a multiple of 128)")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=5)
 
 
 def run(args: argparse.Namespace) -> int:
     check_size(args.size)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"adaptok bench · {machine_header(args.device)}")
+    for batch in args.batch:
+        check_int("--batch", batch)
+    check_int("--repeats", args.repeats)
+    device = str(check_device(args.device))
+    if args.threads is not None:
+        torch.set_num_threads(check_int("--threads", args.threads))
+    print(f"adaptok bench · {machine_header(device)}")
     print(
         f"bundled photo at {args.size}x{args.size}; median of {args.repeats} runs; "
         "time = partition + token extraction (16x16 tokens); every method asked for "
@@ -34,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print("| method | batch | tokens/image | ms/batch | ms/image |\n|---|---:|---:|---:|---:|")
     for batch in args.batch:
-        images = sample_image(args.size).repeat(batch, 1, 1, 1).to(args.device)
+        images = sample_image(args.size).repeat(batch, 1, 1, 1).to(device)
         for method in args.methods:
             options = method_options(args.size)[method]
 
@@ -44,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
 
             tokens = tokenize()
             count = tokens.patch_valid.sum().item() / batch
-            elapsed = median_ms(tokenize, repeats=args.repeats, device=args.device)
+            elapsed = median_ms(tokenize, repeats=args.repeats, device=device)
             print(f"| {method} | {batch} | {count:.0f} | {elapsed:.1f} | {elapsed / batch:.1f} |")
     return 0

@@ -16,6 +16,7 @@ from ..train.datasets import DATASETS, build_dataset
 from ..train.distributed import cleanup_distributed, init_distributed
 from ..train.loop import evaluate
 from ..train.metrics import CsvLog
+from ..validate import check_int
 
 __all__ = ["add_arguments", "check_compatible", "run"]
 
@@ -53,8 +54,8 @@ def check_compatible(config, info, dataset_name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(check_int("--threads", args.threads))
     info = init_distributed(args.device)
     try:
         state = load_checkpoint(args.checkpoint, map_location="cpu")

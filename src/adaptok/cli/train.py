@@ -17,6 +17,7 @@ from ..models.config import EncoderConfig, ModelConfig, default_partition_option
 from ..partitioners import available_methods
 from ..train.datasets import DATASETS
 from ..train.loop import TrainConfig, train
+from ..validate import check_int
 
 __all__ = ["add_arguments", "configs_from_args", "run"]
 
@@ -142,8 +143,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(check_int("--threads", args.threads))
     model_config, train_config = configs_from_args(args)
     result = train(model_config, train_config, resume=args.resume, overwrite=args.overwrite)
     if result.evaluation is not None and os.environ.get("RANK", "0") == "0":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ __all__ = [
     "ResumableSampler",
     "ShardSampler",
     "all_reduce_sum",
+    "check_device",
     "cleanup_distributed",
     "init_distributed",
 ]
@@ -54,6 +56,24 @@ class DistInfo:
         return self.world_size > 1
 
 
+def check_device(device: str) -> torch.device:
+    """The device that `--device` names here: "auto" (CUDA when available), "cpu", "cuda" or
+    "cuda:N".
+
+    Raises:
+        AdaptokError: another name (never a silent CPU fallback), or CUDA where there is none.
+    """
+    if device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", str(device)):
+        raise AdaptokError(f"unknown --device {device!r}; choose auto, cpu, cuda or cuda:N")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise AdaptokError(
+            f"--device {device}: no CUDA device is available here; use --device cpu (or auto)"
+        )
+    return torch.device(device)
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group that torchrun describes in the environment (WORLD_SIZE, RANK,
     LOCAL_RANK, MASTER_ADDR, MASTER_PORT); a single process without those variables.
@@ -61,11 +81,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     Args:
         device: "auto" (CUDA when available), "cpu" or "cuda".
     """
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    if use_cuda and not torch.cuda.is_available():
-        raise AdaptokError(
-            f"--device {device}: no CUDA device is available here; use --device cpu (or auto)"
-        )
+    use_cuda = check_device(device).type == "cuda"
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
