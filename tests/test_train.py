@@ -334,3 +334,21 @@ def test_logged_loss_after_a_resume_averages_the_steps_of_its_window(tmp_path):
         rows = {int(r["step"]): float(r["loss"]) for r in csv.DictReader(stream)}
     assert rows[4] == pytest.approx(resumed.losses[0], rel=1e-5)
     assert rows[6] == pytest.approx(sum(resumed.losses[1:3]) / 2, rel=1e-5)
+
+
+def test_metric_window_averages_over_the_steps_it_holds():
+    from adaptok.train.loop import MetricWindow
+
+    window = MetricWindow()
+    window.add(loss=1.0, correct=3, scored=4, tokens=40, images=2, seconds=0.5)
+    window.add(loss=2.0, correct=1, scored=4, tokens=20, images=2, seconds=1.5)
+    row = window.row(step=7, epoch=1, lr=0.1, world_size=2)
+    assert row == {
+        "step": 7,
+        "epoch": 1,
+        "loss": 1.5,
+        "accuracy": 0.5,
+        "tokens_per_image": 15.0,
+        "images_per_second": 4.0,  # 4 images per process, 2 processes, in 2 s
+        "lr": 0.1,
+    }

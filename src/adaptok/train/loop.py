@@ -392,6 +392,74 @@ def check_split_folders(root: Path) -> None:
         )
 
 
+@dataclass
+class MetricWindow:
+    """Sums over a run of training steps: the steps since the last log row, or the whole run.
+
+    Each window counts its own steps, so the first window of a resumed run (which may hold fewer
+    than log_every steps) is averaged over the steps it really holds.
+    """
+
+    steps: int = 0
+    loss: float = 0.0
+    correct: float = 0.0
+    scored: float = 0.0
+    tokens: float = 0.0
+    images: int = 0
+    seconds: float = 0.0
+
+    def add(
+        self, *, loss: float, correct: float, scored: float, tokens: float, images: int,
+        seconds: float,
+    ) -> None:  # fmt: skip
+        self.steps += 1
+        self.loss += loss
+        self.correct += correct
+        self.scored += scored
+        self.tokens += tokens
+        self.images += images
+        self.seconds += seconds
+
+    def row(self, *, step: int, epoch: int, lr: float, world_size: int) -> dict[str, object]:
+        """The train_metrics.csv row of this window."""
+        return {
+            "step": step,
+            "epoch": epoch,
+            "loss": self.loss / self.steps,
+            "accuracy": self.correct / max(1.0, self.scored),
+            "tokens_per_image": self.tokens / max(1, self.images),
+            "images_per_second": self.images * world_size / max(self.seconds, 1e-9),
+            "lr": lr,
+        }
+
+
+def _restore(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    model_config: ModelConfig,
+    config: TrainConfig,
+) -> tuple[int, int, int]:
+    """Load a run's checkpoint into the model, optimizer, scheduler and random generators.
+
+    Returns:
+        (step, epoch, images seen in that epoch).
+
+    Raises:
+        AdaptokError: the checkpoint was trained with another configuration.
+    """
+    # On the CPU: random-generator states must stay CPU tensors; load_state_dict moves the
+    # weights and optimizer state to the model's device.
+    state = load_checkpoint(path, map_location="cpu")
+    check_resumable(state, model_config, config)
+    model.load_state_dict(state["model"], strict=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return state["step"], state["epoch"], state["seen_in_epoch"]
+
+
 def _train(
     model_config: ModelConfig,
     config: TrainConfig,
@@ -426,15 +494,9 @@ def _train(
     step, epoch, seen_in_epoch = 0, 0, 0
     resumed = resume and checkpoint_path.is_file()
     if resumed:
-        # On the CPU: random-generator states must stay CPU tensors; load_state_dict moves the
-        # weights and optimizer state to the model's device.
-        state = load_checkpoint(checkpoint_path, map_location="cpu")
-        check_resumable(state, model_config, config)
-        model.load_state_dict(state["model"], strict=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, epoch, seen_in_epoch = state["step"], state["epoch"], state["seen_in_epoch"]
-        set_rng_state(state["rng"])
+        step, epoch, seen_in_epoch = _restore(
+            checkpoint_path, model, optimizer, scheduler, model_config, config
+        )
         if info.is_main:
             print(f"resumed from step {step} of {config.steps} ({checkpoint_path})", flush=True)
     elif info.is_main:
@@ -505,10 +567,7 @@ def _train(
             torch.distributed.barrier()
 
     losses: list[float] = []
-    # Sums over the steps since the last log row; "steps" counts them (a resumed run's first
-    # window may be shorter than log_every).
-    window = dict.fromkeys(("steps", "loss", "correct", "scored", "tokens", "images", "time"), 0.0)
-    total_time, total_tokens, total_images = 0.0, 0.0, 0
+    window, totals = MetricWindow(), MetricWindow()  # since the last log row; this process's run
     start_step = step
     progress = tqdm(
         total=config.steps,
@@ -549,33 +608,28 @@ def _train(
                     if logits.ndim == 4
                     else torch.ones_like(target, dtype=torch.bool)
                 )
-                window["correct"] += float(((prediction == target) & keep).sum())
-                window["scored"] += float(keep.sum())
-            window["steps"] += 1
-            window["loss"] += value
-            window["tokens"] += float(counts.sum())
-            window["images"] += images.shape[0]
-            window["time"] += elapsed
-            total_time += elapsed
-            total_tokens += float(counts.sum())
-            total_images += images.shape[0]
+                stats = dict(
+                    loss=value,
+                    correct=float(((prediction == target) & keep).sum()),
+                    scored=float(keep.sum()),
+                    tokens=float(counts.sum()),
+                    images=images.shape[0],
+                    seconds=elapsed,
+                )
+            window.add(**stats)
+            totals.add(**stats)
             progress.update(1)
             if step % config.log_every == 0 or step == config.steps:
-                row = {
-                    "step": step,
-                    "epoch": epoch,
-                    "loss": window["loss"] / window["steps"],
-                    "accuracy": window["correct"] / max(1.0, window["scored"]),
-                    "tokens_per_image": window["tokens"] / max(1, window["images"]),
-                    "images_per_second": window["images"]
-                    * info.world_size
-                    / max(window["time"], 1e-9),
-                    "lr": scheduler.get_last_lr()[0],
-                }
+                row = window.row(
+                    step=step,
+                    epoch=epoch,
+                    lr=scheduler.get_last_lr()[0],
+                    world_size=info.world_size,
+                )
                 progress.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}")
                 if train_log is not None:
                     train_log.write(row)
-                window = dict.fromkeys(window, 0.0)
+                window = MetricWindow()
             if config.eval_every and step % config.eval_every == 0 and step < config.steps:
                 result = evaluate(
                     net,
@@ -614,8 +668,8 @@ def _train(
     return TrainResult(
         step=step,
         losses=losses,
-        train_seconds=total_time,
-        tokens_per_image=total_tokens / max(1, total_images),
+        train_seconds=totals.seconds,
+        tokens_per_image=totals.tokens / max(1, totals.images),
         evaluation=evaluation,
         checkpoint=checkpoint_path,
         model_config=model_config,
