@@ -460,6 +460,44 @@ def _restore(
     return state["step"], state["epoch"], state["seen_in_epoch"]
 
 
+def _train_loader(
+    train_set: Dataset, config: TrainConfig, info: DistInfo
+) -> tuple[ResumableSampler, DataLoader]:
+    """This process's shuffled, resumable share of the training set, in batches.
+
+    Raises:
+        AdaptokError: the share is smaller than one batch.
+    """
+    sampler = ResumableSampler(
+        DistributedSampler(
+            train_set,
+            num_replicas=info.world_size,
+            rank=info.rank,
+            shuffle=True,
+            seed=config.seed,
+            drop_last=True,
+        )
+    )
+    if len(sampler.sampler) < config.batch_size:
+        raise AdaptokError(
+            f"each process gets {len(sampler.sampler)} training images, fewer than batch_size "
+            f"{config.batch_size}; lower --batch-size or use more data"
+        )
+    loader = DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        drop_last=True,
+        pin_memory=info.device.type == "cuda",
+        # A private generator: creating an iterator must not consume the global RNG, or a
+        # resumed run would draw different random numbers from an uninterrupted one.
+        generator=torch.Generator().manual_seed(config.seed),
+        persistent_workers=False,
+    )
+    return sampler, loader
+
+
 def _train(
     model_config: ModelConfig,
     config: TrainConfig,
@@ -514,33 +552,7 @@ def _train(
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True,
         )
-    sampler = ResumableSampler(
-        DistributedSampler(
-            train_set,
-            num_replicas=info.world_size,
-            rank=info.rank,
-            shuffle=True,
-            seed=config.seed,
-            drop_last=True,
-        )
-    )
-    if len(sampler.sampler) < config.batch_size:
-        raise AdaptokError(
-            f"each process gets {len(sampler.sampler)} training images, fewer than batch_size "
-            f"{config.batch_size}; lower --batch-size or use more data"
-        )
-    loader = DataLoader(
-        train_set,
-        batch_size=config.batch_size,
-        sampler=sampler,
-        num_workers=config.num_workers,
-        drop_last=True,
-        pin_memory=device.type == "cuda",
-        # A private generator: creating an iterator must not consume the global RNG, or a
-        # resumed run would draw different random numbers from an uninterrupted one.
-        generator=torch.Generator().manual_seed(config.seed),
-        persistent_workers=False,
-    )
+    sampler, loader = _train_loader(train_set, config, info)
     train_log = eval_log = None
     if info.is_main:
         output.mkdir(parents=True, exist_ok=True)
