@@ -15,6 +15,7 @@ import torch
 
 import adaptok
 from adaptok.partitioners.quadtree import valid_budgets
+from adaptok.partitioners.registry import partition_any_size
 from adaptok.regions import check_partition
 
 
@@ -96,3 +97,22 @@ def test_each_image_is_partitioned_independently_of_its_batch(index: int) -> Non
     for b in range(images.shape[0]):
         alone = adaptok.partition(images[b : b + 1], method, **options)
         assert torch.equal(part.select([b]).labels, alone.labels)
+
+
+@pytest.mark.parametrize("index", range(24))
+def test_any_size_partition_covers_the_image_itself(index: int) -> None:
+    # tokenize and vectorize partition images of any size: square-patch methods are padded and
+    # cropped back, so the Partition must cover exactly H x W, invariants intact.
+    rng = random.Random(1000 + index)
+    method = ("grid", "quadtree", "slic")[index % 3]
+    height, width = rng.randint(1, 70), rng.randint(1, 70)
+    images = random_images(rng, rng.randint(1, 2), height, width)
+    options: dict[str, object] = {
+        "grid": {"patch_size": rng.choice((3, 8, 16))},
+        "quadtree": {"budget": rng.choice((None, rng.randint(1, 40))), "min_patch": 4,
+                     "max_patch": rng.choice((8, 16, 32))},
+        "slic": {"budget": rng.randint(1, height * width)},
+    }[method]  # fmt: skip
+    part = partition_any_size(images, method, **options)
+    check_partition(part)
+    assert part.labels.shape == (images.shape[0], height, width)
