@@ -1224,6 +1224,16 @@ def write_report(csv_path: Path, md_path: Path, docs: Path, work: Path) -> None:
         + "; ".join(f"`{c}`: {', '.join(sorted(t))}" for c, t in sorted(commits.items()))
     )
     lines += ["", *NOTES, ""]
+    for name in profiles:
+        if name not in PROFILES:
+            continue
+        done = {r["run_id"] for r in rows if r["profile"] == name}
+        missing = [run.run_id for run in plan(PROFILES[name]) if run.run_id not in done]
+        if missing:
+            lines += [
+                f"Runs of `{name}` not finished yet: " + ", ".join(f"`{m}`" for m in missing),
+                "",
+            ]
     for profile in profiles:
         for dataset in DATASET_SIZES:
             keys = [k for k in groups if k[0] == profile and k[1] == dataset]
