@@ -284,3 +284,9 @@ def test_options_that_would_crash_or_be_ignored_are_refused(argv, message, tmp_p
             pytest.skip("a CUDA device is present")
     assert main([a.format(tmp=tmp_path) for a in argv]) == 2
     assert message in _error_line(capsys)
+
+
+def test_eval_of_an_image_file_is_one_line(image_files, capsys):
+    assert main(["eval", str(image_files[0])]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "cannot be read as weights-only tensors" in err[0], err

@@ -48,7 +48,7 @@ def read_file(
     except Exception as error:  # torch and safetensors raise many types for bad files
         raise AdaptokError(
             f"{what} {path} cannot be read as weights-only tensors "
-            f"({type(error).__name__}: {error}); save it with "
+            f"({type(error).__name__}: {_first_line(error)}); save it with "
             "torch.save(model.state_dict(), path) or as .safetensors"
         ) from error
 
@@ -68,3 +68,8 @@ def read_state_dict(path: str | Path, *, what: str = "weights file") -> dict[str
         kind = type(state).__name__
         raise AdaptokError(f"{what} {path} does not hold a state dict of tensors (got a {kind})")
     return state
+
+
+def _first_line(error: Exception) -> str:
+    """torch's unpickling errors run over many lines; the first says what went wrong."""
+    return (str(error).strip().splitlines() or [""])[0]
