@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .errors import AdaptokError
 
-__all__ = ["halve", "imagenet_mean_std", "sincos_2d"]
+__all__ = ["halve", "imagenet_mean_std", "round_up", "sincos_2d"]
 
 
 def halve(images: Tensor) -> Tensor:
@@ -43,6 +43,11 @@ def sincos_2d(coords: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
     x = coords[..., 1:2].double() * omega
     emb = torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=-1)
     return emb.to(coords.dtype if coords.is_floating_point() else torch.float32)
+
+
+def round_up(value: int, multiple: int) -> int:
+    """The smallest multiple of `multiple` that is >= `value` (the size an image is padded to)."""
+    return -(-value // multiple) * multiple
 
 
 def imagenet_mean_std() -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from ..errors import AdaptokError
 from ..io import DEFAULT_MAX_PIXELS, as_images, save_image
+from ..ops import round_up
 from ..partitioners.registry import available_methods, partition_any_size, size_policy
 from ..regions import Partition
 from ..validate import check_int
@@ -128,7 +129,7 @@ def _padding_note(image: Tensor, method: str, options: dict[str, object]) -> str
     multiple, _ = size_policy(method, height, width, options)
     if height % multiple == 0 and width % multiple == 0:
         return ""
-    padded = (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
+    padded = (round_up(height, multiple), round_up(width, multiple))
     return (
         f"; padded {height}x{width} -> {padded[0]}x{padded[1]} and cropped back "
         f"(edge pixels repeated to a multiple of {multiple})"

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ..errors import AdaptokError, check_images
+from ..ops import round_up
 from ..regions import Partition
 from ..validate import check_int
 
@@ -62,16 +63,12 @@ def grid_partition(images: Tensor, *, patch_size: int = 16) -> Partition:
     if height % patch_size or width % patch_size:
         raise AdaptokError(
             f"image size {height}x{width} is not a multiple of patch_size {patch_size}; "
-            f"resize or pad to {_round_up(height, patch_size)}x{_round_up(width, patch_size)} "
+            f"resize or pad to {round_up(height, patch_size)}x{round_up(width, patch_size)} "
             f"(adaptok.io.pad_to_multiple) or crop to "
             f"{height // patch_size * patch_size}x{width // patch_size * patch_size}"
         )
     cells = (batch, height // patch_size, width // patch_size)
     return square_partition(torch.zeros(cells, dtype=torch.long, device=images.device), patch_size)
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
 
 
 def grid_size_policy(

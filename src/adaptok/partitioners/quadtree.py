@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from ..errors import AdaptokError, check_images
+from ..ops import round_up
 from ..regions import Partition
 from ..validate import check_int
 from .grid import square_partition
@@ -99,7 +100,7 @@ def check_quadtree_sizes(height: int, width: int, min_patch: int, max_patch: int
             f"to at least {max(height, max_patch)}x{max(width, max_patch)}, or lower max_patch"
         )
     if height % max_patch or width % max_patch:
-        up_h, up_w = -(-height // max_patch) * max_patch, -(-width // max_patch) * max_patch
+        up_h, up_w = round_up(height, max_patch), round_up(width, max_patch)
         down_h, down_w = height // max_patch * max_patch, width // max_patch * max_patch
         crop = f" or crop to {down_h}x{down_w}" if down_h and down_w else ""
         raise AdaptokError(
@@ -357,7 +358,7 @@ def quadtree_size_policy(
     of the smallest patches)."""
     min_patch = check_int("min_patch", options.get("min_patch", 16))
     max_patch = check_int("max_patch", options.get("max_patch", 64))
-    padded = (-(-height // max_patch) * max_patch, -(-width // max_patch) * max_patch)
+    padded = (round_up(height, max_patch), round_up(width, max_patch))
     wanted = options.get("budget")
     if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, (int, float))):
         raise AdaptokError(f"budget must be a number of tokens, got {wanted!r}")

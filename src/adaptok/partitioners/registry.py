@@ -10,6 +10,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from torch import Tensor
+
 from ..errors import AdaptokError
 from ..graph import label_components
 from ..io import ImageLike, as_images, pad_to_multiple
@@ -104,9 +106,14 @@ def partition(
     Returns:
         The Partition of the batch.
     """
+    return _partition_unit(as_images(images, input_space=input_space), method, options)
+
+
+def _partition_unit(images: Tensor, method: str, options: dict[str, Any]) -> Partition:
+    """Partition a batch that `as_images` has already converted and checked."""
     function = get_partitioner(method)
     check_options(function, options, what=f"method {method!r}", skip=1)
-    return function(as_images(images, input_space=input_space), **options)
+    return function(images, **options)
 
 
 def size_policy(
@@ -133,7 +140,7 @@ def partition_any_size(
     height, width = images.shape[2:]
     multiple, options = size_policy(method, height, width, options)
     padded = pad_to_multiple(images, multiple)
-    part = partition(padded, method, **options)
+    part = _partition_unit(padded, method, options)  # converted and checked above
     if padded.shape == images.shape:
         return part
     return Partition.from_labels(label_components(part.labels[:, :height, :width]))

@@ -14,7 +14,6 @@ the default nonzero fill rule at least one path covers it.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,7 @@ from ..errors import AdaptokError
 from ..io import DEFAULT_MAX_PIXELS, ImageLike, as_images, composite_alpha
 from ..partitioners.registry import get_partitioner, partition_any_size
 from ..regions import Partition
+from ..validate import accepted_options
 from .bezier import Curves, fit_beziers
 from .boundaries import Boundaries, trace_boundaries
 from .render import render_svg
@@ -181,7 +181,7 @@ def vectorize_batch(
         options = dict(partition_options)
         if budget is not None:
             options["budget"] = budget
-        elif method != "grid" and _takes_budget(method):
+        elif "budget" in (accepted_options(get_partitioner(method)) or []):
             options["budget"] = default_budget(images.shape[2], images.shape[3])
         # Partitioners see colour; transparent pixels are shown on mid grey.
         visible = composite_alpha(images)
@@ -257,11 +257,6 @@ def _write_all(
             )
         )
     return texts
-
-
-def _takes_budget(method: str) -> bool:
-    parameters = inspect.signature(get_partitioner(method)).parameters
-    return "budget" in parameters
 
 
 def _split_alpha(images: Tensor) -> tuple[Tensor, Tensor | None]:
