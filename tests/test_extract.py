@@ -12,6 +12,7 @@ import adaptok
 from adaptok import AdaptokError, Partition
 from adaptok.partitioners.grid import grid_partition
 from adaptok.tokens import extract_regions, extract_squares, gradient_histogram, position_histogram
+from adaptok.tokens.boxes import box_taps
 from conftest import random_partition
 
 
@@ -109,6 +110,21 @@ def test_matches_grid_sample_oracle_values_and_gradients() -> None:
         (grad_got,) = torch.autograd.grad((got_patches * weights).sum(), images)
         (grad_want,) = torch.autograd.grad((want_patches * weights).sum(), images)
         torch.testing.assert_close(grad_got, grad_want)
+
+
+def test_long_boxes_match_the_oracle_with_two_taps_per_sample() -> None:
+    # Boxes far longer than P * samples: each cell reads 2 * samples pixels, not the whole band
+    # between its first and last sample.
+    part = rectangle_partition(2, [0, 5, 61, 64], [0, 40, 43, 90])
+    images = torch.rand(2, 3, 64, 90, dtype=torch.float64, requires_grad=True)
+    tokens = extract_regions(images, part, patch_size=4, samples=2)
+    want_patches, want_mask = oracle_regions(images, part, 4, 2)
+    torch.testing.assert_close(tokens.patches[tokens.patch_valid], want_patches)
+    torch.testing.assert_close(tokens.mask[tokens.patch_valid], want_mask)
+    index, weight = box_taps(torch.tensor([3]), torch.tensor([1000]), 8, 2)
+    assert index.shape == weight.shape == (1, 8, 4)
+    assert int(index.min()) >= 3 and int(index.max()) <= 1002
+    torch.testing.assert_close(weight.sum(-1), torch.ones(1, 8, dtype=torch.float64))
 
 
 # ---------------------------------------------------------------------------------------- masks

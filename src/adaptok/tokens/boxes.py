@@ -48,9 +48,10 @@ def box_taps(start: Tensor, length: Tensor, patch_size: int, samples: int) -> tu
     Cell i of a run [start, start + length) covers [start + i * length / P, start + (i + 1) *
     length / P) in continuous pixel coordinates (pixel y covers [y, y + 1), centre y + 0.5). It
     averages s = min(ceil(length / P), samples) bilinear samples placed at the centres of s equal
-    sub-cells; each sample position is clamped to the run's first and last pixel centres. The
-    bilinear weights of a cell's samples are summed per pixel over the band of consecutive pixels
-    they touch (s + 1 pixels when s = ceil(length / P); up to 2s when `samples` caps s).
+    sub-cells; each sample position is clamped to the run's first and last pixel centres. Every
+    sample has two taps, the pixels below and above it, so a cell has 2 s taps whatever the run's
+    length (a band of consecutive pixels from the first sample to the last would be up to
+    length / P + 2 wide for a long run, mostly zero weights).
 
     Args:
         start: [N] int64 first pixel of each run.
@@ -60,7 +61,8 @@ def box_taps(start: Tensor, length: Tensor, patch_size: int, samples: int) -> tu
 
     Returns:
         (index [N, P, T] int64 pixel indices, weight [N, P, T] float64 weights summing to one over
-        the last axis), T the widest band; taps past a cell's band weigh zero.
+        the last axis), T = 2 * the largest s; the taps of unused sample slots weigh zero (and
+        repeat a used pixel, so they read nothing outside the run).
     """
     start = start.double()[:, None, None]
     length_f = length.double()[:, None, None]
@@ -71,7 +73,7 @@ def box_taps(start: Tensor, length: Tensor, patch_size: int, samples: int) -> tu
     sub = torch.arange(most, device=length.device, dtype=torch.float64)[None, None, :]
     used = sub < per_cell
     # Continuous coordinate of each sample, shifted so that pixel centres sit on integers; unused
-    # sample slots repeat the first sample (with weight zero) so they do not widen the band.
+    # sample slots repeat the first sample with weight zero.
     position = start + (cell + (torch.where(used, sub, 0) + 0.5) / per_cell) * length_f / patch_size
     last = start + length_f - 1
     position = torch.minimum(torch.maximum(position - 0.5, start), last)
@@ -79,15 +81,8 @@ def box_taps(start: Tensor, length: Tensor, patch_size: int, samples: int) -> tu
     frac = position - low
     high = torch.minimum(low + 1, last)
     share = used.double() / per_cell  # each sample's share of the cell
-    band_start = low[..., :1]  # positions grow with the sample index
-    low_slot = (low - band_start).long()
-    high_slot = (high - band_start).long()
-    taps = int(high_slot.max()) + 1 if high_slot.numel() else 1
-    weight = torch.zeros(*low.shape[:2], taps, dtype=torch.float64, device=length.device)
-    weight.scatter_add_(2, low_slot, (1 - frac) * share)
-    weight.scatter_add_(2, high_slot, frac * share)
-    offsets = torch.arange(taps, device=length.device, dtype=torch.float64)
-    index = torch.minimum(band_start + offsets, last).long()
+    index = torch.cat([low, high], 2).long()
+    weight = torch.cat([(1 - frac) * share, frac * share], 2)
     return index, weight
 
 
@@ -160,7 +155,8 @@ def _resample_group(
     col_weight = col_weight.to(planes.dtype)[:, None, None]  # [n, 1, 1, P, U]
     gathered = planes.index_select(1, flat.flatten()).view(channels, *flat.shape)
     patches = ((gathered * col_weight).sum(-1) * row_weight).sum(3)  # [C, n, P, P]
-    outside = (labels[flat] != region[:, None, None, None, None]).to(planes.dtype)
+    outside = labels.index_select(0, flat.flatten()).view(flat.shape)
+    outside = (outside != region[:, None, None, None, None]).to(planes.dtype)
     # One minus the weight on other regions' pixels, so a region that fills its box has a mask
     # of exactly one (the tap weights themselves sum to one only up to rounding).
     mask = 1 - ((outside * col_weight).sum(-1) * row_weight).sum(2)
@@ -214,13 +210,17 @@ def position_histogram(part: Partition, grid: int) -> Tensor:
     labels = part.labels  # [B, H, W]
     cells = []
     weights = []
-    for y_cell, y_weight in ((y_first, y_share), (y_next, 1 - y_share)):
-        for x_cell, x_weight in ((x_first, x_share), (x_next, 1 - x_share)):
+    # A pixel's share of the next cell is zero on an axis that is a multiple of the grid: those
+    # terms are skipped (a quarter of the scatter when both axes divide).
+    y_terms = [(y_first, y_share)] + ([(y_next, 1 - y_share)] if height % grid else [])
+    x_terms = [(x_first, x_share)] + ([(x_next, 1 - x_share)] if width % grid else [])
+    for y_cell, y_weight in y_terms:
+        for x_cell, x_weight in x_terms:
             cells.append(y_cell[:, None] * grid + x_cell[None, :])
             weights.append(y_weight[:, None] * x_weight[None, :])
-    cell = torch.stack(cells)  # [4, H, W]
+    cell = torch.stack(cells)  # [terms, H, W]
     weight = torch.stack(weights)
-    index = labels[None] * (grid * grid) + cell[:, None]  # [4, B, H, W]
+    index = labels[None] * (grid * grid) + cell[:, None]  # [terms, B, H, W]
     mass = weight[:, None].expand_as(index)
     hist = torch.zeros(part.num_regions * grid * grid, device=device, dtype=torch.float64)
     hist.index_add_(0, index.flatten(), mass.flatten())
