@@ -23,6 +23,7 @@ from adaptok.partitioners.dht import (
     load_tokenizer,
     save_tokenizer,
 )
+from adaptok.partitioners.dht import tokenizer as dht_tokenizer
 from adaptok.partitioners.dht.budget import enforce_budget, region_adjacency
 from adaptok.partitioners.dht.merge import forest_components, link_vertices, pixel_graph
 from adaptok.partitioners.grid import grid_partition
@@ -250,6 +251,74 @@ def test_hierarchy_is_nested() -> None:
     # Selected regions are unions of level-1 regions.
     pairs = torch.unique(levels[0].flatten() * 10**6 + result.selection.flatten())
     assert pairs.numel() == torch.unique(levels[0]).numel()
+
+
+def test_replayed_log_weights_match_statistics_pooled_from_pixels() -> None:
+    """The differentiable replay of the merges (values and gradients) against an oracle that
+    pools every level's statistics straight from the pixels, in float64."""
+    model = load_default_tokenizer().double()
+    images = smooth_images(2, 30, 26, seed=8).double()
+    features = model.encoder(model._normalise(images))
+    tree = model._hierarchy(features.detach(), "aicc")
+    assert len(tree.merges) >= 3
+    replay = model._log_weights(features, tree)
+    pixel_features = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+    log_weight = pixel_features.new_zeros(tree.atoms.num_vertices)
+    selected = log_weight
+    for merge, vertex in zip(tree.merges, tree.levels, strict=False):
+        of_pixel = vertex[tree.atom_of_pixel]
+        size = merge.graph.num_vertices
+        count = torch.bincount(of_pixel, minlength=size).double()[:, None]
+        mean = pixel_features.new_zeros(size, features.shape[1]).index_add(
+            0, of_pixel, pixel_features
+        )
+        mean = mean / count
+        square = pixel_features.new_zeros(mean.shape).index_add(0, of_pixel, pixel_features**2)
+        variance = (square / count - mean**2).clamp(min=0)
+        neighbour = merge.links.neighbour
+        value = torch.exp(-(mean - mean[neighbour]).square().sum(-1))
+        value = torch.where(neighbour != torch.arange(size), value, 0.0)
+        self_edge = torch.sigmoid(model.self_edge(variance)).squeeze(-1)
+        confidence = torch.maximum(value, self_edge) / (value + self_edge)
+        confidence = torch.where(merge.must_join, 1 - self_edge / 2, confidence)
+        log_weight = log_weight + torch.log(confidence)[vertex]
+        selected = torch.where(merge.better, log_weight, selected)
+    oracle = torch.where(tree.whole_better, log_weight, selected)
+    torch.testing.assert_close(replay, oracle, rtol=1e-9, atol=1e-9)
+    weights = torch.randn(
+        replay.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    (got,) = torch.autograd.grad((replay * weights).sum(), features)
+    (want,) = torch.autograd.grad((oracle * weights).sum(), features)
+    torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9)
+
+
+def test_chunked_batch_matches_one_pass(monkeypatch) -> None:
+    """On CPU a batch runs in chunks of whole images: partitions, values and gradients are those
+    of one pass over the whole batch."""
+    images = torch.cat([smooth_images(4, 24, 20, seed=9), torch.full((1, 3, 24, 20), 0.3)])
+    runs = []
+    for chunk_pixels in (1 << 30, 2 * 24 * 20):
+        monkeypatch.setattr(dht_tokenizer, "CHUNK_PIXELS", chunk_pixels)
+        model = load_default_tokenizer().train()
+        result = model(images, budget=15, sample_budget=False)
+        (result.pixels * torch.linspace(-1, 1, 20)).sum().backward()
+        grads = [parameter.grad for parameter in model.parameters()]
+        partition = model.partition(images, budget=15, sample_budget=False)
+        runs.append((result, grads, partition))
+    (whole, whole_grads, whole_part), (chunked, chunked_grads, chunked_part) = runs
+    assert torch.equal(whole.partition.labels, chunked.partition.labels)
+    assert torch.equal(whole_part.labels, chunked_part.labels)
+    assert torch.equal(whole.partition.labels, whole_part.labels)
+    # The encoder's convolutions may block a smaller batch differently (float rounding).
+    torch.testing.assert_close(whole.pixels, chunked.pixels)
+    torch.testing.assert_close(whole.region_features, chunked.region_features)
+    assert torch.equal(whole.selection, chunked.selection)
+    for want, got in zip(whole_grads, chunked_grads, strict=True):
+        torch.testing.assert_close(got, want)
+    for finer, coarser in itertools.pairwise(chunked.levels):
+        pairs = torch.unique(finer.flatten() * 10**6 + coarser.flatten())
+        assert pairs.numel() == torch.unique(finer).numel()
 
 
 # ---------------------------------------------------------------------------- crafted images

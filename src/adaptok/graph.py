@@ -30,13 +30,13 @@ def connected_components(num_vertices: int, src: Tensor, dst: Tensor) -> Tensor:
     if src.numel() == 0:
         return parent
     while True:
-        root_src, root_dst = parent[src], parent[dst]
+        root_src, root_dst = parent.index_select(0, src), parent.index_select(0, dst)
         low = torch.minimum(root_src, root_dst)
         high = torch.maximum(root_src, root_dst)
         hooked = parent.scatter_reduce(0, high, low, reduce="amin")
         # Pointer jumping: compress every chain to its root.
         while True:
-            jumped = hooked[hooked]
+            jumped = hooked.index_select(0, hooked)
             if torch.equal(jumped, hooked):
                 break
             hooked = jumped

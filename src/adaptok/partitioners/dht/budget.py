@@ -41,11 +41,13 @@ def region_adjacency(labels: Tensor) -> tuple[Tensor, Tensor]:
 def _rank_within_image(score: Tensor, image: Tensor) -> Tensor:
     """[N] rank of each region's score within its image (0 = highest; ties by region id)."""
     order = torch.argsort(score, descending=True, stable=True)
-    order = order[torch.argsort(image[order], stable=True)]
+    order = order[torch.argsort(image.index_select(0, order), stable=True)]
     counts = torch.bincount(image)
     offsets = torch.cumsum(counts, 0) - counts
     rank = torch.empty_like(order)
-    rank[order] = torch.arange(order.numel(), device=order.device) - offsets[image[order]]
+    rank[order] = torch.arange(order.numel(), device=order.device) - offsets.index_select(
+        0, image.index_select(0, order)
+    )
     return rank
 
 
@@ -85,8 +87,9 @@ def choose_kept(
         gumbel = -torch.log(-torch.log(uniform.clamp(1e-12, 1 - 1e-7)))
         score = -0.5 * torch.log(area) + gumbel
     else:
-        distance = (features[low] - features[high]).square().sum(-1)
-        ward = area[low] * area[high] / (area[low] + area[high]) * distance
+        distance = (features.index_select(0, low) - features.index_select(0, high)).square().sum(-1)
+        area_low, area_high = area.index_select(0, low), area.index_select(0, high)
+        ward = area_low * area_high / (area_low + area_high) * distance
         score = torch.full_like(area, float("inf"))
         both = torch.cat([low, high])
         score.scatter_reduce_(0, both, torch.cat([ward, ward]), reduce="amin")
@@ -147,19 +150,22 @@ def absorb_regions(kept: Tensor, features: Tensor, low: Tensor, high: Tensor) ->
     group = torch.where(kept, index, -1)
     vertex = torch.cat([low, high])
     other = torch.cat([high, low])
-    similarity = torch.exp(-(features[low] - features[high]).square().sum(-1))
+    similarity = torch.exp(
+        -(features.index_select(0, low) - features.index_select(0, high)).square().sum(-1)
+    )
     # Best candidate per waiting region in one scatter: value bits above the reversed edge id.
     bits = similarity.float().view(torch.int32).long()
     edge_id = torch.arange(low.numel(), device=kept.device)
     key = torch.cat([(bits << 32) | (low.numel() - 1 - edge_id)] * 2)
     while True:
-        waiting = (group[vertex] < 0) & (group[other] >= 0)
+        waiting = (group.index_select(0, vertex) < 0) & (group.index_select(0, other) >= 0)
         if not bool(waiting.any()):
             break
         best = torch.full((num_regions,), -1, device=kept.device, dtype=torch.long)
         best.scatter_reduce_(0, vertex[waiting], key[waiting], reduce="amax")
         joining = torch.nonzero(best >= 0).flatten()
-        edge = low.numel() - 1 - (best[joining] & 0xFFFFFFFF)
-        target = torch.where(low[edge] == joining, high[edge], low[edge])
-        group[joining] = group[target]
+        edge = low.numel() - 1 - (best.index_select(0, joining) & 0xFFFFFFFF)
+        low_end, high_end = low.index_select(0, edge), high.index_select(0, edge)
+        target = torch.where(low_end == joining, high_end, low_end)
+        group[joining] = group.index_select(0, target)
     return torch.where(group < 0, index, group)

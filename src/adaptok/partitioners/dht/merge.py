@@ -19,8 +19,10 @@ __all__ = [
     "Links",
     "RegionGraph",
     "forest_components",
+    "link_confidence",
     "link_vertices",
     "pixel_graph",
+    "pool_statistics",
     "pool_vertices",
 ]
 
@@ -73,11 +75,15 @@ class Links:
             how sure the vertex was of its choice; it weights the vertex in similarity pooling
             (1 where there is no self-edge, the pixel level; 1 - self-edge / 2 where the vertex
             was made to join, see `link_vertices`' must_join).
+        neighbour: [V] int64 best neighbour of each vertex (itself when it has none), whether
+            or not it linked to it: with `confidence` what the differentiable replay of a merge
+            needs (`link_confidence`).
     """
 
     parent: Tensor
     num_parents: int
     confidence: Tensor
+    neighbour: Tensor
 
 
 def pixel_graph(features: Tensor) -> RegionGraph:
@@ -133,7 +139,11 @@ def _edge_value(
     """Edge value of vertex pairs: exp(-||f_a - f_b||²), blended with the compactness of the
     union's box when compactness > 0 (`distance`: the squared distances when already known)."""
     if distance is None:
-        distance = (graph.mean[first] - graph.mean[second]).square().sum(-1)
+        distance = (
+            (graph.mean.index_select(0, first) - graph.mean.index_select(0, second))
+            .square()
+            .sum(-1)
+        )
     similarity = torch.exp(-distance)
     if compactness > 0:
         union = torch.cat(
@@ -165,10 +175,10 @@ def forest_components(target: Tensor) -> tuple[Tensor, int]:
     num_vertices = target.numel()
     index = torch.arange(num_vertices, device=target.device)
     # Mutual pairs: the smaller vertex becomes the root.
-    mutual = (target[target] == index) & (target > index)
+    mutual = (target.index_select(0, target) == index) & (target > index)
     target = torch.where(mutual, index, target)
     for _ in range(max(1, num_vertices.bit_length()) + 1):
-        jumped = target[target]
+        jumped = target.index_select(0, target)
         if torch.equal(jumped, target):
             break
         target = jumped
@@ -178,7 +188,7 @@ def forest_components(target: Tensor) -> tuple[Tensor, int]:
         return parent, int(parent.max()) + 1 if num_vertices else 0
     is_root = target == index
     new_id = torch.cumsum(is_root, 0) - 1
-    return new_id[target], int(is_root.sum())
+    return new_id.index_select(0, target), int(is_root.sum())
 
 
 # Edge values are compared after rounding to 16 bits, so that values equal up to float noise
@@ -227,9 +237,6 @@ def link_vertices(
     src, dst = graph.src, graph.dst
     num_vertices = graph.num_vertices
     similarity = _edge_value(graph, src, dst, compactness, graph.edge_distance)
-    if compactness > 0 and self_edge is not None:
-        own_compact = _compactness(graph.count, graph.box)
-        self_edge = (1 - compactness) * self_edge + compactness * own_compact
     # One scatter per edge end finds each vertex's best neighbour: the key packs the quantised
     # value above the neighbour's index, so the maximum key is the best value and, among equal
     # values, the largest neighbour.
@@ -240,24 +247,61 @@ def link_vertices(
     index = torch.arange(num_vertices, device=src.device)
     has_edge = best_key >= 0
     neighbour = torch.where(has_edge, best_key & 0xFFFFFFFF, index)
-    # The chosen edge's value (with its gradient), recomputed for the V chosen pairs: cheaper
-    # than finding the chosen edges among the E.
-    neighbour_value = torch.where(has_edge, _edge_value(graph, index, neighbour, compactness), 0.0)
     if self_edge is None:
         linked = has_edge
-        confidence = torch.ones_like(neighbour_value)
+        confidence = graph.mean.new_ones(num_vertices)
     else:
-        linked = has_edge & (neighbour_value.detach() > self_edge.detach())
-        total = (neighbour_value + self_edge).clamp(min=torch.finfo(self_edge.dtype).tiny)
-        confidence = torch.maximum(neighbour_value, self_edge) / total
+        confidence, prefers = link_confidence(
+            graph, neighbour, self_edge, compactness=compactness, must_join=must_join
+        )
+        linked = has_edge & prefers
         if must_join is not None:
-            # A forced join still says how much the vertex would rather have stayed (and so
-            # passes gradient to the self-edge): 1 - self-edge / 2, in (0.5, 1) like the others
-            # and never 0 (its neighbour's value can underflow to 0).
             linked = linked | (has_edge & must_join)
-            confidence = torch.where(must_join, 1.0 - 0.5 * self_edge, confidence)
     parent, num_parents = forest_components(torch.where(linked, neighbour, index))
-    return Links(parent=parent, num_parents=num_parents, confidence=confidence)
+    return Links(parent=parent, num_parents=num_parents, confidence=confidence, neighbour=neighbour)
+
+
+def link_confidence(
+    graph: RegionGraph,
+    neighbour: Tensor,
+    self_edge: Tensor,
+    *,
+    compactness: float = 0.0,
+    must_join: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """How sure each vertex is of its choice between its best neighbour and its self-edge.
+
+    Differentiable in graph.mean and self_edge (the choice itself is not): the tokenizer calls it
+    once inside `link_vertices` on the no-gradient pass and once more on the differentiable
+    replay of the merges.
+
+    Args:
+        graph: the level (mean, and count and box when compactness > 0).
+        neighbour: [V] best neighbour of each vertex (itself when it has none).
+        self_edge: [V] self-edge values in (0, 1) (before compactness blending).
+        compactness: c in [0, 1].
+        must_join: [V] bool vertices made to join, or None.
+
+    Returns:
+        (confidence [V] = max(neighbour, self) / (neighbour + self), in [0.5, 1]; 1 - self / 2
+         for vertices made to join; [V] bool: the neighbour's edge value beats the self-edge).
+    """
+    index = torch.arange(graph.num_vertices, device=neighbour.device)
+    if compactness > 0:
+        self_edge = (1 - compactness) * self_edge + compactness * _compactness(
+            graph.count, graph.box
+        )
+    # The chosen edge's value, recomputed for the V chosen pairs: cheaper than finding the
+    # chosen edges among the E.
+    value = torch.where(neighbour != index, _edge_value(graph, index, neighbour, compactness), 0.0)
+    total = (value + self_edge).clamp(min=torch.finfo(self_edge.dtype).tiny)
+    confidence = torch.maximum(value, self_edge) / total
+    if must_join is not None:
+        # A forced join still says how much the vertex would rather have stayed (and so passes
+        # gradient to the self-edge): 1 - self-edge / 2, in (0.5, 1) like the others and never 0
+        # (its neighbour's value can underflow to 0).
+        confidence = torch.where(must_join, 1.0 - 0.5 * self_edge, confidence)
+    return confidence, value.detach() > self_edge.detach()
 
 
 def _link_pixels(graph: RegionGraph, self_edge: Tensor | None) -> Links:
@@ -307,7 +351,8 @@ def _link_pixels(graph: RegionGraph, self_edge: Tensor | None) -> Links:
         total = (neighbour_value + self_edge).clamp(min=torch.finfo(self_edge.dtype).tiny)
         confidence = torch.maximum(neighbour_value, self_edge) / total
     parent, num_parents = forest_components(target)
-    return Links(parent=parent, num_parents=num_parents, confidence=confidence)
+    neighbour = index + offset.flatten()
+    return Links(parent=parent, num_parents=num_parents, confidence=confidence, neighbour=neighbour)
 
 
 def _grid_edges_between(grid: Tensor, size: int, *, dedupe: bool) -> tuple[Tensor, Tensor]:
@@ -359,6 +404,54 @@ def pool_vertices(
         The next level's RegionGraph; its edges are the pairs of adjacent components.
     """
     parent, size = links.parent, links.num_parents
+    mean, variance, count, new_mass = pool_statistics(graph, links, pooling=pooling)
+    if boxes:
+        index = parent[:, None].expand(-1, 2)
+        big = torch.iinfo(torch.long).max
+        low = graph.box.new_full((size, 2), big).scatter_reduce(
+            0, index, graph.box[:, :2], reduce="amin"
+        )
+        high = graph.box.new_full((size, 2), -1).scatter_reduce(
+            0, index, graph.box[:, 2:], reduce="amax"
+        )
+        box = torch.cat([low, high], 1)
+    else:
+        box = graph.box.new_zeros(size, 0)
+    image = graph.image.new_zeros(size).scatter_(0, parent, graph.image)
+    if graph.grid is not None:
+        src, dst = _grid_edges_between(parent.view(graph.grid), size, dedupe=dedupe)
+    else:
+        src, dst = parent.index_select(0, graph.src), parent.index_select(0, graph.dst)
+        between = torch.nonzero(src != dst).flatten()
+        src, dst = src[between], dst[between]
+        if dedupe and src.numel():
+            keys = torch.unique(torch.minimum(src, dst) * size + torch.maximum(src, dst))
+            src, dst = keys // size, keys % size
+    return RegionGraph(
+        mean=mean,
+        variance=variance,
+        count=count,
+        mass=new_mass,
+        box=box,
+        image=image,
+        src=src,
+        dst=dst,
+    )
+
+
+def pool_statistics(
+    graph: RegionGraph, links: Links, *, pooling: str = "exact"
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Feature statistics of the next level's vertices (see `pool_vertices`).
+
+    Differentiable in graph.mean, graph.variance, graph.mass and links.confidence; the
+    tokenizer calls it on the no-gradient pass (inside `pool_vertices`) and again on the
+    differentiable replay of the merges, with the same arithmetic, so both see the same values.
+
+    Returns:
+        (mean [V', d], variance [V', d], count [V'], mass [V']).
+    """
+    parent, size = links.parent, links.num_parents
     dim = graph.mean.shape[1]
     mass = graph.mass * links.confidence
     weight = graph.count if pooling == "exact" else mass
@@ -387,35 +480,4 @@ def pool_vertices(
         mean = sums[:, 3 : 3 + dim] / total
         variance = (sums[:, 3 + dim :] / total - mean.square()).clamp(min=0)
         count, new_mass = sums[:, 1], sums[:, 2]
-    if boxes:
-        index = parent[:, None].expand(-1, 2)
-        big = torch.iinfo(torch.long).max
-        low = graph.box.new_full((size, 2), big).scatter_reduce(
-            0, index, graph.box[:, :2], reduce="amin"
-        )
-        high = graph.box.new_full((size, 2), -1).scatter_reduce(
-            0, index, graph.box[:, 2:], reduce="amax"
-        )
-        box = torch.cat([low, high], 1)
-    else:
-        box = graph.box.new_zeros(size, 0)
-    image = graph.image.new_zeros(size).scatter_(0, parent, graph.image)
-    if graph.grid is not None:
-        src, dst = _grid_edges_between(parent.view(graph.grid), size, dedupe=dedupe)
-    else:
-        src, dst = parent[graph.src], parent[graph.dst]
-        between = torch.nonzero(src != dst).flatten()
-        src, dst = src[between], dst[between]
-        if dedupe and src.numel():
-            keys = torch.unique(torch.minimum(src, dst) * size + torch.maximum(src, dst))
-            src, dst = keys // size, keys % size
-    return RegionGraph(
-        mean=mean,
-        variance=variance,
-        count=count,
-        mass=new_mass,
-        box=box,
-        image=image,
-        src=src,
-        dst=dst,
-    )
+    return mean, variance, count, new_mass

@@ -13,7 +13,7 @@ injection map through the similarity-weighted region features used by the mean i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +25,15 @@ from ...regions import Partition
 from .budget import absorb_regions, enforce_budget
 from .criteria import check_criterion, information_criterion
 from .encoder import PixelEncoder
-from .merge import RegionGraph, link_vertices, pixel_graph, pool_vertices
+from .merge import (
+    Links,
+    RegionGraph,
+    link_confidence,
+    link_vertices,
+    pixel_graph,
+    pool_statistics,
+    pool_vertices,
+)
 
 __all__ = ["AUTO", "DHTResult", "DHTTokenizer", "check_budget", "default_budget", "resolve_budget"]
 
@@ -43,11 +51,11 @@ MIN_SIZE = 2
 # PSNR at the default budget (28.91 dB at 326 regions; 0.03: 28.79 dB, 0.01: 28.74 dB).
 IOTA = 1.0
 VARIANCE_SCALE = 0.02
-# The no-gradient path (`partition`) runs a batch in chunks of whole images of at most this many
-# pixels (at least one image): per-pixel work touches a dozen arrays per pixel, and past a few
-# hundred thousand pixels they fall out of the CPU caches and each call page-faults its buffers
-# in again, so a batch of four 512x512 images cost more per image than one (measured: 477 vs 370
-# ms per image on 1 thread, before chunking).
+# On CPU a batch runs in chunks of whole images of at most this many pixels (at least one image):
+# per-pixel work touches a dozen arrays per pixel, and past a few hundred thousand pixels they fall
+# out of the CPU caches and each call page-faults its buffers in again, so a batch of four 512x512
+# images cost more per image than one (measured: 477 vs 370 ms per image on 1 thread, before
+# chunking). A GPU takes the whole batch at once.
 CHUNK_PIXELS = 1 << 18
 # Regions thinner than this (pixels over the longer side of the box) are no candidates.
 MIN_WIDTH = 3.0
@@ -81,24 +89,48 @@ class DHTResult:
 
 
 @dataclass(frozen=True)
+class _Merge:
+    """Internal: one merge above the pixel level, as the differentiable replay needs it.
+
+    Attributes:
+        graph: the level that linked (no gradient; its mean and variance are recomputed with
+            gradient by the replay, its counts and boxes are read as they are; no edges).
+        links: the links it made (parent and neighbour are what the replay reuses).
+        must_join: [V] bool vertices made to join, or None.
+        better: [A] bool atoms whose selection moved to the level this merge made.
+    """
+
+    graph: RegionGraph
+    links: Links
+    must_join: Tensor | None
+    better: Tensor
+
+
+@dataclass(frozen=True)
 class _Hierarchy:
     """Internal: the merge levels and the selection, tracked per level-1 region ("atom").
 
+    Built without gradient; `DHTTokenizer._log_weights` replays the merges with gradient.
+
     Attributes:
         atom_of_pixel: [P] int64 atom of every pixel (P = B*H*W).
-        pixel_log_weight: [P] log link confidence of every pixel at level 0 -> 1.
+        pixel_links: the links of the pixel level (every pixel joins a neighbour).
+        grid: (B, H, W).
         atoms: the level-1 RegionGraph (A vertices).
         selected: [A] int64 selection key (equal keys = the same selected region).
-        selected_log_weight: [A] log similarity weight of each atom in its selected region.
         levels: one [A] int64 vertex map per level (level 1 first).
+        merges: the merges above the pixel level, one per level after the first.
+        whole_better: [A] bool atoms whose selection is the whole image.
     """
 
     atom_of_pixel: Tensor
-    pixel_log_weight: Tensor
+    pixel_links: Links
+    grid: tuple[int, int, int]
     atoms: RegionGraph
     selected: Tensor
-    selected_log_weight: Tensor
     levels: tuple[Tensor, ...]
+    merges: tuple[_Merge, ...]
+    whole_better: Tensor
 
 
 def _unique_pairs(first: Tensor, second: Tensor, size: int) -> tuple[Tensor, Tensor]:
@@ -142,6 +174,42 @@ def _concatenate(parts: list[Partition]) -> Partition:
     )
 
 
+def _chunks(images: Tensor) -> list[Tensor]:
+    """The batch as consecutive chunks of whole images of at most CHUNK_PIXELS pixels on CPU (at
+    least one image per chunk), as one chunk on other devices."""
+    height, width = images.shape[-2:]
+    if images.device.type != "cpu":
+        return [images]
+    per_chunk = max(1, CHUNK_PIXELS // (height * width))
+    return list(images.split(per_chunk))
+
+
+def _concatenate_results(results: list[DHTResult]) -> DHTResult:
+    """One DHTResult from the results of consecutive chunks of a batch.
+
+    Ids are offset to stay unique across the batch; a chunk whose merging stopped at fewer levels
+    repeats its last level map.
+    """
+
+    def stack_ids(maps: list[Tensor]) -> Tensor:
+        offsets = torch.tensor([0] + [int(ids.max()) + 1 for ids in maps[:-1]]).cumsum(0)
+        return torch.cat([ids + int(offset) for ids, offset in zip(maps, offsets, strict=True)])
+
+    depth = max(len(result.levels) for result in results)
+    return DHTResult(
+        partition=_concatenate([result.partition for result in results]),
+        pixels=torch.cat([result.pixels for result in results]),
+        features=torch.cat([result.features for result in results]),
+        region_features=torch.cat([result.region_features for result in results]),
+        region_colors=torch.cat([result.region_colors for result in results]),
+        levels=tuple(
+            stack_ids([result.levels[min(level, len(result.levels) - 1)] for result in results])
+            for level in range(depth)
+        ),
+        selection=stack_ids([result.selection for result in results]),
+    )
+
+
 def _partition_from_atoms(
     region_of_atom: Tensor,
     atom_of_pixel: Tensor,
@@ -163,7 +231,7 @@ def _partition_from_atoms(
         0, index, atoms.box[:, 2:], reduce="amax"
     )
     batch_index = atoms.image.new_zeros(num_regions).scatter_(0, region_of_atom, atoms.image)
-    labels = region_of_atom[atom_of_pixel].view(batch, height, width)
+    labels = region_of_atom.index_select(0, atom_of_pixel).view(batch, height, width)
     return Partition(
         labels=labels, batch_index=batch_index, box=torch.cat([low, high], 1), area=area
     )
@@ -381,7 +449,8 @@ class DHTTokenizer(nn.Module):
 
     # ------------------------------------------------------------------------------ algorithm
     def _hierarchy(self, features: Tensor, criterion: str) -> _Hierarchy:
-        """Merge levels and the information-criterion selection.
+        """Merge levels and the information-criterion selection (no gradient: every choice here
+        is discrete; `_log_weights` replays the merges with gradient).
 
         After level 1 every pixel's history is that of its level-1 region (its "atom"), so the
         selection is tracked per atom, not per pixel: a few times fewer elements per level.
@@ -393,9 +462,6 @@ class DHTTokenizer(nn.Module):
         # An image thinner than min_width still has candidates.
         min_width = min(self.min_width, height, width)
 
-        def self_edge_of(level_graph: RegionGraph) -> Tensor:
-            return torch.sigmoid(self.self_edge(level_graph.variance)).squeeze(-1)
-
         # No self-edge at the pixel level: every pixel joins a neighbour (the authors' rule; a
         # pixel self-edge left single pixels alone, about 5x more regions on noise).
         links = link_vertices(graph, None, compactness=self.compactness)
@@ -406,9 +472,8 @@ class DHTTokenizer(nn.Module):
         best_ic = self._ic(atoms, pixels_per_image, criterion, min_width)
         total = best_ic  # per current vertex: summed IC of the selection inside it
         selected = num_atoms + vertex
-        log_weight = features.new_zeros(num_atoms)
-        selected_log_weight = log_weight
         count_before = atoms.count
+        merges = []
         active = torch.ones(batch, dtype=torch.bool, device=features.device)
         levels = [vertex]
         graph = atoms
@@ -418,15 +483,16 @@ class DHTTokenizer(nn.Module):
             if not bool(active.any()):
                 break
             # A region too thin to be selected has no self-edge either: it must join a neighbour.
+            must_join = _thin(graph, min_width)
             step = link_vertices(
                 graph,
-                self_edge_of(graph),
+                self._self_edge_of(graph.variance),
                 compactness=self.compactness,
-                must_join=_thin(graph, min_width),
+                must_join=must_join,
             )
+            linked_graph = graph
             graph = pool_vertices(graph, step, pooling=self.pooling)
-            log_weight = log_weight + torch.log(step.confidence)[vertex]
-            vertex = step.parent[vertex]
+            vertex = step.parent.index_select(0, vertex)
             levels.append(vertex)
             ic = self._ic(graph, pixels_per_image, criterion, min_width)
             if self.compare == "total":
@@ -434,62 +500,120 @@ class DHTTokenizer(nn.Module):
                 # its IC is at least the sum of the selected regions' ICs.
                 inside = ic.new_zeros(graph.num_vertices).index_add(0, step.parent, total)
                 grew = torch.bincount(step.parent, minlength=graph.num_vertices) > 1
-                choose = active[graph.image] & (ic >= inside)
+                choose = active.index_select(0, graph.image) & (ic >= inside)
                 total = torch.where(choose, ic, inside)
-                better = choose[vertex]
-                improved = (choose & grew)[vertex]
+                better = choose.index_select(0, vertex)
+                improved = (choose & grew).index_select(0, vertex)
             else:
                 # The reference rule: per pixel, the best IC seen along its path.
-                atom_ic = ic[vertex]
-                count = graph.count[vertex]
-                better = active[atoms.image] & (atom_ic >= best_ic)
+                atom_ic = ic.index_select(0, vertex)
+                count = graph.count.index_select(0, vertex)
+                better = active.index_select(0, atoms.image) & (atom_ic >= best_ic)
                 # A region that grew out of a thin one (IC -inf) improves even while still thin.
                 rose = (atom_ic > best_ic) | (best_ic == -math.inf)
                 improved = better & rose & (count > count_before)
                 count_before = count
                 best_ic = torch.where(better, atom_ic, best_ic)
             selected = torch.where(better, level * num_atoms + vertex, selected)
-            selected_log_weight = torch.where(better, log_weight, selected_log_weight)
+            no_edges = linked_graph.src[:0]
+            merges.append(
+                _Merge(
+                    graph=replace(linked_graph, src=no_edges, dst=no_edges, edge_distance=None),
+                    links=step,
+                    must_join=must_join,
+                    better=better,
+                )
+            )
             active = active & (torch.bincount(atoms.image[improved], minlength=batch) > 0)
         # The whole image is the last candidate (the authors score it as one more level).
         whole = self._whole_image_ic(atoms, batch, pixels_per_image, criterion)
         if self.compare == "total":
             current = whole.new_zeros(batch).index_add(0, graph.image, total)
-            better = (whole >= current)[atoms.image]
+            better = (whole >= current).index_select(0, atoms.image)
         else:
-            better = whole[atoms.image] >= best_ic
+            better = whole.index_select(0, atoms.image) >= best_ic
         selected = torch.where(better, (max_levels + 1) * num_atoms + atoms.image, selected)
-        selected_log_weight = torch.where(better, log_weight, selected_log_weight)
         return _Hierarchy(
             atom_of_pixel=links.parent,
-            pixel_log_weight=torch.log(links.confidence),
+            pixel_links=links,
+            grid=(batch, height, width),
             atoms=atoms,
             selected=selected,
-            selected_log_weight=selected_log_weight,
             levels=tuple(levels),
+            merges=tuple(merges),
+            whole_better=better,
         )
 
+    def _self_edge_of(self, variance: Tensor) -> Tensor:
+        """[V] self-edge value sigmoid(w · variance + b) of every vertex of a level."""
+        return torch.sigmoid(self.self_edge(variance)).squeeze(-1)
+
+    def _log_weights(self, features: Tensor, tree: _Hierarchy) -> Tensor:
+        """[A] log similarity weight of every atom in its selected region, with gradient.
+
+        The merges are replayed with the choices of the no-gradient pass (parents, best
+        neighbours, forced joins, selections) and the same arithmetic (`pool_statistics`,
+        `link_confidence`), so the values are those of a pass with gradient throughout, while
+        the discrete work (edges, boxes, ties, components, criteria) runs once, without
+        autograd bookkeeping.
+        """
+        dim = features.shape[1]
+        mean = features.permute(0, 2, 3, 1).reshape(-1, dim)
+        ones = mean.new_ones(mean.shape[0])
+        empty = tree.atom_of_pixel[:0]
+        pixels = RegionGraph(
+            mean=mean,
+            variance=torch.zeros_like(mean),
+            count=ones,
+            mass=ones,
+            box=empty[:, None],
+            image=empty,
+            src=empty,
+            dst=empty,
+            grid=tree.grid,
+        )
+        mean, variance, _, mass = pool_statistics(pixels, tree.pixel_links, pooling=self.pooling)
+        log_weight = mean.new_zeros(tree.atoms.num_vertices)
+        selected = log_weight
+        for number, (merge, vertex) in enumerate(zip(tree.merges, tree.levels, strict=False)):
+            graph = replace(merge.graph, mean=mean, variance=variance, mass=mass)
+            confidence, _ = link_confidence(
+                graph,
+                merge.links.neighbour,
+                self._self_edge_of(variance),
+                compactness=self.compactness,
+                must_join=merge.must_join,
+            )
+            log_weight = log_weight + torch.log(confidence).index_select(0, vertex)
+            selected = torch.where(merge.better, log_weight, selected)
+            if number + 1 < len(tree.merges):
+                links = replace(merge.links, confidence=confidence)
+                mean, variance, _, mass = pool_statistics(graph, links, pooling=self.pooling)
+        return torch.where(tree.whole_better, log_weight, selected)
+
+    @torch.no_grad()
     def _partition(
         self,
-        images: Tensor,
+        features: Tensor,
         cap: int | None,
         criterion: str,
         generator: torch.Generator | None,
         sample_budget: bool,
-    ) -> tuple[Tensor, Partition, _Hierarchy, Tensor]:
-        """Encoder, hierarchy, selection, relabelling and budget.
+    ) -> tuple[Partition, _Hierarchy, Tensor]:
+        """Hierarchy, selection, relabelling and budget (all discrete: no gradient).
+
+        Args:
+            features: [B, d, H, W] pixel features from the encoder.
 
         Returns:
-            (features [B, d, H, W], partition, hierarchy, pieces [A] selection piece of every
-             atom).
+            (partition, hierarchy, pieces [A] selection piece of every atom).
         """
-        batch, _, height, width = images.shape
-        features = self.encoder(self._normalise(images))
+        batch, _, height, width = features.shape
         tree = self._hierarchy(features, criterion)
         atoms = tree.atoms
         # Relabel into 4-connected pieces: atoms are connected, so pieces are the components of
         # the atom graph restricted to edges whose ends were selected into the same region.
-        same = tree.selected[atoms.src] == tree.selected[atoms.dst]
+        same = tree.selected.index_select(0, atoms.src) == tree.selected.index_select(0, atoms.dst)
         pieces = connected_components(atoms.num_vertices, atoms.src[same], atoms.dst[same])
         pieces, area, piece_features, pairs = self._absorb_thin(
             pieces, atoms, min(self.min_width, height, width)
@@ -498,7 +622,9 @@ class DHTTokenizer(nn.Module):
         piece_image = atoms.image.new_zeros(num_pieces).scatter_(0, pieces, atoms.image)
         if cap is not None and int(torch.bincount(piece_image, minlength=batch).max()) > cap:
             if pairs is None:
-                pairs = _unique_pairs(pieces[atoms.src], pieces[atoms.dst], num_pieces)
+                pairs = _unique_pairs(
+                    pieces.index_select(0, atoms.src), pieces.index_select(0, atoms.dst), num_pieces
+                )
             group = enforce_budget(
                 area,
                 piece_image,
@@ -509,13 +635,15 @@ class DHTTokenizer(nn.Module):
                 random=sample_budget,
             )
             kept = group == torch.arange(num_pieces, device=group.device)
-            region_of_atom = (torch.cumsum(kept, 0) - 1)[group][pieces]
+            region_of_atom = (
+                (torch.cumsum(kept, 0) - 1).index_select(0, group).index_select(0, pieces)
+            )
         else:
             region_of_atom = pieces
         part = _partition_from_atoms(
             region_of_atom, tree.atom_of_pixel, atoms, batch, height, width
         )
-        return features, part, tree, pieces
+        return part, tree, pieces
 
     def _absorb_thin(
         self, pieces: Tensor, atoms: RegionGraph, min_width: float
@@ -546,10 +674,12 @@ class DHTTokenizer(nn.Module):
         thin = area < min_width * (high - low).amax(1).to(area.dtype)
         if not bool(thin.any()):
             return pieces, area, piece_features, None
-        first, second = _unique_pairs(pieces[atoms.src], pieces[atoms.dst], num_pieces)
+        first, second = _unique_pairs(
+            pieces.index_select(0, atoms.src), pieces.index_select(0, atoms.dst), num_pieces
+        )
         group = absorb_regions(~thin, piece_features, first, second)
         kept = group == torch.arange(num_pieces, device=group.device)
-        new_id = (torch.cumsum(kept, 0) - 1)[group]
+        new_id = (torch.cumsum(kept, 0) - 1).index_select(0, group)
         size = int(kept.sum())
         new_area = area.new_zeros(size).index_add(0, new_id, area)
         new_features = (
@@ -558,8 +688,8 @@ class DHTTokenizer(nn.Module):
             )
             / new_area[:, None]
         )
-        pairs = _unique_pairs(new_id[first], new_id[second], size)
-        return new_id[pieces], new_area, new_features, pairs
+        pairs = _unique_pairs(new_id.index_select(0, first), new_id.index_select(0, second), size)
+        return new_id.index_select(0, pieces), new_area, new_features, pairs
 
     # ---------------------------------------------------------------------------- public API
     def forward(
@@ -591,11 +721,30 @@ class DHTTokenizer(nn.Module):
         """
         cap, criterion = self._check(images, budget, criterion)
         sample = self.training if sample_budget is None else sample_budget
-        features, part, tree, pieces = self._partition(images, cap, criterion, generator, sample)
-        log_weight = tree.pixel_log_weight + tree.selected_log_weight[tree.atom_of_pixel]
+        results = [
+            self._tokenize(chunk, cap, criterion, generator, sample) for chunk in _chunks(images)
+        ]
+        return results[0] if len(results) == 1 else _concatenate_results(results)
+
+    def _tokenize(
+        self,
+        images: Tensor,
+        cap: int | None,
+        criterion: str,
+        generator: torch.Generator | None,
+        sample_budget: bool,
+    ) -> DHTResult:
+        """`forward` on one chunk of the batch (checked arguments)."""
+        features = self.encoder(self._normalise(images))
+        part, tree, pieces = self._partition(
+            features.detach(), cap, criterion, generator, sample_budget
+        )
+        log_weight = self._log_weights(features, tree).index_select(0, tree.atom_of_pixel)
         shape = part.labels.shape
-        levels = tuple(level[tree.atom_of_pixel].view(shape) for level in tree.levels)
-        selection = pieces[tree.atom_of_pixel].view(shape)
+        levels = tuple(
+            level.index_select(0, tree.atom_of_pixel).view(shape) for level in tree.levels
+        )
+        selection = pieces.index_select(0, tree.atom_of_pixel).view(shape)
         # Similarity-weighted region features: each pixel counts with the product of its
         # ancestors' link confidences, which carries gradient to the similarities (encoder) and
         # the self-edges (projection).
@@ -639,10 +788,10 @@ class DHTTokenizer(nn.Module):
         """
         cap, criterion = self._check(images, budget, criterion)
         sample = self.training if sample_budget is None else sample_budget
-        batch, _, height, width = images.shape
-        per_chunk = max(1, CHUNK_PIXELS // (height * width))
         parts = [
-            self._partition(images[start : start + per_chunk], cap, criterion, generator, sample)[1]
-            for start in range(0, batch, per_chunk)
+            self._partition(
+                self.encoder(self._normalise(chunk)), cap, criterion, generator, sample
+            )[0]
+            for chunk in _chunks(images)
         ]
         return parts[0] if len(parts) == 1 else _concatenate(parts)

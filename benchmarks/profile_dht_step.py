@@ -1,0 +1,198 @@
+"""Where one dHT training step spends its time: a torch.profiler table per stage and per operation.
+
+The setting of the training-speed issue: `build_model` with dHT tokens (budget 64, patch 8,
+position grid 8), a ViT of width 128, depth 4, 4 heads, batch 64 of 128x128 crops of
+scikit-image photos, AdamW, one CPU thread by default. One warm-up step, then one profiled step.
+Stages are the model's parts (tokenizer, and inside it the pixel encoder and the tokenizer's own
+steps; extractor; embedder; trunk; head) plus loss, backward and optimiser. Backward time is
+listed per autograd function, so the backward passes of the tokenizer and the extractor can be
+told apart.
+
+    python benchmarks/profile_dht_step.py                      # print the Markdown tables
+    python benchmarks/profile_dht_step.py --grid               # the same step on grid tokens
+    PYTHONPATH=/old/checkout/src python benchmarks/profile_dht_step.py   # an older version
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile, record_function
+
+import adaptok.models.vit as vit_module
+from adaptok.cli.benchmarking import machine_header
+from adaptok.models import EncoderConfig, ModelConfig, build_model
+
+# Methods of DHTTokenizer profiled as stages when the running version has them (the table then
+# also works for older versions of the tokenizer).
+TOKENIZER_STEPS = ("_partition", "_hierarchy", "_absorb_thin", "_log_weights")
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
+
+
+def photo_crops(batch: int, size: int, seed: int = 0) -> torch.Tensor:
+    """[batch, 3, size, size] random crops of scikit-image photos shrunk to 2 * size."""
+    from skimage import data
+
+    generator = torch.Generator().manual_seed(seed)
+    photos = []
+    for name in PHOTOS:
+        array = torch.from_numpy(getattr(data, name)()).float() / 255.0
+        image = array.permute(2, 0, 1)[None, :3]
+        scale = 2 * size / min(image.shape[-2:])
+        photos.append(F.interpolate(image, scale_factor=scale, mode="area")[0])
+    crops = []
+    for _ in range(batch):
+        photo = photos[int(torch.randint(len(photos), (1,), generator=generator))]
+        y = int(torch.randint(photo.shape[1] - size + 1, (1,), generator=generator))
+        x = int(torch.randint(photo.shape[2] - size + 1, (1,), generator=generator))
+        crops.append(photo[:, y : y + size, x : x + size])
+    return torch.stack(crops).clamp(0, 1)
+
+
+def _labelled(label: str, function: Callable) -> Callable:
+    def wrapped(*args, **kwargs):
+        with record_function(label):
+            return function(*args, **kwargs)
+
+    return wrapped
+
+
+def instrument(model: torch.nn.Module) -> list[str]:
+    """Wrap the model's stages in profiler labels; returns the labels in pipeline order."""
+    labels = []
+
+    def label_module(module: torch.nn.Module, label: str) -> None:
+        module.forward = _labelled(label, module.forward)
+        labels.append(label)
+
+    label_module(model.tokenizer, "tokenizer")
+    dht = getattr(model.tokenizer, "tokenizer", None)
+    if dht is not None:
+        label_module(dht.encoder, "  pixel encoder")
+        for name in TOKENIZER_STEPS:
+            if hasattr(dht, name):
+                label = f"  {name.strip('_')}"
+                setattr(dht, name, _labelled(label, getattr(dht, name)))
+                labels.append(label)
+    vit_module.extract_tokens = _labelled("extractor", vit_module.extract_tokens)
+    labels.append("extractor")
+    label_module(model.embedder, "embedder")
+    label_module(model.encoder, "trunk")
+    label_module(model.head, "head")
+    return labels
+
+
+def commit() -> str:
+    """The checkout's short commit hash (with '+' when it has uncommitted changes)."""
+    root = Path(vit_module.__file__).resolve().parents[3]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+" if dirty else "")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--tokens", type=int, default=64, help="dHT budget (grid: its count)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--grid", action="store_true", help="profile grid tokens instead")
+    parser.add_argument("--rows", type=int, default=12, help="rows of the operation tables")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    side = round((args.size * args.size / args.tokens) ** 0.5)
+    if args.grid:
+        method, patch, options = "grid", side, {"patch_size": side}
+    else:
+        method, patch, options = "dht", 8, {"budget": args.tokens}
+    torch.manual_seed(0)
+    config = ModelConfig(
+        method=method,
+        image_size=args.size,
+        patch_size=patch,
+        embedder="dht",
+        position_grid=8,
+        partition_options=options,
+        encoder=EncoderConfig(embed_dim=128, depth=4, num_heads=4),
+    )
+    model = build_model(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    images = photo_crops(args.batch, args.size)
+    labels = torch.randint(0, 10, (args.batch,), generator=torch.Generator().manual_seed(1))
+    stages = instrument(model)
+
+    def step() -> None:
+        logits = model(images)
+        with record_function("loss"):
+            loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        with record_function("backward"):
+            loss.backward()
+        with record_function("optimiser"):
+            optimizer.step()
+
+    step()  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as profiler, record_function("step"):
+        step()
+    events = {event.key: event for event in profiler.key_averages()}
+
+    def total_ms(key: str) -> float:
+        event = events.get(key)
+        return event.cpu_time_total / 1e3 if event is not None else 0.0
+
+    step_ms = total_ms("step")
+    print(
+        f"{machine_header()} · commit {commit()} · {method} tokens ({options}), batch "
+        f"{args.batch} of {args.size}x{args.size} photo crops, ViT 128 wide, depth 4"
+    )
+    print()
+    print("| stage | ms | share of the step |")
+    print("|---|---:|---:|")
+    for label in [*stages, "loss", "backward", "optimiser"]:
+        if label in events:
+            name = label.replace("  ", "&nbsp;&nbsp;") if label.startswith(" ") else label
+            ms = total_ms(label)
+            print(f"| {name} | {ms:.0f} | {100 * ms / step_ms:.0f}% |")
+    print(f"| **step** | **{step_ms:.0f}** | 100% |")
+    print()
+    backward = sorted(
+        (event for event in events.values() if event.key.startswith("autograd::engine")),
+        key=lambda event: -event.cpu_time_total,
+    )
+    print("| backward function | ms | calls |")
+    print("|---|---:|---:|")
+    for event in backward[: args.rows]:
+        name = event.key.split(": ", 1)[-1]
+        print(f"| {name} | {event.cpu_time_total / 1e3:.0f} | {event.count} |")
+    print()
+    ops = sorted(
+        (event for event in events.values() if event.key.startswith("aten::")),
+        key=lambda event: -event.self_cpu_time_total,
+    )
+    print("| operation (self time, forward and backward) | ms | calls |")
+    print("|---|---:|---:|")
+    for event in ops[: args.rows]:
+        print(f"| {event.key} | {event.self_cpu_time_total / 1e3:.0f} | {event.count} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
