@@ -11,7 +11,13 @@ import torch.nn.functional as F
 import adaptok
 from adaptok import AdaptokError, Partition
 from adaptok.partitioners.grid import grid_partition
-from adaptok.tokens import extract_regions, extract_squares, gradient_histogram, position_histogram
+from adaptok.tokens import (
+    boxes,
+    extract_regions,
+    extract_squares,
+    gradient_histogram,
+    position_histogram,
+)
 from adaptok.tokens.boxes import box_taps
 from conftest import random_partition
 
@@ -125,6 +131,22 @@ def test_long_boxes_match_the_oracle_with_two_taps_per_sample() -> None:
     assert index.shape == weight.shape == (1, 8, 4)
     assert int(index.min()) >= 3 and int(index.max()) <= 1002
     torch.testing.assert_close(weight.sum(-1), torch.ones(1, 8, dtype=torch.float64))
+
+
+def test_runs_of_regions_match_one_gather(monkeypatch) -> None:
+    part = random_partition(3, 29, 35, classes=4, seed=2)
+    images = torch.rand(3, 3, 29, 35, requires_grad=True)
+    weights = torch.randn(part.num_regions, 3 * 16)
+    results = []
+    for chunk_taps in (1 << 30, 100):  # one gather; one region per run
+        monkeypatch.setattr(boxes, "CHUNK_TAPS", chunk_taps)
+        tokens = extract_regions(images, part, patch_size=4, samples=2)
+        patches = tokens.patches[tokens.patch_valid]
+        (grad,) = torch.autograd.grad((patches * weights).sum(), images)
+        results.append((patches, tokens.mask[tokens.patch_valid], grad))
+    (patches, mask, grad), (run_patches, run_mask, run_grad) = results
+    assert torch.equal(patches, run_patches) and torch.equal(mask, run_mask)
+    torch.testing.assert_close(grad, run_grad)  # summed run by run: rounding may differ
 
 
 # ---------------------------------------------------------------------------------------- masks

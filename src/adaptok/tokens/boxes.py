@@ -41,6 +41,9 @@ __all__ = [
     "resample_boxes",
 ]
 
+# Taps per run of regions resampled together on CPU (see `resample_boxes`).
+CHUNK_TAPS = 1 << 20
+
 
 def box_taps(start: Tensor, length: Tensor, patch_size: int, samples: int) -> tuple[Tensor, Tensor]:
     """Pixel indices and weights that resample a run of pixels to `patch_size` cells (one axis).
@@ -113,20 +116,26 @@ def resample_boxes(
     labels = part.labels.flatten()
     order, patches, masks = [], [], []
     for key in torch.unique(group).tolist():
-        chosen = torch.nonzero(group == key).flatten()
-        patch, mask = _resample_group(
-            planes,
-            labels,
-            values.shape,
-            part.batch_index[chosen],
-            box[chosen],
-            chosen,
-            patch_size,
-            samples,
-        )
-        order.append(chosen)
-        patches.append(patch)
-        masks.append(mask)
+        members = torch.nonzero(group == key).flatten()
+        # On CPU, runs of regions whose taps fit the caches (ids are grouped by image, so a run
+        # reads a few neighbouring images): measured 1.8x faster, forward and backward, than one
+        # gather for all 4096 regions of 64 images of 128x128 at P = 8.
+        taps = patch_size * patch_size * 4 * (key // (samples + 1)) * (key % (samples + 1))
+        run = max(1, CHUNK_TAPS // taps) if values.device.type == "cpu" else members.numel()
+        for chosen in members.split(run):
+            patch, mask = _resample_group(
+                planes,
+                labels,
+                values.shape,
+                part.batch_index[chosen],
+                box[chosen],
+                chosen,
+                patch_size,
+                samples,
+            )
+            order.append(chosen)
+            patches.append(patch)
+            masks.append(mask)
     if len(order) == 1:
         return patches[0], masks[0]
     inverse = torch.argsort(torch.cat(order))
