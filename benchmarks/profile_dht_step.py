@@ -27,31 +27,11 @@ from torch.profiler import ProfilerActivity, profile, record_function
 import adaptok.models.vit as vit_module
 from adaptok.cli.benchmarking import machine_header
 from adaptok.models import EncoderConfig, ModelConfig, build_model
+from train_throughput import photo_crops  # benchmarks/ is the script's folder
 
 # Methods of DHTTokenizer profiled as stages when the running version has them (the table then
 # also works for older versions of the tokenizer).
 TOKENIZER_STEPS = ("_partition", "_hierarchy", "_absorb_thin", "_log_weights")
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
-
-
-def photo_crops(batch: int, size: int, seed: int = 0) -> torch.Tensor:
-    """[batch, 3, size, size] random crops of scikit-image photos shrunk to 2 * size."""
-    from skimage import data
-
-    generator = torch.Generator().manual_seed(seed)
-    photos = []
-    for name in PHOTOS:
-        array = torch.from_numpy(getattr(data, name)()).float() / 255.0
-        image = array.permute(2, 0, 1)[None, :3]
-        scale = 2 * size / min(image.shape[-2:])
-        photos.append(F.interpolate(image, scale_factor=scale, mode="area")[0])
-    crops = []
-    for _ in range(batch):
-        photo = photos[int(torch.randint(len(photos), (1,), generator=generator))]
-        y = int(torch.randint(photo.shape[1] - size + 1, (1,), generator=generator))
-        x = int(torch.randint(photo.shape[2] - size + 1, (1,), generator=generator))
-        crops.append(photo[:, y : y + size, x : x + size])
-    return torch.stack(crops).clamp(0, 1)
 
 
 def _labelled(label: str, function: Callable) -> Callable:

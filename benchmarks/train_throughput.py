@@ -1,88 +1,145 @@
-"""Training throughput of AdaptiveViT per tokenizer on this machine (CPU or CUDA).
+"""Training throughput of AdaptiveViT per tokenizer at matched token counts (CPU or CUDA).
 
 Times full training steps (tokenize, extract, embed, encode, loss, backward, AdamW) on random
-64x64 images after warm-up, and checks that the loss stays finite under the device's autocast
-policy (bf16 on CUDA). Prints a markdown table with the date and machine.
+crops of scikit-image photos after two warm-up steps, for grid, quadtree and dHT tokens with the
+same number of tokens per image, and prints a Markdown table with the date and device: images/s,
+the step time as a multiple of the grid step, and the share of the step spent in the tokenizer's
+forward. The loss must stay finite under the device's autocast policy (bf16 on CUDA).
 
-    nice python benchmarks/train_throughput.py --device cpu --threads 1
-    python benchmarks/train_throughput.py --device cuda --batch 256
+    python benchmarks/train_throughput.py                          # CPU, one thread, 128x128
+    python benchmarks/train_throughput.py --setting vit-s --device cuda   # batch 256, 224x224
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
+import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 
-from adaptok.cli.benchmarking import cpu_name
+from adaptok.cli.benchmarking import machine_header
 from adaptok.models import EncoderConfig, ModelConfig, build_model
+from adaptok.train.datasets import normalize
 from adaptok.train.loop import autocast_context
 
-CASES = {
-    "grid-8": ("grid", 8, {"patch_size": 8}),
-    "quadtree-31": ("quadtree", 8, {"budget": 31, "min_patch": 8, "max_patch": 32}),
-    "dht-31": ("dht", 8, {"budget": 31}),
+# size, tokens per image, dHT/quadtree patch size, trunk (width, depth, heads), batch.
+SETTINGS = {
+    "small": (128, 64, 8, (128, 4, 4), 64),
+    "vit-s": (224, 196, 16, (384, 12, 6), 256),
 }
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
+
+
+def photo_crops(batch: int, size: int, seed: int = 0) -> torch.Tensor:
+    """[batch, 3, size, size] random crops of scikit-image photos shrunk to 2 * size, normalised
+    with ImageNet statistics as the training datasets give them (what a model expects)."""
+    from skimage import data
+
+    generator = torch.Generator().manual_seed(seed)
+    photos = []
+    for name in PHOTOS:
+        array = torch.from_numpy(getattr(data, name)()).float() / 255.0
+        image = array.permute(2, 0, 1)[None, :3]
+        scale = 2 * size / min(image.shape[-2:])
+        photos.append(F.interpolate(image, scale_factor=scale, mode="area")[0])
+    crops = []
+    for _ in range(batch):
+        photo = photos[int(torch.randint(len(photos), (1,), generator=generator))]
+        y = int(torch.randint(photo.shape[1] - size + 1, (1,), generator=generator))
+        x = int(torch.randint(photo.shape[2] - size + 1, (1,), generator=generator))
+        crops.append(photo[:, y : y + size, x : x + size])
+    return normalize(torch.stack(crops).clamp(0, 1))
+
+
+def cases(size: int, tokens: int, patch: int) -> dict[str, tuple[str, int, dict]]:
+    """Tokenizer name -> (method, patch size, partition options) at `tokens` tokens per image."""
+    side = round(size / tokens**0.5)
+    if side * side * tokens != size * size:
+        raise SystemExit(f"{tokens} tokens do not tile {size}x{size} into a grid")
+    return {
+        "grid": ("grid", side, {"patch_size": side}),
+        "quadtree": (
+            "quadtree",
+            patch,
+            {"budget": tokens, "min_patch": patch, "max_patch": 4 * side},
+        ),
+        "dht": ("dht", patch, {"budget": tokens}),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per case")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--setting", choices=sorted(SETTINGS), default="small")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, help="default: the setting's")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per tokenizer")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (0: torch's default)")
     parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "off"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    size, tokens, patch, (width, depth, heads), batch = SETTINGS[args.setting]
+    batch = args.batch or batch
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     print(
-        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {device} ({name}); "
-        f"torch {torch.__version__}; threads {torch.get_num_threads()}; amp {args.amp}; "
-        f"batch {args.batch} of 64x64; ViT embed 128 depth 4; median of {args.steps} steps"
+        f"{machine_header(args.device)} · amp {args.amp} · batch {batch} of {size}x{size} photo "
+        f"crops · {tokens} tokens per image · ViT width {width}, depth {depth}, {heads} heads · "
+        f"median of {args.steps} steps"
     )
-    print("| tokenizer | tokens/image | ms/step | images/s | final loss |")
-    print("|---|---:|---:|---:|---:|")
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn(args.batch, 3, 64, 64, generator=generator).to(device)
-    labels = torch.randint(0, 10, (args.batch,), generator=generator).to(device)
-    for case, (method, patch, options) in CASES.items():
+    print()
+    print("| tokens | tokens/image | ms/step | images/s | step / grid step | tokenizer forward |")
+    print("|---|---:|---:|---:|---:|---:|")
+    images = photo_crops(batch, size).to(device)
+    labels = torch.randint(0, 10, (batch,), generator=torch.Generator().manual_seed(1)).to(device)
+    grid_ms = None
+    for name, (method, patch_size, options) in cases(size, tokens, patch).items():
         torch.manual_seed(0)
         config = ModelConfig(
             method=method,
-            image_size=64,
-            patch_size=patch,
+            image_size=size,
+            patch_size=patch_size,
             embedder="dht",
             position_grid=8,
             partition_options=options,
-            encoder=EncoderConfig(embed_dim=128, depth=4, num_heads=4),
+            encoder=EncoderConfig(embed_dim=width, depth=depth, num_heads=heads),
         )
         model = build_model(config).to(device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        times = []
-        for step in range(args.steps + 2):  # two warm-up steps
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            tick = time.perf_counter()
+        tokenizer_forward = model.tokenizer.forward
+        tokenizer_ms: list[float] = []
+
+        def timed_tokenizer(inputs, _forward=tokenizer_forward, _times=tokenizer_ms):
+            sync()
+            start = time.perf_counter()
+            result = _forward(inputs)
+            sync()
+            _times.append(1000 * (time.perf_counter() - start))
+            return result
+
+        model.tokenizer.forward = timed_tokenizer
+        step_ms = []
+        for _ in range(args.steps + 2):  # two warm-up steps
+            sync()
+            start = time.perf_counter()
             with autocast_context(device, args.amp):
                 logits, counts = model(images, return_counts=True)
-            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+            loss = F.cross_entropy(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if step >= 2:
-                times.append(time.perf_counter() - tick)
+            sync()
+            step_ms.append(1000 * (time.perf_counter() - start))
         if not torch.isfinite(loss):
-            raise SystemExit(f"{case}: loss is {float(loss.detach())}")
-        median = sorted(times)[len(times) // 2]
+            raise SystemExit(f"{name}: the loss is {float(loss.detach())}")
+        median = statistics.median(step_ms[2:])
+        share = statistics.median(tokenizer_ms[2:]) / median
+        grid_ms = grid_ms or median
         print(
-            f"| {case} | {float(counts.float().mean()):.1f} | {median * 1e3:.1f} "
-            f"| {args.batch / median:.0f} | {float(loss.detach()):.3f} |"
+            f"| {name} | {float(counts.float().mean()):.1f} | {median:.0f} | "
+            f"{batch / median * 1000:.0f} | {median / grid_ms:.2f}x | {100 * share:.0f}% |"
         )
     return 0
 
