@@ -314,3 +314,18 @@ def test_nearest_budget_is_the_closest_valid_budget(wanted) -> None:
     chosen = nearest_budget(320, 512, wanted, min_patch=16, max_patch=64)
     assert chosen in budgets
     assert abs(chosen - target) == min(abs(b - target) for b in budgets)
+
+
+def test_default_budget_is_the_command_lines() -> None:
+    # One default per method: the API without a budget gives what `adaptok tokenize` documents
+    # (a quarter of the smallest patches), at the options given.
+    images = photo(size=(128, 192))
+    for min_patch, max_patch in ((16, 64), (8, 32)):
+        default = adaptok.partition(images, "quadtree", min_patch=min_patch, max_patch=max_patch)
+        budget = nearest_budget(128, 192, min_patch=min_patch, max_patch=max_patch)
+        assert abs(budget - (128 // min_patch) * (192 // min_patch) / 4) <= 1.5
+        explicit = quadtree_partition(
+            images, budget=budget, min_patch=min_patch, max_patch=max_patch
+        )
+        assert torch.equal(default.labels, explicit.labels)
+        assert default.counts.tolist() == [budget]

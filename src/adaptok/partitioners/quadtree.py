@@ -167,7 +167,7 @@ def _check_budget(budget: object, budgets: range, height: int, width: int) -> in
 def quadtree_partition(
     images: Tensor,
     *,
-    budget: int,
+    budget: int | None = None,
     min_patch: int = 16,
     max_patch: int = 64,
     scorer: str | QuadtreeScorer = "pixel_blur",
@@ -178,7 +178,8 @@ def quadtree_partition(
     Args:
         images: [B, C, H, W] float images; H and W multiples of max_patch.
         budget: tokens per image, N0 + 3j with N0 = (H / max_patch) * (W / max_patch), at most
-            (H / min_patch) * (W / min_patch).
+            (H / min_patch) * (W / min_patch). The default (None) is the valid budget nearest to a
+            quarter of the min_patch patches (`nearest_budget`), as in `adaptok tokenize`.
         min_patch: s, the smallest patch side (those never split).
         max_patch: S = s * 2^k, the largest patch side (the starting grid).
         scorer: "pixel_blur", "feature", "random" (see `adaptok.scorers.available_scorers`) or any
@@ -192,6 +193,8 @@ def quadtree_partition(
     check_images(images, min_size=1)
     batch, _, height, width = images.shape
     levels = check_quadtree_sizes(height, width, min_patch, max_patch)
+    if budget is None:
+        budget = nearest_budget(height, width, min_patch=min_patch, max_patch=max_patch)
     budget = _check_budget(
         budget,
         valid_budgets(height, width, min_patch=min_patch, max_patch=max_patch),
