@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,11 @@ def test_demo_writes_into_its_own_folder_and_prints_what_it_asked(
     assert "16 tokens (budget=16, min_patch=16, max_patch=128)" in printed  # (128 / 32)^2
     assert "asked for 683 = one per 24 pixels" in printed  # vectorize's default budget
     assert "start-up" in printed
+    # The flat-background item: dHT without a cap spends fewer tokens than the 8x8 grid.
+    flat = np.asarray(Image.open(out / "demo_flat_background.png"))
+    assert flat.shape == (4 * 64, 4 * (4 * 64 + 3 * 4), 3)
+    counts = re.search(r"grid (\d+) tokens \| dht without a cap (\d+) regions", printed)
+    assert counts is not None and int(counts[2]) < int(counts[1]) == 64
 
 
 @pytest.mark.parametrize("size", [0, 100, 129, -128])

@@ -12,7 +12,7 @@ from PIL import Image
 
 import adaptok
 from adaptok import AdaptokError
-from adaptok.io import as_images, load_image
+from adaptok.io import FLAT_SAMPLE, as_images, load_image, sample_image
 from adaptok.partitioners.dht import dht_partition
 from conftest import photo
 
@@ -162,3 +162,12 @@ def test_dht_partition_takes_float64_directly():
     images = photo("coffee", (32, 32)).double()
     part = dht_partition(images, budget=8)
     assert int(part.counts[0]) <= 8
+
+
+def test_bundled_samples() -> None:
+    photo = sample_image(64)
+    item = sample_image(64, name=FLAT_SAMPLE)  # 28x28 enlarged bilinearly
+    assert photo.shape == item.shape == (1, 3, 64, 64)
+    assert float(item[..., :4, :].max()) == 0.0  # the item's black background stays black
+    with pytest.raises(AdaptokError, match="no bundled sample"):
+        sample_image(64, name="../weights.pt")

@@ -41,6 +41,8 @@ RANGE_TOLERANCE = 0.15
 ImageLike = Tensor | np.ndarray | Image.Image | str | os.PathLike | Sequence[Any]
 
 SAMPLE_IMAGE = "astronaut.jpg"  # skimage.data.astronaut (NASA, public domain), 512 x 512
+# Fashion-MNIST test item 0, an ankle boot on a black background (Zalando, MIT licence), 28 x 28.
+FLAT_SAMPLE = "fashion_mnist_boot.png"
 
 
 # Largest image (width x height) read by default: 64 megapixels, about 0.8 GB as float32 RGB.
@@ -288,13 +290,23 @@ def from_array(array: np.ndarray) -> Tensor:
     return tensor.float()
 
 
-def sample_image(size: int | tuple[int, int] | None = None) -> Tensor:
-    """The bundled sample photo as [1, 3, H, W] in [0, 1], optionally resized to `size`."""
-    with resources.as_file(resources.files("adaptok") / "assets" / SAMPLE_IMAGE) as path:
+def sample_image(size: int | tuple[int, int] | None = None, *, name: str = SAMPLE_IMAGE) -> Tensor:
+    """A bundled sample as [1, 3, H, W] in [0, 1], optionally resized to `size` (area average
+    when shrinking, bilinear when enlarging).
+
+    Args:
+        size: side or (H, W); None keeps the file's size.
+        name: SAMPLE_IMAGE (the photo, the default) or FLAT_SAMPLE (a Fashion-MNIST item).
+    """
+    if name not in (SAMPLE_IMAGE, FLAT_SAMPLE):
+        raise AdaptokError(f"no bundled sample {name!r}; choose {SAMPLE_IMAGE} or {FLAT_SAMPLE}")
+    with resources.as_file(resources.files("adaptok") / "assets" / name) as path:
         image = load_image(path)
     if size is not None:
         size = (size, size) if isinstance(size, int) else tuple(size)
-        image = F.interpolate(image, size=size, mode="area").clamp(0, 1)
+        shrinking = size[0] <= image.shape[2] and size[1] <= image.shape[3]
+        mode = "area" if shrinking else "bilinear"
+        image = F.interpolate(image, size=size, mode=mode).clamp(0, 1)
     return image
 
 
