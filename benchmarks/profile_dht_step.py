@@ -16,18 +16,17 @@ told apart.
 from __future__ import annotations
 
 import argparse
-import subprocess
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import adaptok.models.vit as vit_module
+from accuracy_vs_tokens import library_commit  # benchmarks/ is the script's folder
 from adaptok.cli.benchmarking import machine_header
 from adaptok.models import EncoderConfig, ModelConfig, build_model
-from train_throughput import photo_crops  # benchmarks/ is the script's folder
+from train_throughput import photo_crops
 
 # Methods of DHTTokenizer profiled as stages when the running version has them (the table then
 # also works for older versions of the tokenizer).
@@ -67,25 +66,17 @@ def instrument(model: torch.nn.Module) -> list[str]:
     return labels
 
 
-def commit() -> str:
-    """The checkout's short commit hash (with '+' when it has uncommitted changes)."""
-    root = Path(vit_module.__file__).resolve().parents[3]
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+" if dirty else "")
+def top_table(events: dict, prefix: str, title: str, time_field: str, rows: int) -> None:
+    """Print the `rows` profiler events named `prefix...` that took the longest."""
+    chosen = sorted(
+        (event for event in events.values() if event.key.startswith(prefix)),
+        key=lambda event: -getattr(event, time_field),
+    )
+    print(f"| {title} | ms | calls |")
+    print("|---|---:|---:|")
+    for event in chosen[:rows]:
+        name = event.key.split(": ", 1)[-1]
+        print(f"| {name} | {getattr(event, time_field) / 1e3:.0f} | {event.count} |")
 
 
 def main() -> int:
@@ -140,7 +131,7 @@ def main() -> int:
 
     step_ms = total_ms("step")
     print(
-        f"{machine_header()} · commit {commit()} · {method} tokens ({options}), batch "
+        f"{machine_header()} · commit {library_commit()} · {method} tokens ({options}), batch "
         f"{args.batch} of {args.size}x{args.size} photo crops, ViT 128 wide, depth 4"
     )
     print()
@@ -153,24 +144,15 @@ def main() -> int:
             print(f"| {name} | {ms:.0f} | {100 * ms / step_ms:.0f}% |")
     print(f"| **step** | **{step_ms:.0f}** | 100% |")
     print()
-    backward = sorted(
-        (event for event in events.values() if event.key.startswith("autograd::engine")),
-        key=lambda event: -event.cpu_time_total,
-    )
-    print("| backward function | ms | calls |")
-    print("|---|---:|---:|")
-    for event in backward[: args.rows]:
-        name = event.key.split(": ", 1)[-1]
-        print(f"| {name} | {event.cpu_time_total / 1e3:.0f} | {event.count} |")
+    top_table(events, "autograd::engine", "backward function", "cpu_time_total", args.rows)
     print()
-    ops = sorted(
-        (event for event in events.values() if event.key.startswith("aten::")),
-        key=lambda event: -event.self_cpu_time_total,
+    top_table(
+        events,
+        "aten::",
+        "operation (self time, forward and backward)",
+        "self_cpu_time_total",
+        args.rows,
     )
-    print("| operation (self time, forward and backward) | ms | calls |")
-    print("|---|---:|---:|")
-    for event in ops[: args.rows]:
-        print(f"| {event.key} | {event.self_cpu_time_total / 1e3:.0f} | {event.count} |")
     return 0
 
 
