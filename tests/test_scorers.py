@@ -272,3 +272,19 @@ def test_explicit_backbone_takes_a_weights_file(tmp_path) -> None:
     torch.save(source.state_dict(), tmp_path / "net.pt")
     scorer = FeatureScorer(StrideNet(16), weights=tmp_path / "net.pt")
     torch.testing.assert_close(scorer.backbone.mix.weight, source.mix.weight)
+
+
+def test_feature_scorer_follows_the_model_to_a_dtype_or_device() -> None:
+    # A scorer passed as a partition option moves with the tokenizer module (here .double(), the
+    # CPU stand-in for .to("cuda")) but stays out of the state dict (it has its own weights file).
+    from adaptok.models import PartitionTokenizer
+
+    scorer = FeatureScorer(StrideNet(16))
+    tokenizer = PartitionTokenizer("quadtree", budget=23, min_patch=8, max_patch=32, scorer=scorer)
+    assert tokenizer.state_dict() == {}
+    tokenizer.double()
+    assert all(parameter.dtype == torch.float64 for parameter in scorer.parameters())
+    images = photo("astronaut", (64, 128)).double()
+    part = tokenizer(images).partition
+    want = quadtree_partition(images, budget=23, min_patch=8, max_patch=32, scorer=scorer)
+    assert torch.equal(part.labels, want.labels)

@@ -63,6 +63,15 @@ class PartitionTokenizer(nn.Module):
         self.method = method
         self.options = dict(options)
 
+    def _apply(self, fn, recurse: bool = True):
+        # Module-valued options (a FeatureScorer's CNN) follow .to(device / dtype) like submodules,
+        # without entering the state dict (their weights come from their own file).
+        super()._apply(fn, recurse)
+        for value in self.options.values():
+            if isinstance(value, nn.Module):
+                value._apply(fn, recurse)
+        return self
+
     def forward(self, images: Tensor) -> TokenizerOutput:
         """[B, C, H, W] -> TokenizerOutput(partition, pixels=images)."""
         # The model's images are normalised for the backbone: the partitioner is called directly,
