@@ -285,6 +285,9 @@ def test_replayed_log_weights_match_statistics_pooled_from_pixels() -> None:
         selected = torch.where(merge.better, log_weight, selected)
     oracle = torch.where(tree.whole_better, log_weight, selected)
     torch.testing.assert_close(replay, oracle, rtol=1e-9, atol=1e-9)
+    # Without gradient the no-gradient pass's own confidences give the very same values.
+    with torch.no_grad():
+        assert torch.equal(model._log_weights(features, tree), replay.detach())
     weights = torch.randn(
         replay.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
     )

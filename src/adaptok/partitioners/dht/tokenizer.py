@@ -549,46 +549,53 @@ class DHTTokenizer(nn.Module):
         return torch.sigmoid(self.self_edge(variance)).squeeze(-1)
 
     def _log_weights(self, features: Tensor, tree: _Hierarchy) -> Tensor:
-        """[A] log similarity weight of every atom in its selected region, with gradient.
+        """[A] log similarity weight of every atom in its selected region.
 
-        The merges are replayed with the choices of the no-gradient pass (parents, best
-        neighbours, forced joins, selections) and the same arithmetic (`pool_statistics`,
-        `link_confidence`), so the values are those of a pass with gradient throughout, while
-        the discrete work (edges, boxes, ties, components, criteria) runs once, without
-        autograd bookkeeping.
+        With gradient (features that require it, autograd on), the merges are replayed with the
+        choices of the no-gradient pass (parents, best neighbours, forced joins, selections) and
+        the same arithmetic (`pool_statistics`, `link_confidence`), so the values are those of a
+        pass with gradient throughout, while the discrete work (edges, boxes, ties, components,
+        criteria) runs once, without autograd bookkeeping. Without gradient the link
+        confidences the no-gradient pass computed are summed as they are (the same values).
         """
-        dim = features.shape[1]
-        mean = features.permute(0, 2, 3, 1).reshape(-1, dim)
-        ones = mean.new_ones(mean.shape[0])
-        empty = tree.atom_of_pixel[:0]
-        pixels = RegionGraph(
-            mean=mean,
-            variance=torch.zeros_like(mean),
-            count=ones,
-            mass=ones,
-            box=empty[:, None],
-            image=empty,
-            src=empty,
-            dst=empty,
-            grid=tree.grid,
-        )
-        mean, variance, _, mass = pool_statistics(pixels, tree.pixel_links, pooling=self.pooling)
-        log_weight = mean.new_zeros(tree.atoms.num_vertices)
+        replay = torch.is_grad_enabled() and features.requires_grad
+        if replay:
+            dim = features.shape[1]
+            mean = features.permute(0, 2, 3, 1).reshape(-1, dim)
+            ones = mean.new_ones(mean.shape[0])
+            empty = tree.atom_of_pixel[:0]
+            pixels = RegionGraph(
+                mean=mean,
+                variance=torch.zeros_like(mean),
+                count=ones,
+                mass=ones,
+                box=empty[:, None],
+                image=empty,
+                src=empty,
+                dst=empty,
+                grid=tree.grid,
+            )
+            mean, variance, _, mass = pool_statistics(
+                pixels, tree.pixel_links, pooling=self.pooling
+            )
+        log_weight = features.new_zeros(tree.atoms.num_vertices)
         selected = log_weight
         for number, (merge, vertex) in enumerate(zip(tree.merges, tree.levels, strict=False)):
-            graph = replace(merge.graph, mean=mean, variance=variance, mass=mass)
-            confidence, _ = link_confidence(
-                graph,
-                merge.links.neighbour,
-                self._self_edge_of(variance),
-                compactness=self.compactness,
-                must_join=merge.must_join,
-            )
+            confidence = merge.links.confidence
+            if replay:
+                graph = replace(merge.graph, mean=mean, variance=variance, mass=mass)
+                confidence, _ = link_confidence(
+                    graph,
+                    merge.links.neighbour,
+                    self._self_edge_of(variance),
+                    compactness=self.compactness,
+                    must_join=merge.must_join,
+                )
+                if number + 1 < len(tree.merges):
+                    links = replace(merge.links, confidence=confidence)
+                    mean, variance, _, mass = pool_statistics(graph, links, pooling=self.pooling)
             log_weight = log_weight + torch.log(confidence).index_select(0, vertex)
             selected = torch.where(merge.better, log_weight, selected)
-            if number + 1 < len(tree.merges):
-                links = replace(merge.links, confidence=confidence)
-                mean, variance, _, mass = pool_statistics(graph, links, pooling=self.pooling)
         return torch.where(tree.whole_better, log_weight, selected)
 
     @torch.no_grad()
