@@ -24,10 +24,10 @@ from adaptok.models import EncoderConfig, ModelConfig, build_model
 from adaptok.train.datasets import normalize
 from adaptok.train.loop import autocast_context
 
-# size, tokens per image, dHT/quadtree patch size, trunk (width, depth, heads), batch.
+# size, tokens per image, dHT/quadtree token side P, trunk (width, depth, heads), batch.
 SETTINGS = {
     "small": (128, 64, 8, (128, 4, 4), 64),
-    "vit-s": (224, 196, 16, (384, 12, 6), 256),
+    "vit-s": (224, 196, 8, (384, 12, 6), 256),
 }
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
 
@@ -58,12 +58,14 @@ def cases(size: int, tokens: int, patch: int) -> dict[str, tuple[str, int, dict]
     side = round(size / tokens**0.5)
     if side * side * tokens != size * size:
         raise SystemExit(f"{tokens} tokens do not tile {size}x{size} into a grid")
+    # The quadtree's largest patch: four grid patches wide where the image allows it.
+    largest = 4 * side if size % (4 * side) == 0 else 2 * side
     return {
         "grid": ("grid", side, {"patch_size": side}),
         "quadtree": (
             "quadtree",
             patch,
-            {"budget": tokens, "min_patch": patch, "max_patch": 4 * side},
+            {"budget": tokens, "min_patch": patch, "max_patch": largest},
         ),
         "dht": ("dht", patch, {"budget": tokens}),
     }
