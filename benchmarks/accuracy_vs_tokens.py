@@ -116,6 +116,9 @@ PROFILES = {
     "cpu-small": Profile("cpu-small", 8000, 1000, 2000, 400, 64, 50, False, 4000, 500),
     # The whole table, for one H100/H200-class GPU.
     "full": Profile("full", None, 5000, None, 3000, 128, 250, True, 20000, 2000),
+    # cpu-small's data at four times the steps, for the 64-token rows of one dataset (--only):
+    # do the cpu-small differences survive longer training?
+    "cpu-long": Profile("cpu-long", 8000, 1000, 2000, 1600, 64, 100, False, 4000, 500),
     # A few steps on a few images: checks that every kind of row runs end to end.
     "smoke": Profile("smoke", 256, 64, 128, 4, 32, 2, False, 256, 64),
 }
@@ -1153,6 +1156,8 @@ CAPTIONS = {
     "accuracy_curves.png": "Validation score during training for every run (the signal that "
     "picks the reported checkpoint; the test split is never looked at before the end): where a "
     "curve still rises at the last step the row is not converged.",
+    "accuracy_curves_cpu_long.png": "The same curves for the `cpu-long` rows (four times the "
+    "steps of `cpu-small`, the 64-token rows of Fashion-MNIST).",
     "cluttered_tokens.png": "Four cluttered test images with their 64-token partitions: the grid "
     "spends its tokens evenly, the pixel-blur quadtree splits on every sharp edge (clutter "
     "included), the CNN-scored quadtree on what its classifier features react to, dHT follows "
@@ -1274,10 +1279,15 @@ def write_report(csv_path: Path, md_path: Path, docs: Path, work: Path) -> None:
     print(f"wrote {md_path}" + "".join(f", {f}" for f in figures))
 
 
+def primary_profile(profiles: list[str]) -> str:
+    """The profile the README table and the plots show: full, else cpu-small, else any."""
+    return next((name for name in ("full", "cpu-small") if name in profiles), profiles[0])
+
+
 def readme_section(
     groups: dict[tuple, Group], profiles: list[str], figures: list[str]
 ) -> list[str]:
-    profile = "full" if "full" in profiles else profiles[0]
+    profile = primary_profile(profiles)
     out = [
         "## README section",
         "",
@@ -1321,7 +1331,7 @@ def plot_all(groups: dict[tuple, Group], docs: Path, work: Path, profiles: list[
         print("matplotlib is not installed: no plots (pip install matplotlib)")
         return []
     docs.mkdir(parents=True, exist_ok=True)
-    profile = "full" if "full" in profiles else profiles[0]
+    profile = primary_profile(profiles)
     figures = []
     panels = [
         ("cluttered-fashion-mnist-128", "accuracy"),
@@ -1365,38 +1375,9 @@ def plot_all(groups: dict[tuple, Group], docs: Path, work: Path, profiles: list[
     figures.append(str(path.relative_to(ROOT)))
 
     # Validation curves of every run (the selection signal; the test split is never plotted).
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for ax, dataset in zip(axes, DATASET_SIZES, strict=True):
-        folder = work / "runs" / profile / dataset
-        for curve_file in sorted(folder.glob("*/curve.json")):
-            name = curve_file.parent.name
-            if name.startswith("retrofit"):
-                continue
-            curve = json.loads(curve_file.read_text())
-            if not curve:
-                continue
-            tokenizer = name.rsplit("-", 2)[0]
-            tokens = name.rsplit("-", 2)[1]
-            style = {"16": ":", "31": "-.", "64": "-", "256": "--"}.get(tokens, "-")
-            ax.plot(
-                [c[0] for c in curve],
-                [100 * c[1] for c in curve],
-                style,
-                color=COLOURS.get(tokenizer, "black"),
-                alpha=0.8,
-                label=f"{tokenizer}-{tokens}" if name.endswith("s0") else None,
-            )
-        ax.set_title(DATASET_TITLES[dataset], fontsize=10)
-        ax.set_xlabel("step")
-        ax.set_ylabel("validation " + ("mIoU" if dataset == "shapes" else "accuracy") + " (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-    fig.suptitle("Training curves: validation score against steps (line style = token count)")
-    fig.tight_layout()
-    path = docs / "accuracy_curves.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    figures.append(str(path.relative_to(ROOT)))
+    figures.append(plot_curves(plt, work, profile, docs / "accuracy_curves.png"))
+    if "cpu-long" in profiles and profile != "cpu-long":
+        figures.append(plot_curves(plt, work, "cpu-long", docs / "accuracy_curves_cpu_long.png"))
     panel = cluttered_panel(docs / "cluttered_tokens.png", work, plt)
     if panel:
         figures.append(panel)
@@ -1454,6 +1435,44 @@ def cluttered_panel(path: Path, work: Path, plt) -> str | None:
     fig.suptitle("Cluttered Fashion-MNIST test images and their tokens", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return str(path.relative_to(ROOT))
+
+
+def plot_curves(plt, work: Path, profile: str, path: Path) -> str:
+    """Validation score against steps for every run of a profile, one panel per dataset."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, dataset in zip(axes, DATASET_SIZES, strict=True):
+        folder = work / "runs" / profile / dataset
+        for curve_file in sorted(folder.glob("*/curve.json")):
+            name = curve_file.parent.name
+            if name.startswith("retrofit"):
+                continue
+            curve = json.loads(curve_file.read_text())
+            if not curve:
+                continue
+            tokenizer = name.rsplit("-", 2)[0]
+            tokens = name.rsplit("-", 2)[1]
+            style = {"16": ":", "31": "-.", "64": "-", "256": "--"}.get(tokens, "-")
+            ax.plot(
+                [c[0] for c in curve],
+                [100 * c[1] for c in curve],
+                style,
+                color=COLOURS.get(tokenizer, "black"),
+                alpha=0.8,
+                label=f"{tokenizer}-{tokens}" if name.endswith("s0") else None,
+            )
+        ax.set_title(DATASET_TITLES[dataset], fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation " + ("mIoU" if dataset == "shapes" else "accuracy") + " (%)")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2)
+    fig.suptitle(
+        f"Training curves ({profile}): validation score against steps (line style = token count)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return str(path.relative_to(ROOT))
 
