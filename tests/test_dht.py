@@ -258,7 +258,7 @@ def test_replayed_log_weights_match_statistics_pooled_from_pixels() -> None:
     pools every level's statistics straight from the pixels, in float64."""
     model = load_default_tokenizer().double()
     images = smooth_images(2, 30, 26, seed=8).double()
-    features = model.encoder(model._normalise(images))
+    features = model._features(images)
     tree = model._hierarchy(features.detach(), "aicc")
     assert len(tree.merges) >= 3
     replay = model._log_weights(features, tree)

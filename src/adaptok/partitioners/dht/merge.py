@@ -332,7 +332,8 @@ def _link_pixels(graph: RegionGraph, self_edge: Tensor | None) -> Links:
         best = torch.where(wins, candidates[:, direction], best)
         offset = torch.where(wins, step, offset)
     index = torch.arange(graph.num_vertices, device=level.device)
-    target = index + offset.flatten()
+    neighbour = index + offset.flatten()
+    target = neighbour
     if self_edge is None:
         confidence = similarity.new_ones(graph.num_vertices)
     else:
@@ -351,7 +352,6 @@ def _link_pixels(graph: RegionGraph, self_edge: Tensor | None) -> Links:
         total = (neighbour_value + self_edge).clamp(min=torch.finfo(self_edge.dtype).tiny)
         confidence = torch.maximum(neighbour_value, self_edge) / total
     parent, num_parents = forest_components(target)
-    neighbour = index + offset.flatten()
     return Links(parent=parent, num_parents=num_parents, confidence=confidence, neighbour=neighbour)
 
 

@@ -544,6 +544,10 @@ class DHTTokenizer(nn.Module):
             whole_better=better,
         )
 
+    def _features(self, images: Tensor) -> Tensor:
+        """[B, C, H, W] images in the input space -> [B, d, H, W] pixel features."""
+        return self.encoder(self._normalise(images))
+
     def _self_edge_of(self, variance: Tensor) -> Tensor:
         """[V] self-edge value sigmoid(w · variance + b) of every vertex of a level."""
         return torch.sigmoid(self.self_edge(variance)).squeeze(-1)
@@ -742,7 +746,7 @@ class DHTTokenizer(nn.Module):
         sample_budget: bool,
     ) -> DHTResult:
         """`forward` on one chunk of the batch (checked arguments)."""
-        features = self.encoder(self._normalise(images))
+        features = self._features(images)
         part, tree, pieces = self._partition(
             features.detach(), cap, criterion, generator, sample_budget
         )
@@ -796,9 +800,7 @@ class DHTTokenizer(nn.Module):
         cap, criterion = self._check(images, budget, criterion)
         sample = self.training if sample_budget is None else sample_budget
         parts = [
-            self._partition(
-                self.encoder(self._normalise(chunk)), cap, criterion, generator, sample
-            )[0]
+            self._partition(self._features(chunk), cap, criterion, generator, sample)[0]
             for chunk in _chunks(images)
         ]
         return parts[0] if len(parts) == 1 else _concatenate(parts)
