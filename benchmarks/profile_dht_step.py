@@ -25,8 +25,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 import adaptok.models.vit as vit_module
 from accuracy_vs_tokens import library_commit  # benchmarks/ is the script's folder
 from adaptok.cli.benchmarking import machine_header
-from adaptok.models import EncoderConfig, ModelConfig, build_model
-from train_throughput import photo_crops
+from train_throughput import cases, make_model, photo_crops
 
 # Methods of DHTTokenizer profiled as stages when the running version has them (the table then
 # also works for older versions of the tokenizer).
@@ -89,22 +88,9 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=12, help="rows of the operation tables")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    side = round((args.size * args.size / args.tokens) ** 0.5)
-    if args.grid:
-        method, patch, options = "grid", side, {"patch_size": side}
-    else:
-        method, patch, options = "dht", 8, {"budget": args.tokens}
-    torch.manual_seed(0)
-    config = ModelConfig(
-        method=method,
-        image_size=args.size,
-        patch_size=patch,
-        embedder="dht",
-        position_grid=8,
-        partition_options=options,
-        encoder=EncoderConfig(embed_dim=128, depth=4, num_heads=4),
-    )
-    model = build_model(config).train()
+    method = "grid" if args.grid else "dht"
+    _, patch, options = cases(args.size, args.tokens, 8)[method]
+    model = make_model(method, patch, options, args.size, (128, 4, 4))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     images = photo_crops(args.batch, args.size)
     labels = torch.randint(0, 10, (args.batch,), generator=torch.Generator().manual_seed(1))

@@ -71,6 +71,25 @@ def cases(size: int, tokens: int, patch: int) -> dict[str, tuple[str, int, dict]
     }
 
 
+def make_model(
+    method: str, patch_size: int, options: dict, size: int, trunk: tuple[int, int, int]
+) -> torch.nn.Module:
+    """The AdaptiveViT every row trains (seeded, in training mode): the dHT embedder with an
+    8x8 position grid on `method` tokens, trunk = (width, depth, heads)."""
+    width, depth, heads = trunk
+    torch.manual_seed(0)
+    config = ModelConfig(
+        method=method,
+        image_size=size,
+        patch_size=patch_size,
+        embedder="dht",
+        position_grid=8,
+        partition_options=options,
+        encoder=EncoderConfig(embed_dim=width, depth=depth, num_heads=heads),
+    )
+    return build_model(config).train()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setting", choices=sorted(SETTINGS), default="small")
@@ -98,17 +117,7 @@ def main() -> int:
     labels = torch.randint(0, 10, (batch,), generator=torch.Generator().manual_seed(1)).to(device)
     grid_ms = None
     for name, (method, patch_size, options) in cases(size, tokens, patch).items():
-        torch.manual_seed(0)
-        config = ModelConfig(
-            method=method,
-            image_size=size,
-            patch_size=patch_size,
-            embedder="dht",
-            position_grid=8,
-            partition_options=options,
-            encoder=EncoderConfig(embed_dim=width, depth=depth, num_heads=heads),
-        )
-        model = build_model(config).to(device).train()
+        model = make_model(method, patch_size, options, size, (width, depth, heads)).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         tokenizer_forward = model.tokenizer.forward
         tokenizer_ms: list[float] = []
