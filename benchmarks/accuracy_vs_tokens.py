@@ -26,6 +26,13 @@ processes may work on the same table at once (a lock file per run).
     # only some rows (any field of the run id), then the Markdown and plots from the CSV:
     python benchmarks/accuracy_vs_tokens.py --profile cpu-small --only cluttered --only grid
     python benchmarks/accuracy_vs_tokens.py --report
+
+Runs take hours; to keep editing the library meanwhile, run them against a pinned snapshot of
+a commit (its `library_commit` column then names that commit, see `library_commit`):
+
+    mkdir -p runs/lib && git archive HEAD src | tar -x -C runs/lib
+    git rev-parse --short HEAD > runs/lib/LIBRARY_COMMIT
+    PYTHONPATH=runs/lib/src nice -n 10 python benchmarks/accuracy_vs_tokens.py --profile cpu-small
 """
 
 from __future__ import annotations
@@ -734,7 +741,7 @@ def library_commit() -> str:
 
         source = Path(adaptok.__file__).resolve()
         marker = source.parents[2] / "LIBRARY_COMMIT"
-        if marker.is_file():  # a pinned snapshot (see --library)
+        if marker.is_file():  # a pinned snapshot (see the module docstring)
             return marker.read_text().strip()
         out = subprocess.run(
             ["git", "-C", str(source.parent), "rev-parse", "--short", "HEAD"],

@@ -19,6 +19,7 @@ __all__ = [
     "Links",
     "RegionGraph",
     "forest_components",
+    "group_boxes",
     "link_confidence",
     "link_vertices",
     "pixel_graph",
@@ -232,8 +233,8 @@ def link_vertices(
     Returns:
         Links to the next level.
     """
-    if graph.grid is not None and compactness == 0 and must_join is None:
-        return _link_pixels(graph, self_edge)
+    if graph.grid is not None and self_edge is None and compactness == 0:
+        return _link_pixels(graph)
     src, dst = graph.src, graph.dst
     num_vertices = graph.num_vertices
     similarity = _edge_value(graph, src, dst, compactness, graph.edge_distance)
@@ -304,16 +305,16 @@ def link_confidence(
     return confidence, value.detach() > self_edge.detach()
 
 
-def _link_pixels(graph: RegionGraph, self_edge: Tensor | None) -> Links:
-    """`link_vertices` on the pixel grid with dense tensors instead of scatters.
+def _link_pixels(graph: RegionGraph) -> Links:
+    """`link_vertices` on the pixel grid without self-edges (the pixel level), with dense tensors
+    instead of scatters.
 
     Every pixel compares its four neighbours from the largest index to the smallest (down,
     right, left, up) and the first maximum of the quantised value wins, which is the tie rule
     of the general path.
     """
     batch, height, width = graph.grid
-    similarity = torch.exp(-graph.edge_distance)
-    level = _quantise(similarity).to(torch.int32)
+    level = _quantise(torch.exp(-graph.edge_distance)).to(torch.int32)
     split = batch * height * (width - 1)
     right = level[:split].view(batch, height, width - 1)
     down = level[split:].view(batch, height - 1, width)
@@ -331,28 +332,14 @@ def _link_pixels(graph: RegionGraph, self_edge: Tensor | None) -> Links:
         wins = candidates[:, direction] > best
         best = torch.where(wins, candidates[:, direction], best)
         offset = torch.where(wins, step, offset)
-    index = torch.arange(graph.num_vertices, device=level.device)
-    neighbour = index + offset.flatten()
-    target = neighbour
-    if self_edge is None:
-        confidence = similarity.new_ones(graph.num_vertices)
-    else:
-        # The chosen edge's value with its gradient: right edge k joins pixels k' and k'+1.
-        right_value = similarity[:split].view(batch, height, width - 1)
-        down_value = similarity[split:].view(batch, height - 1, width)
-        values = similarity.new_zeros((batch, 4, height, width))
-        values[:, 0, :-1, :] = down_value
-        values[:, 1, :, :-1] = right_value
-        values[:, 2, :, 1:] = right_value
-        values[:, 3, 1:, :] = down_value
-        pick = torch.stack([offset == width, offset == 1, offset == -1, offset == -width], 1)
-        neighbour_value = (values * pick).sum(1).flatten()
-        stays = neighbour_value.detach() <= self_edge.detach()
-        target = torch.where(stays, index, target)
-        total = (neighbour_value + self_edge).clamp(min=torch.finfo(self_edge.dtype).tiny)
-        confidence = torch.maximum(neighbour_value, self_edge) / total
-    parent, num_parents = forest_components(target)
-    return Links(parent=parent, num_parents=num_parents, confidence=confidence, neighbour=neighbour)
+    neighbour = torch.arange(graph.num_vertices, device=level.device) + offset.flatten()
+    parent, num_parents = forest_components(neighbour)
+    return Links(
+        parent=parent,
+        num_parents=num_parents,
+        confidence=graph.mean.new_ones(graph.num_vertices),
+        neighbour=neighbour,
+    )
 
 
 def _grid_edges_between(grid: Tensor, size: int, *, dedupe: bool) -> tuple[Tensor, Tensor]:
@@ -406,15 +393,7 @@ def pool_vertices(
     parent, size = links.parent, links.num_parents
     mean, variance, count, new_mass = pool_statistics(graph, links, pooling=pooling)
     if boxes:
-        index = parent[:, None].expand(-1, 2)
-        big = torch.iinfo(torch.long).max
-        low = graph.box.new_full((size, 2), big).scatter_reduce(
-            0, index, graph.box[:, :2], reduce="amin"
-        )
-        high = graph.box.new_full((size, 2), -1).scatter_reduce(
-            0, index, graph.box[:, 2:], reduce="amax"
-        )
-        box = torch.cat([low, high], 1)
+        box = group_boxes(graph.box, parent, size)
     else:
         box = graph.box.new_zeros(size, 0)
     image = graph.image.new_zeros(size).scatter_(0, parent, graph.image)
@@ -437,6 +416,17 @@ def pool_vertices(
         src=src,
         dst=dst,
     )
+
+
+def group_boxes(box: Tensor, group: Tensor, size: int) -> Tensor:
+    """[size, 4] bounding box (y0, x0, y1, x1) of each group of boxes ([N, 4] box, [N] group
+    in [0, size), every group non-empty)."""
+    index = group[:, None].expand(-1, 2)
+    low = box.new_full((size, 2), torch.iinfo(box.dtype).max)
+    high = box.new_full((size, 2), torch.iinfo(box.dtype).min)
+    low.scatter_reduce_(0, index, box[:, :2], reduce="amin")
+    high.scatter_reduce_(0, index, box[:, 2:], reduce="amax")
+    return torch.cat([low, high], 1)
 
 
 def pool_statistics(

@@ -28,6 +28,7 @@ from .encoder import PixelEncoder
 from .merge import (
     Links,
     RegionGraph,
+    group_boxes,
     link_confidence,
     link_vertices,
     pixel_graph,
@@ -223,18 +224,10 @@ def _partition_from_atoms(
     num_regions = int(region_of_atom.max()) + 1
     area = torch.zeros(num_regions, dtype=torch.long, device=atoms.box.device)
     area.index_add_(0, region_of_atom, atoms.count.round().long())
-    index = region_of_atom[:, None].expand(-1, 2)
-    low = atoms.box.new_full((num_regions, 2), max(height, width)).scatter_reduce(
-        0, index, atoms.box[:, :2], reduce="amin"
-    )
-    high = atoms.box.new_zeros(num_regions, 2).scatter_reduce(
-        0, index, atoms.box[:, 2:], reduce="amax"
-    )
     batch_index = atoms.image.new_zeros(num_regions).scatter_(0, region_of_atom, atoms.image)
     labels = region_of_atom.index_select(0, atom_of_pixel).view(batch, height, width)
-    return Partition(
-        labels=labels, batch_index=batch_index, box=torch.cat([low, high], 1), area=area
-    )
+    box = group_boxes(atoms.box, region_of_atom, num_regions)
+    return Partition(labels=labels, batch_index=batch_index, box=box, area=area)
 
 
 AUTO = "auto"
@@ -674,15 +667,8 @@ class DHTTokenizer(nn.Module):
         area, piece_features = _piece_statistics(pieces, num_pieces, atoms)
         if min_width <= 0:
             return pieces, area, piece_features, None
-        index = pieces[:, None].expand(-1, 2)
-        big = torch.iinfo(torch.long).max
-        low = atoms.box.new_full((num_pieces, 2), big).scatter_reduce(
-            0, index, atoms.box[:, :2], reduce="amin"
-        )
-        high = atoms.box.new_full((num_pieces, 2), -1).scatter_reduce(
-            0, index, atoms.box[:, 2:], reduce="amax"
-        )
-        thin = area < min_width * (high - low).amax(1).to(area.dtype)
+        box = group_boxes(atoms.box, pieces, num_pieces)
+        thin = area < min_width * (box[:, 2:] - box[:, :2]).amax(1).to(area.dtype)
         if not bool(thin.any()):
             return pieces, area, piece_features, None
         first, second = _unique_pairs(
