@@ -365,32 +365,6 @@ def make_vit(size: int, patch: int, num_classes: int, seed: int) -> nn.Module:
     )
 
 
-def vit_from_adaptive(model: nn.Module, vit: nn.Module) -> nn.Module:
-    """Write a trained grid AdaptiveViT (built by `retrofit(vit, "grid", position="learned")`)
-    back into a timm ViT of the same shape: the inverse of `remap_timm_state_dict`, so the
-    library's own `retrofit` can then put the trained ViT on other tokens."""
-    state = model.state_dict()
-    own = vit.state_dict()
-    new = dict(own)
-    weight = own["patch_embed.proj.weight"]
-    new["patch_embed.proj.weight"] = state["embedder.proj.weight"].reshape(weight.shape)
-    new["patch_embed.proj.bias"] = state["embedder.proj.bias"]
-    # The AdaptiveViT folds the cls token's position into its prefix token.
-    new["cls_token"] = state["embedder.prefix_tokens"]
-    new["pos_embed"] = torch.cat(
-        [torch.zeros_like(state["embedder.prefix_tokens"]), state["embedder.pos_embed"]], 1
-    )
-    for key, value in state.items():
-        if key.startswith("encoder."):
-            new[key[len("encoder.") :]] = value
-        elif key.startswith("head.fc."):
-            new["head." + key[len("head.fc.") :]] = value
-        elif key.startswith("head.fc_norm."):
-            new["fc_norm." + key[len("head.fc_norm.") :]] = value
-    vit.load_state_dict(new, strict=True)
-    return vit
-
-
 class CachedPartitions(nn.Module):
     """A frozen partitioner whose partitions are cached per image (by the image's bytes).
 
@@ -775,7 +749,7 @@ def execute(run: Run, profile: Profile, work: Path, device: str, log) -> list[di
     folder.mkdir(parents=True, exist_ok=True)
     parent = ""
     if run.tokenizer.startswith("retrofit"):
-        from adaptok.models import retrofit
+        from adaptok.models import export_timm, retrofit
 
         parent = run.parent
         parent_run = Run(run.dataset, "grid", 64, 0, run.patch)
@@ -787,7 +761,7 @@ def execute(run: Run, profile: Profile, work: Path, device: str, log) -> list[di
         size = DATASET_SIZES[run.dataset]
         grid = retrofit(make_vit(size, run.patch, info.num_classes, 0), "grid", position="learned")
         grid.load_state_dict(load_checkpoint(parent_best)["model"], strict=True)
-        vit = vit_from_adaptive(grid, make_vit(size, run.patch, info.num_classes, 0))
+        vit = export_timm(grid, make_vit(size, run.patch, info.num_classes, 0))
         method = run.tokenizer.removeprefix("retrofit-")
         model = retrofit(vit, method, position="learned", partition_options=dict(run.options))
         model = model.to(device)

@@ -27,7 +27,7 @@ SUBPACKAGES = {
     "adaptok.tokens": ["Tokens", "extract_tokens", "extract_regions"],
     "adaptok.ops": ["halve", "sincos_2d"],
     "adaptok.embed": ["DHTEmbedder", "PatchEmbedder", "position_columns"],
-    "adaptok.models": ["EncoderConfig", "MaskedEncoder", "load_model", "retrofit"],
+    "adaptok.models": ["EncoderConfig", "MaskedEncoder", "export_timm", "load_model", "retrofit"],
     "adaptok.weights": ["read_state_dict"],
     "adaptok.validate": ["check_int", "check_choice", "check_options"],
 }  # fmt: skip

@@ -14,6 +14,7 @@ from adaptok.models import (
     ModelConfig,
     PartitionTokenizer,
     build_model,
+    export_timm,
     remap_timm_state_dict,
     retrofit,
 )
@@ -191,6 +192,45 @@ def test_dht_retrofit_end_to_end_gradients_reach_the_tokenizer():
     for name, parameter in model.named_parameters():
         if parameter.grad is not None:
             assert bool(torch.isfinite(parameter.grad).all()), name
+
+
+def test_export_timm_gives_back_the_trained_model_as_a_timm_vit():
+    """Retrofit, change every weight (as training would), export into a fresh ViT: the exported
+    ViT gives the model's logits, and retrofitting it again gives the same model."""
+    vit = _vit(img_size=32, num_classes=4, reg_tokens=2)
+    model = retrofit(vit).eval()
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    fresh = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=32, num_classes=4, reg_tokens=2
+    ).eval()
+    exported = export_timm(model, fresh)
+    assert exported is fresh
+    images = torch.randn(3, 3, 32, 32, generator=generator)
+    with torch.no_grad():
+        expected = model(images)
+        assert float((exported(images) - expected).abs().max()) < 1e-4
+        assert float((exported(images) - vit(images)).abs().max()) > 1e-2  # weights did change
+        again = retrofit(exported).eval()
+        assert float((again(images) - expected).abs().max()) < 1e-4
+
+
+def test_export_timm_refuses_what_timm_cannot_hold():
+    vit = _vit(img_size=32, num_classes=4)
+    for model, match in (
+        (retrofit(vit, position="sincos"), "learned positions"),
+        (retrofit(vit, "grid", embedder="dht"), "learned positions"),
+        (retrofit(vit, task="dense"), "dense head"),
+    ):
+        with pytest.raises(AdaptokError, match=match):
+            export_timm(model, _vit(img_size=32, num_classes=4))
+    model = retrofit(vit)
+    with pytest.raises(AdaptokError, match="img_size and patch_size"):
+        export_timm(model, _vit(img_size=64, num_classes=4))
+    with pytest.raises(AdaptokError, match="does not have the model's shape"):
+        export_timm(model, _vit(img_size=32, num_classes=7))
 
 
 def test_local_timm_checkpoint_round_trip(tmp_path, vit224):

@@ -9,7 +9,7 @@ from .config import EncoderConfig, ModelConfig, default_partition_options
 from .encoder import MaskedEncoder, key_padding_mask
 from .factory import build_model, load_model, model_from_checkpoint
 from .heads import ClassificationHead, DenseHead, region_logits
-from .retrofitting import load_timm_weights, remap_timm_state_dict, retrofit
+from .retrofitting import export_timm, load_timm_weights, remap_timm_state_dict, retrofit
 from .vit import AdaptiveViT, LearnedTokenizer, ModelOutput, PartitionTokenizer, TokenizerOutput
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "assemble_model",
     "build_model",
     "default_partition_options",
+    "export_timm",
     "key_padding_mask",
     "load_model",
     "load_timm_weights",

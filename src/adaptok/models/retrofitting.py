@@ -14,6 +14,9 @@ function (`remap_timm_state_dict`) and loads it with `strict=True`:
     fc_norm.*, head.*        ->     head.fc_norm.*, head.fc.*
 
 With the grid partition at the ViT's patch size the result reproduces the ViT's logits.
+`export_timm(model, vit)` runs the table backwards for a model with the patch embedder and
+learned positions: a grid model trained here becomes a timm ViT again, which `retrofit` can then
+put on other tokens (the retrofit protocol: pretrain on the grid, fine-tune on adaptive tokens).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import dataclasses
 import warnings
 from pathlib import Path
 
+import torch
 from timm.layers import LayerScale, Mlp
 from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block
@@ -39,6 +43,7 @@ from .vit import AdaptiveViT
 
 __all__ = [
     "encoder_config_from_timm",
+    "export_timm",
     "load_timm_weights",
     "remap_timm_state_dict",
     "retrofit",
@@ -334,3 +339,84 @@ def retrofit_from_config(config: ModelConfig) -> AdaptiveViT:
         partition_options=model.config.partition_options,
     )
     return model
+
+
+def export_timm(model: AdaptiveViT, vit: nn.Module) -> nn.Module:
+    """Write an AdaptiveViT's weights into a timm ViT of the same shape: `retrofit` backwards.
+
+    The model needs a timm counterpart for every part: the plain patch embedder with learned
+    positions on the ViT's own patch grid (as `retrofit(vit)` or `build_model` with
+    embedder="patch", position="learned" make it) and a classification head. The cls token's
+    position, which the model folds into its prefix token, becomes zero in the exported table.
+    With grid tokens at the patch size the exported ViT gives the model's logits.
+
+    Args:
+        model: the trained AdaptiveViT.
+        vit: a timm VisionTransformer with the model's trunk, patch size, grid and classes
+            (e.g. `timm.create_model(name, pretrained=False, ...)`); it is overwritten.
+
+    Returns:
+        `vit`, holding the model's weights.
+    """
+    _check_vit(vit)
+    embedder = model.embedder
+    if not isinstance(embedder, PatchEmbedder) or embedder.pos_embed is None:
+        raise AdaptokError(
+            "export_timm needs the plain patch embedder with learned positions (what "
+            "retrofit(vit) builds by default); a dHT embedder or sinusoidal positions have no "
+            "timm counterpart"
+        )
+    if not isinstance(model.head, ClassificationHead):
+        raise AdaptokError(
+            "export_timm needs a classification model; a dense head has no timm counterpart"
+        )
+    if embedder.position_grid != _grid_size(vit) or embedder.patch_size != _patch_size(vit):
+        raise AdaptokError(
+            f"the model has {embedder.patch_size}-px patches on a {embedder.position_grid} "
+            f"position grid, the ViT {_patch_size(vit)}-px patches on {_grid_size(vit)}; build "
+            "the ViT with the model's img_size and patch_size"
+        )
+    source = model.state_dict()
+    target = vit.state_dict()
+    state: dict[str, Tensor] = {}
+    proj = target["patch_embed.proj.weight"]
+    state["patch_embed.proj.weight"] = source["embedder.proj.weight"].reshape(proj.shape)
+    state["patch_embed.proj.bias"] = source["embedder.proj.bias"]
+    patches = source["embedder.pos_embed"]
+    prefix = source.get("embedder.prefix_tokens", patches[:, :0])
+    count = int(vit.num_prefix_tokens)
+    if getattr(vit, "no_embed_class", False):
+        state["pos_embed"] = patches
+    else:
+        state["pos_embed"] = torch.cat([torch.zeros_like(prefix), patches], 1)
+    tokens = [name for name in ("cls_token", "reg_token") if name in target]
+    if prefix.shape[1] != count:
+        raise AdaptokError(f"the model has {prefix.shape[1]} prefix tokens, the ViT {count}")
+    start = 0
+    for name in tokens:
+        width = target[name].shape[1]
+        state[name] = prefix[:, start : start + width]
+        start += width
+    for key, value in source.items():
+        if key.startswith("embedder.norm."):
+            state["patch_embed.norm." + key[len("embedder.norm.") :]] = value
+        elif key.startswith("encoder."):
+            state[key[len("encoder.") :]] = value
+        elif key.startswith("head.fc."):
+            state["head." + key[len("head.fc.") :]] = value
+        elif key.startswith("head.fc_norm."):
+            state["fc_norm." + key[len("head.fc_norm.") :]] = value
+    differ = [
+        f"{key} {tuple(value.shape)} vs {tuple(target[key].shape)}"
+        for key, value in state.items()
+        if key not in target or value.shape != target[key].shape
+    ]
+    missing = sorted(set(target) - set(state))
+    if differ or missing:
+        raise AdaptokError(
+            "the ViT does not have the model's shape (build it with the model's embed_dim, "
+            f"depth, num_heads, mlp_ratio and num_classes): mismatched {differ[:3]}, "
+            f"missing {missing[:3]}"
+        )
+    vit.load_state_dict(state, strict=True)
+    return vit
