@@ -71,6 +71,24 @@ def test_import_does_not_load_timm_or_skimage() -> None:
     assert out.stdout.split() == ["False", "False"]
 
 
+def test_dht_partition_does_not_load_timm() -> None:
+    # timm (with torchvision) took seconds to import; the tokenizers do not need it.
+    code = (
+        "import sys, torch, adaptok; adaptok.partition(torch.rand(1, 3, 32, 32), 'dht'); "
+        "adaptok.partition(torch.rand(1, 3, 64, 64), 'quadtree'); print('timm' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]
+
+
+def test_imagenet_constants_are_timms() -> None:
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    from adaptok.ops import imagenet_mean_std
+
+    assert imagenet_mean_std() == (tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
+
+
 def test_no_import_cycles_between_layers() -> None:
     # Lower layers never import higher ones: partition < tokens < embed < models < train < cli.
     import ast

@@ -50,12 +50,13 @@ def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+# ImageNet's channel mean and std, as timm's IMAGENET_DEFAULT_MEAN / _STD (a test checks that
+# they agree). Kept here rather than imported: importing timm (and torchvision with it) took
+# 1.5-3 s, which `partition(x, "dht")` and the command line paid on their first call.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 def imagenet_mean_std() -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """timm's ImageNet channel mean and std, the one source of these constants in adaptok.
-
-    Imported on first use: loading timm takes about a second and a half, which `import adaptok`
-    and the grid/quadtree command line do not pay.
-    """
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    return tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
+    """ImageNet's channel mean and std, the one source of these constants in adaptok."""
+    return IMAGENET_MEAN, IMAGENET_STD
