@@ -161,6 +161,8 @@ def _error_line(capsys) -> str:
         (["tokenize", "{img}", "--method", "grid", "--patch-size", "0"], "positive integer"),
         (["tokenize", "{img}", "--scorer", "feature"], "--scorer-weights PATH"),
         (["vectorize", "{img}", "-o", "{tmp}/out.png"], "name the output NAME.svg"),
+        (["tokenize", "{img}", "-o", "{tmp}/out"], "name the output NAME.png"),
+        (["tokenize", "{img}", "-o", "{tmp}/out.jpg"], "writes PNG, not .jpg"),
         (["vectorize", "{img}", "--method", "grid", "--budget", "9"], "does not take --budget"),
         (["train", "--dataset", "folder", "--data-root", "{tmp}/nowhere", "--out", "{tmp}/r"],
          "nowhere"),

@@ -16,7 +16,8 @@ NAME_MAX = 255
 def output_paths(
     images: list[Path], output: Path | None, *, suffix: str, reserve: int = 0
 ) -> list[Path]:
-    """Where each image's output goes: `output` itself for one image, else a folder of
+    """Where each image's output goes: `output` itself for one image (it must end in the
+    suffix's extension), else a folder of
     NAME + suffix (e.g. NAME.svg, NAME_grid.png); `reserve` bytes of name are kept free for
     files written beside it (e.g. ".preview").
 
@@ -24,10 +25,16 @@ def output_paths(
     folder), shortened to fit the file system, and numbered when two inputs share a name. The
     output folder is created when missing.
     """
+    extension = Path("name" + suffix).suffix.lower()  # Path(".svg").suffix is empty
     if output is not None and len(images) == 1 and not output.is_dir():
+        if output.suffix.lower() != extension:
+            raise AdaptokError(
+                f"this command writes {extension[1:].upper()}, not "
+                f"{output.suffix or 'a file without extension'}: name the output "
+                f"NAME{extension}, or give an existing folder"
+            )
         return [output]
     folder = Path(".") if output is None else output
-    extension = Path("name" + suffix).suffix.lower()  # Path(".svg").suffix is empty
     if output is not None and output.suffix.lower() == extension and len(images) > 1:
         raise AdaptokError(
             f"{len(images)} images cannot all be written to {display_name(output)}; "

@@ -95,12 +95,6 @@ def check_arguments(args: argparse.Namespace) -> None:
     accepted = accepted_options(get_partitioner(args.method)) or []
     if args.budget is not None and "budget" not in accepted:
         raise AdaptokError(f"--method {args.method} does not take --budget; drop it")
-    single = args.output is not None and len(args.images) == 1 and not args.output.is_dir()
-    if single and args.output.suffix.lower() != ".svg":
-        raise AdaptokError(
-            f"vectorize writes SVG, not {args.output.suffix or 'a file without extension'}: "
-            "name the output NAME.svg (--preview adds a PNG rendering beside it)"
-        )
 
 
 def run(args: argparse.Namespace) -> int:
