@@ -498,6 +498,64 @@ def _train_loader(
     return sampler, loader
 
 
+def _datasets(model_config: ModelConfig, config: TrainConfig) -> tuple[Dataset, Dataset]:
+    """The training and test datasets a run asks for (folders checked first)."""
+    if config.dataset in ("folder", "seg-folder") and config.data_root is not None:
+        check_split_folders(Path(config.data_root))
+    common = dict(
+        root=config.data_root, image_size=model_config.image_size, in_chans=model_config.in_chans
+    )
+    return tuple(
+        build_dataset(config.dataset, split=split, limit=limit, seed=config.seed, **common)
+        for split, limit in (("train", config.train_limit), ("test", config.eval_limit))
+    )  # type: ignore[return-value]
+
+
+def _step(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    images: Tensor,
+    target: Tensor,
+    config: TrainConfig,
+    device: torch.device,
+    step: int,
+) -> dict[str, float | int]:
+    """One optimiser step on a batch; returns the `MetricWindow` statistics of the batch."""
+    tick = time.perf_counter()
+    images = images.to(device, non_blocking=True)
+    target = target.to(device, non_blocking=True)
+    with autocast_context(device, config.amp):
+        logits, counts = net(images, return_counts=True)
+    loss = compute_loss(logits, target)
+    if not torch.isfinite(loss):
+        raise AdaptokError(
+            f"loss became {float(loss)} at step {step}; lower --lr (now {config.lr})"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    elapsed = time.perf_counter() - tick
+    with torch.no_grad():
+        prediction = logits.detach().argmax(1)
+        keep = (
+            target != IGNORE_INDEX
+            if logits.ndim == 4
+            else torch.ones_like(target, dtype=torch.bool)
+        )
+        return dict(
+            loss=float(loss.detach()),
+            correct=float(((prediction == target) & keep).sum()),
+            scored=float(keep.sum()),
+            tokens=float(counts.sum()),
+            images=images.shape[0],
+            seconds=elapsed,
+        )
+
+
 def _train(
     model_config: ModelConfig,
     config: TrainConfig,
@@ -510,16 +568,7 @@ def _train(
     output = Path(config.output)
     checkpoint_path = output / "last.pt"
     check_output(output, resume=resume, overwrite=overwrite)
-    image_size = model_config.image_size
-    if config.dataset in ("folder", "seg-folder") and config.data_root is not None:
-        check_split_folders(Path(config.data_root))
-    common = dict(root=config.data_root, image_size=image_size, in_chans=model_config.in_chans)
-    train_set = build_dataset(
-        config.dataset, split="train", limit=config.train_limit, seed=config.seed, **common
-    )
-    test_set = build_dataset(
-        config.dataset, split="test", limit=config.eval_limit, seed=config.seed, **common
-    )
+    train_set, test_set = _datasets(model_config, config)
     model_config = _fill_from_dataset(model_config, train_set)
 
     _seed_everything(config.seed)
@@ -592,42 +641,10 @@ def _train(
         sampler.set_epoch(epoch, skip=seen_in_epoch)
         finished_epoch = True
         for images, target in loader:
-            tick = time.perf_counter()
-            images = images.to(device, non_blocking=True)
-            target = target.to(device, non_blocking=True)
-            with autocast_context(device, config.amp):
-                logits, counts = net(images, return_counts=True)
-            loss = compute_loss(logits, target)
-            if not torch.isfinite(loss):
-                raise AdaptokError(
-                    f"loss became {float(loss)} at step {step}; lower --lr (now {config.lr})"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            elapsed = time.perf_counter() - tick
+            stats = _step(net, optimizer, scheduler, images, target, config, device, step)
             step += 1
             seen_in_epoch += images.shape[0]
-            value = float(loss.detach())
-            losses.append(value)
-            with torch.no_grad():
-                prediction = logits.detach().argmax(1)
-                keep = (
-                    target != IGNORE_INDEX
-                    if logits.ndim == 4
-                    else torch.ones_like(target, dtype=torch.bool)
-                )
-                stats = dict(
-                    loss=value,
-                    correct=float(((prediction == target) & keep).sum()),
-                    scored=float(keep.sum()),
-                    tokens=float(counts.sum()),
-                    images=images.shape[0],
-                    seconds=elapsed,
-                )
+            losses.append(stats["loss"])
             window.add(**stats)
             totals.add(**stats)
             progress.update(1)
