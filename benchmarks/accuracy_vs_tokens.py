@@ -1050,7 +1050,9 @@ def goals(groups: dict[tuple, Group], profile: str) -> list[str]:
         spread = 2 * max(best.std, grid.std)
         seeds = min(len(best.values), len(grid.values))
         met = gap >= 0.05 and gap > spread
-        if seeds < 3:  # a spread of fewer seeds says too little to decide
+        if seeds < 3 and gap < 0.05:
+            verdict = f"**missed** by {100 * (0.05 - gap):.1f} points ({seeds} seed(s))"
+        elif seeds < 3:  # the spread of fewer seeds says too little to decide
             verdict = f"**not decided**: {seeds} seed(s), the goal asks for 3"
         elif met:
             verdict = "**met**"
@@ -1325,7 +1327,36 @@ def readme_section(
         out += ["", f"![{Path(figure).stem}]({figure})", "", CAPTIONS.get(Path(figure).name, "")]
     out.append("")
     out += [*goals(groups, profile), ""]
+    for extra in profiles:
+        if extra != profile and extra in SUBSET_PROFILES:
+            out += longer_training_section(groups, extra, profile)
     return out
+
+
+def longer_training_section(groups: dict[tuple, Group], extra: str, base: str) -> list[str]:
+    """The rows of a subset profile beside the same rows of the base profile, and the goals
+    they decide."""
+    factor = PROFILES[extra].steps / PROFILES[base].steps
+    out = [
+        f"**Trained {factor:g} times longer** (profile `{extra}`: {PROFILES[extra].steps} steps, "
+        "the same data; only some rows, see the results file), beside the same rows of "
+        f"`{base}`:",
+        "",
+        f"| dataset | tokenizer | tokens/image | seeds | `{extra}` (%) | `{base}` (%) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for key, g in sorted(
+        groups.items(), key=lambda kv: (kv[0][1], TOKENIZER_ORDER.index(kv[0][2]), int(kv[0][3]))
+    ):
+        if key[0] != extra or key[2].startswith("retrofit") or key[5] != "accuracy":
+            continue
+        short = groups.get((base, *key[1:4], PROFILES[base].steps, key[5]))
+        out.append(
+            f"| {key[1]} | {key[2]} | {g.mean_tokens:.0f} | {len(g.values)} | {g.cell()} | "
+            f"{short.cell() if short else ''} |"
+        )
+    stated = [line for line in goals(groups, extra) if not line.endswith("not measured yet")]
+    return [*out, "", *stated, ""]
 
 
 def plot_all(groups: dict[tuple, Group], docs: Path, work: Path, profiles: list[str]) -> list[str]:
