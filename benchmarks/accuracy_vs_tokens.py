@@ -254,6 +254,7 @@ def plan(profile: Profile) -> list[Run]:
                 runs.append(Run(dataset, "dht", tokens, seed, p, {"budget": tokens}))
         if dataset != "shapes":
             runs.append(Run(dataset, "dht-learned", 64, 0, p, {"budget": 64}))
+            runs.append(Run(dataset, "dht-learned", 31, 0, p, {"budget": 31}))
             parent = Run(dataset, "grid", 64, 0, p)
             for finetune in (0, max(1, round(FINETUNE_FRACTION * profile.steps))):
                 runs.append(
@@ -1086,7 +1087,7 @@ def goals(groups: dict[tuple, Group], profile: str) -> list[str]:
     grid64 = find(groups, profile, fashion, "grid", 64, "accuracy")
     half = [
         g
-        for t in ("quadtree", "dht", "retrofit-quadtree", "retrofit-dht")
+        for t in ("quadtree", "dht", "dht-learned", "retrofit-quadtree", "retrofit-dht")
         if (g := find(groups, profile, fashion, t, 31, "accuracy")) is not None and g.steps != 0
     ]
     if grid64 and half:
