@@ -161,7 +161,6 @@ def _error_line(capsys) -> str:
         (["tokenize", "{img}", "--method", "grid", "--patch-size", "0"], "positive integer"),
         (["tokenize", "{img}", "--scorer", "feature"], "--scorer-weights PATH"),
         (["vectorize", "{img}", "-o", "{tmp}/out.png"], "name the output NAME.svg"),
-        (["tokenize", "{img}", "-o", "{tmp}/out"], "name the output NAME.png"),
         (["tokenize", "{img}", "-o", "{tmp}/out.jpg"], "writes PNG, not .jpg"),
         (["vectorize", "{img}", "--method", "grid", "--budget", "9"], "does not take --budget"),
         (["train", "--dataset", "folder", "--data-root", "{tmp}/nowhere", "--out", "{tmp}/r"],
@@ -201,6 +200,10 @@ def test_missing_output_folder_is_created_for_every_file(image_files, tmp_path):
         single = tmp_path / command / "one" / ("x.svg" if command == "vectorize" else "x.png")
         assert main([command, str(image_files[0]), "--method", "grid", "-o", str(single)]) == 0
         assert single.is_file()
+        # One image and a name without extension: a folder, as for several images.
+        folder = tmp_path / command / "folder"
+        assert main([command, str(image_files[0]), "--method", "grid", "-o", str(folder)]) == 0
+        assert len(list(folder.iterdir())) == 1
 
 
 def test_train_refuses_to_overwrite_and_to_resume_another_config(tmp_path, capsys):

@@ -16,8 +16,9 @@ NAME_MAX = 255
 def output_paths(
     images: list[Path], output: Path | None, *, suffix: str, reserve: int = 0
 ) -> list[Path]:
-    """Where each image's output goes: `output` itself for one image (it must end in the
-    suffix's extension), else a folder of
+    """Where each image's output goes: `output` itself for one image when it names a file of
+    the suffix's extension (another extension is refused), else a folder (`output`, or the
+    current folder) of
     NAME + suffix (e.g. NAME.svg, NAME_grid.png); `reserve` bytes of name are kept free for
     files written beside it (e.g. ".preview").
 
@@ -26,12 +27,11 @@ def output_paths(
     output folder is created when missing.
     """
     extension = Path("name" + suffix).suffix.lower()  # Path(".svg").suffix is empty
-    if output is not None and len(images) == 1 and not output.is_dir():
+    if output is not None and len(images) == 1 and output.suffix and not output.is_dir():
         if output.suffix.lower() != extension:
             raise AdaptokError(
-                f"this command writes {extension[1:].upper()}, not "
-                f"{output.suffix or 'a file without extension'}: name the output "
-                f"NAME{extension}, or give an existing folder"
+                f"this command writes {extension[1:].upper()}, not {output.suffix}: name the "
+                f"output NAME{extension}, or give a folder"
             )
         return [output]
     folder = Path(".") if output is None else output

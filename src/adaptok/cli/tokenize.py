@@ -73,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output",
         type=Path,
         default=None,
-        help="output PNG (one image) or folder (several); "
+        help="output NAME.png (one image) or a folder (any name without extension; created if "
+        "missing); "
         "default: IMAGE_METHOD.png in the current folder",
     )
     parser.add_argument(

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output",
         type=Path,
         default=None,
-        help="output SVG (one image) or folder (several images, created if missing); "
+        help="output NAME.svg (one image) or a folder (any name without extension; created if "
+        "missing); "
         "default: IMAGE.svg in the current folder",
     )
     parser.add_argument(
