@@ -1,3 +1,4 @@
+import os
 import re
 import subprocess
 import sys
@@ -126,9 +127,12 @@ def test_bench_prints_a_table_at_matched_token_counts(capsys) -> None:
     args = ["bench", "--size", "128", "--batch", "2", "--repeats", "1", "--methods", "grid",
             "quadtree"]  # fmt: skip
     assert main(args) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| grid")
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| grid")
             or line.startswith("| quadtree")]  # fmt: skip
     assert len(rows) == 2 and all(row.split("|")[3].strip() == "16" for row in rows)
+    if hasattr(os, "getloadavg"):  # the header says how busy the machine was
+        assert re.search(r"load \d+\.\d on \d+ cores", out)
 
 
 def test_tokenize_names_outputs_like_vectorize(image_files, tmp_path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import statistics
 import time
@@ -21,8 +22,17 @@ def machine_header(device: str = "cpu") -> str:
         where = cpu_name()
     return (
         f"{datetime.date.today().isoformat()} · {where} · {torch.get_num_threads()} threads · "
-        f"torch {torch.__version__} · Python {platform.python_version()}"
+        f"torch {torch.__version__} · Python {platform.python_version()}{_load()}"
     )
+
+
+def _load() -> str:
+    """' · load 1.9 on 2 cores' (the 1-minute load average: times from a busy machine are
+    slower than its idle speed), or '' where the system does not tell."""
+    try:
+        return f" · load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    except (AttributeError, OSError):
+        return ""
 
 
 def cpu_name() -> str:
