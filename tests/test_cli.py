@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from adaptok.cli.main import COMMANDS, main
+from adaptok.errors import AdaptokError
 
 
 @pytest.fixture
@@ -236,6 +237,27 @@ def test_help_is_fast_and_loads_no_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "torch" not in done.stderr
+
+
+def _train_configs(*flags: str):
+    from adaptok.cli.main import build_parser
+    from adaptok.cli.train import configs_from_args
+
+    return configs_from_args(build_parser("train").parse_args(["train", "--out", "r", *flags]))
+
+
+def test_train_backbone_keeps_its_position_table_and_refuses_ignored_flags() -> None:
+    model, _ = _train_configs("--backbone", "vit_tiny_patch16_224")
+    assert model.position_kind == "learned"  # the ViT's own table, as retrofit's default
+    scratch, _ = _train_configs()
+    assert scratch.position_kind == "sincos" and scratch.patch_size == 8
+    assert scratch.encoder.embed_dim == 192
+    explicit, _ = _train_configs("--backbone", "vit_tiny_patch16_224", "--position", "sincos")
+    assert explicit.position_kind == "sincos"
+    with pytest.raises(AdaptokError, match="drop --patch-size, --depth"):
+        _train_configs("--backbone", "vit_tiny_patch16_224", "--patch-size", "8", "--depth", "2")
+    with pytest.raises(AdaptokError, match="name the backbone too"):
+        _train_configs("--weights", "w.pth")
 
 
 def test_train_help_shows_defaults(capsys) -> None:

@@ -142,6 +142,8 @@ def test_dense_head_scatters_each_tokens_logits_to_its_region():
 def test_model_config_rejects_bad_values():
     with pytest.raises(AdaptokError, match="unknown method"):
         ModelConfig(method="hexagons")
+    with pytest.raises(AdaptokError, match="set backbone too"):  # never silently ignored
+        ModelConfig(backbone_weights="vit.pth")
     with pytest.raises(AdaptokError, match="multiple of patch_size"):
         ModelConfig(image_size=30, patch_size=8)
     with pytest.raises(AdaptokError, match="unknown model config field"):

@@ -13,6 +13,7 @@ import os
 
 import torch
 
+from ..errors import AdaptokError
 from ..models.config import EncoderConfig, ModelConfig, default_partition_options
 from ..partitioners import available_methods
 from ..train.datasets import DATASETS
@@ -20,6 +21,9 @@ from ..train.loop import TrainConfig, train
 from ..validate import check_int
 
 __all__ = ["add_arguments", "configs_from_args", "run"]
+
+
+TRUNK_DEFAULTS = {"patch_size": 8, "embed_dim": 192, "depth": 6, "heads": 3}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,21 +46,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backbone", default=None, help="timm ViT name to retrofit (built with pretrained=False)"
     )
     model.add_argument(
-        "--weights",
-        default=None,
-        help="local weights file for the backbone (timm or adaptok checkpoint)",
+        "--weights", default=None, help="local timm weights file of the --backbone (a state dict)"
     )
-    model.add_argument("--patch-size", type=int, default=8, help="token side P (no backbone)")
-    model.add_argument("--embed-dim", type=int, default=192)
-    model.add_argument("--depth", type=int, default=6)
-    model.add_argument("--heads", type=int, default=3)
+    # Without a backbone these set the model; a backbone sets them itself (refused with it).
+    for flag, default, what in (
+        ("--patch-size", TRUNK_DEFAULTS["patch_size"], "token side P"),
+        ("--embed-dim", TRUNK_DEFAULTS["embed_dim"], "trunk width"),
+        ("--depth", TRUNK_DEFAULTS["depth"], "trunk blocks"),
+        ("--heads", TRUNK_DEFAULTS["heads"], "attention heads"),
+    ):
+        model.add_argument(
+            flag, type=int, default=None, help=f"{what} (default {default}; not with --backbone)"
+        )
     model.add_argument(
         "--embedder",
         choices=("patch", "dht"),
         default=None,
         help="default: dht for --method dht, patch otherwise",
     )
-    model.add_argument("--position", choices=("sincos", "learned"), default="sincos")
+    model.add_argument(
+        "--position",
+        choices=("sincos", "learned"),
+        default=None,
+        help="positions of the patch embedder; default: learned with --backbone (the ViT's own "
+        "table), sincos without",
+    )
     model.add_argument(
         "--budget", type=int, default=None, help="tokens per image (quadtree: exact, dht: at most)"
     )
@@ -96,11 +110,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _trunk(args: argparse.Namespace) -> dict[str, int]:
+    """Patch size and trunk: the flags or their defaults; with a backbone, which sets them
+    itself, any of these flags is refused rather than ignored."""
+    given = {name: getattr(args, name) for name in TRUNK_DEFAULTS}
+    if args.backbone is not None:
+        named = [
+            f"--{name.replace('_', '-')}" for name, value in given.items() if value is not None
+        ]
+        if named:
+            raise AdaptokError(
+                f"--backbone {args.backbone} sets the patch size and the trunk itself; drop "
+                + ", ".join(named)
+            )
+    return {
+        name: default if given[name] is None else given[name]
+        for name, default in TRUNK_DEFAULTS.items()
+    }
+
+
 def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
     """The model and training configs an `adaptok train` command line describes."""
+    if args.weights is not None and args.backbone is None:
+        raise AdaptokError(
+            "--weights is the weights file of a timm --backbone; name the backbone too "
+            "(e.g. --backbone vit_tiny_patch16_224)"
+        )
+    trunk = _trunk(args)
     options: dict[str, object] = {}
     if args.backbone is None:
-        options = default_partition_options(args.method, args.image_size, args.patch_size)
+        options = default_partition_options(args.method, args.image_size, trunk["patch_size"])
     if args.budget is not None:
         options["budget"] = args.budget
     if args.max_patch is not None:
@@ -111,11 +150,13 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
         method=args.method,
         image_size=args.image_size,
         in_chans=args.in_chans,
-        patch_size=args.patch_size,
+        patch_size=trunk["patch_size"],
         embedder=args.embedder,
-        position=args.position,
+        position=args.position or ("learned" if args.backbone else "sincos"),
         partition_options=options,
-        encoder=EncoderConfig(embed_dim=args.embed_dim, depth=args.depth, num_heads=args.heads),
+        encoder=EncoderConfig(
+            embed_dim=trunk["embed_dim"], depth=trunk["depth"], num_heads=trunk["heads"]
+        ),
         backbone=args.backbone,
         backbone_weights=args.weights,
     )

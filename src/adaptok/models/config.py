@@ -80,7 +80,7 @@ class ModelConfig:
         partition_options: the partitioner's options (budget, min_patch, max_patch, ...).
         encoder: the trunk's hyper-parameters (ignored when backbone is given).
         backbone: a timm model name to retrofit (built with pretrained=False), or None.
-        backbone_weights: a local weights file for the backbone (timm or adaptok), or None.
+        backbone_weights: a local timm weights file for the backbone, or None.
     """
 
     method: str = "grid"
@@ -108,6 +108,11 @@ class ModelConfig:
             check_int(name, getattr(self, name))
         if self.position_grid is not None:
             check_int("position_grid", self.position_grid, hint="or None")
+        if self.backbone_weights is not None and self.backbone is None:
+            raise AdaptokError(
+                "backbone_weights is the weights file of a timm backbone; set backbone too "
+                "(e.g. backbone='vit_tiny_patch16_224')"
+            )
         if self.image_size % self.patch_size:
             raise AdaptokError(
                 f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}"
