@@ -15,6 +15,7 @@ from adaptok.tokens import (
     boxes,
     extract_regions,
     extract_squares,
+    extract_tokens,
     gradient_histogram,
     position_histogram,
 )
@@ -315,6 +316,9 @@ def test_bad_input() -> None:
         extract_regions(torch.rand(2, 3, 16, 17), part)
     with pytest.raises(AdaptokError, match="patch_size"):
         extract_regions(images, part, patch_size=0)
+    for bad in (0, -8, 2.5):  # the public entry point too (0 ended in ZeroDivisionError)
+        with pytest.raises(AdaptokError, match="patch_size must be a positive integer"):
+            extract_tokens(images, part, patch_size=bad)
     with pytest.raises(AdaptokError, match="samples"):
         extract_regions(images, part, patch_size=8, samples=0)
     with pytest.raises(AdaptokError, match="position_grid 17"):

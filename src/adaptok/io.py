@@ -213,7 +213,8 @@ def check_unit_range(images: Tensor, *, name: str = "images", imagenet: bool = F
     low, high = float(images.min()), float(images.max())
     if low >= -RANGE_TOLERANCE and high <= 1 + RANGE_TOLERANCE:
         return
-    found = f"{name} have values in [{low:.3g}, {high:.3g}], but adaptok expects [0, 1]"
+    have = "have" if name.endswith("s") else "has"
+    found = f"{name} {have} values in [{low:.3g}, {high:.3g}], but adaptok expects [0, 1]"
     if imagenet:
         raise AdaptokError(
             f"{found} after undoing ImageNet normalisation; are they normalised with other "
@@ -237,7 +238,8 @@ def _from_tensor(images: Tensor, name: str) -> Tensor:
     channels, last = images.shape[1], images.shape[-1]
     if channels > 4 and last <= 4:
         raise AdaptokError(
-            f"{name} of shape {tuple(images.shape)} look channels-last ([B, H, W, C]); adaptok "
+            f"{name} of shape {tuple(images.shape)} {'look' if name.endswith('s') else 'looks'} "
+            "channels-last ([B, H, W, C]); adaptok "
             "takes channels first: pass images.permute(0, 3, 1, 2)"
         )
     if images.dtype == torch.uint8:

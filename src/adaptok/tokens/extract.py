@@ -98,6 +98,7 @@ def extract_tokens(
         Tokens, padded to the largest region count in the batch.
     """
     part._check_pixels(images)
+    check_int("patch_size", patch_size)
     if not is_square_partition(part, patch_size):
         return extract_regions(
             images,
