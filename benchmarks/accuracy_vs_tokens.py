@@ -1161,8 +1161,10 @@ CAPTIONS = {
     "steps of `cpu-small`).",
     "cluttered_tokens.png": "Four cluttered test images with their 64-token partitions: the grid "
     "spends its tokens evenly, the pixel-blur quadtree splits on every sharp edge (clutter "
-    "included), the CNN-scored quadtree on what its classifier features react to, dHT follows "
-    "object outlines and merges the flat background.",
+    "included), the CNN-scored quadtree on what its classifier features react to, the bundled "
+    "dHT follows object outlines and merges the flat background; trained end to end with the "
+    "ViT (last column, seed 0 of the learned row), dHT spends nearly every token on the objects, "
+    "in nested rings from each outline inwards, and leaves the background a few large regions.",
 }
 
 
@@ -1423,8 +1425,27 @@ def plot_all(groups: dict[tuple, Group], docs: Path, work: Path, profiles: list[
     return figures
 
 
+def learned_dht(work: Path, dataset: str):
+    """(profile, the DHTTokenizer of the seed-0 `dht-learned` run at 64 tokens, trained end to
+    end with its ViT) from its best checkpoint, the longest profile's first; None without one."""
+    from adaptok.partitioners.dht import load_default_tokenizer
+
+    for profile in ("full", "cpu-long", "cpu-small"):
+        best = work / "runs" / profile / dataset / "dht-learned-64-s0" / "best.pt"
+        if best.is_file():
+            state = torch.load(best, map_location="cpu", weights_only=True)["model"]
+            prefix = "tokenizer.tokenizer."
+            tokenizer = load_default_tokenizer(input_space="imagenet").eval()
+            tokenizer.load_state_dict(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
+            return profile, tokenizer
+    return None
+
+
 def cluttered_panel(path: Path, work: Path, plt) -> str | None:
-    """Four cluttered test images with their grid / quadtree / quadtree-cnn / dHT tokens (64)."""
+    """Four cluttered test images with their grid / quadtree / quadtree-cnn / dHT (frozen and
+    learned end to end) tokens (64)."""
     from adaptok.partitioners.registry import partition
     from adaptok.train.cluttered import ClutteredFashionMNIST
     from adaptok.train.datasets import normalize
@@ -1460,6 +1481,13 @@ def cluttered_panel(path: Path, work: Path, plt) -> str | None:
             )
         )
     columns.append(("dHT (bundled, frozen), <=64", partition(raw, "dht", budget=64)))
+    learned = learned_dht(work, "cluttered-fashion-mnist-128")
+    if learned is not None:
+        profile, tokenizer = learned
+        with torch.no_grad():
+            columns.append(
+                (f"dHT (learned, {profile}), <=64", tokenizer.partition(images, budget=64))
+            )
     fig, axes = plt.subplots(4, len(columns), figsize=(3 * len(columns), 12))
     for j, (title, part) in enumerate(columns):
         drawn = draw_boundaries(raw, part, color=(1.0, 0.2, 0.2))
