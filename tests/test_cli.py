@@ -258,6 +258,9 @@ def test_train_backbone_keeps_its_position_table_and_refuses_ignored_flags() -> 
         _train_configs("--backbone", "vit_tiny_patch16_224", "--patch-size", "8", "--depth", "2")
     with pytest.raises(AdaptokError, match="name the backbone too"):
         _train_configs("--weights", "w.pth")
+    assert _train_configs("--val-images", "500")[1].val_images == 500
+    with pytest.raises(AdaptokError, match="val_images must be 0 or more"):
+        _train_configs("--val-images", "-1")
 
 
 def test_train_help_shows_defaults(capsys) -> None:

@@ -121,6 +121,40 @@ def test_resume_continues_the_same_loss_curve(tmp_path):
     )
 
 
+def test_validation_split_chooses_the_checkpoint_and_survives_a_resume(tmp_path):
+    """val_images holds the last training samples out; best.pt is the best validation step,
+    the test split scores only best.pt's weights, and a killed run resumes to the same choice."""
+    from adaptok import load_model
+    from adaptok.train import evaluate
+    from adaptok.train.loop import _datasets
+
+    config = TrainConfig(dataset="shapes", train_limit=20, val_images=4, eval_limit=4)
+    training, validation, _ = _datasets(_tiny_config(), config)
+    assert len(training) == 16 and list(validation.indices) == [16, 17, 18, 19]
+    # In this run the validation mIoU peaks at step 9 of 12 (seeded, bitwise on the CPU).
+    changes = dict(val_images=4, eval_every=3, steps=12, lr=5e-3, train_limit=20)
+    straight = _run(tmp_path, "straight", **changes)
+    with open(tmp_path / "straight" / "eval_metrics.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    val = [(int(r["step"]), float(r["miou"])) for r in rows if r["split"] == "val"]
+    assert [step for step, _ in val] == [3, 6, 9, 12]
+    assert [r["split"] for r in rows].count("test") == 1  # the test split is scored once
+    best_step = max(val, key=lambda pair: pair[1])[0]
+    assert straight.best_step == best_step and best_step < 12
+    assert load_checkpoint(tmp_path / "straight" / "best.pt")["step"] == best_step
+    test_set = build_dataset("shapes", split="test", limit=4, seed=5, image_size=16)
+    again = evaluate(load_model(tmp_path / "straight" / "best.pt"), test_set, batch_size=4)
+    assert (again.loss, again.miou) == (straight.evaluation.loss, straight.evaluation.miou)
+    # Killed after step 7: last.pt holds step 4, best.pt the newer step 6; then resumed.
+    _run(tmp_path, "resumed", **changes, checkpoint_every=4, stop_after=7)
+    assert load_checkpoint(tmp_path / "resumed" / "best.pt")["step"] == 6
+    resumed = _run(tmp_path, "resumed", **changes, checkpoint_every=4)
+    assert resumed.best_step == best_step
+    assert (resumed.evaluation.loss, resumed.evaluation.miou) == (again.loss, again.miou)
+    with pytest.raises(AdaptokError, match="leaves none"):
+        _datasets(_tiny_config(), dataclasses.replace(config, val_images=20))
+
+
 def test_checkpoint_write_is_atomic(tmp_path):
     path = tmp_path / "last.pt"
     save_checkpoint({"step": 1, "w": torch.ones(2)}, path)

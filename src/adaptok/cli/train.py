@@ -40,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--in-chans", type=int, default=3, choices=(1, 3))
     data.add_argument("--train-limit", type=int, default=None, help="first N training images")
     data.add_argument("--eval-limit", type=int, default=None, help="first N test images")
+    data.add_argument(
+        "--val-images",
+        type=int,
+        default=0,
+        help="hold out the last N training images for validation: --eval-every scores them, "
+        "best.pt keeps the best weights, and the final test score is best.pt's",
+    )
     model = parser.add_argument_group("model")
     model.add_argument("--method", choices=available_methods(), default="grid", help="tokenizer")
     model.add_argument(
@@ -176,6 +183,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
         eval_every=args.eval_every,
         train_limit=args.train_limit,
         eval_limit=args.eval_limit,
+        val_images=args.val_images,
         num_workers=args.num_workers,
         device=args.device,
         progress=not args.no_progress,
@@ -195,8 +203,9 @@ def run(args: argparse.Namespace) -> int:
             if evaluation.miou is not None
             else f"accuracy {evaluation.accuracy:.4f}"
         )
+        which = "" if result.best_step is None else f" of best.pt (step {result.best_step})"
         print(
-            f"step {result.step}: test {score}, loss {evaluation.loss:.4f}, "
+            f"step {result.step}: test {score}{which}, loss {evaluation.loss:.4f}, "
             f"{evaluation.tokens_per_image:.1f} tokens/image, train {result.train_seconds:.1f} s; "
             f"checkpoint {result.checkpoint}"
         )

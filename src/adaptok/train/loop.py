@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from ..errors import AdaptokError
@@ -74,6 +74,12 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints (and one at the end).
         eval_every: steps between evaluations (0: only at the end).
         train_limit: use the first N training samples (None: all).
+        val_images: hold out the last N of those training samples as a validation split,
+            never trained on. The evaluations every `eval_every` steps (and one at the end)
+            then score it instead of the test split, best.pt keeps the weights of the best
+            validation score (accuracy, or mIoU for dense tasks), and the final test evaluation
+            and the returned model are best.pt's: nothing is chosen on the test split. 0: no
+            validation split (the periodic test scores are for watching, not for choosing).
         eval_limit: evaluate on the first N test samples (None: all).
         num_workers: DataLoader worker processes.
         device: "auto", "cpu" or "cuda".
@@ -96,6 +102,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     eval_every: int = 0
     train_limit: int | None = None
+    val_images: int = 0
     eval_limit: int | None = None
     num_workers: int = 0
     device: str = "auto"
@@ -108,6 +115,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise AdaptokError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.val_images < 0:
+            raise AdaptokError(f"val_images must be 0 or more, got {self.val_images}")
 
 
 @dataclass(frozen=True)
@@ -140,8 +149,10 @@ class TrainResult:
         losses: training loss of every step this run executed (main process).
         train_seconds: wall time spent in training steps (this run).
         tokens_per_image: mean tokens per training image (this run).
-        evaluation: the final evaluation (None when stopped early by stop_after).
+        evaluation: the final evaluation on the test split (of best.pt's weights with a
+            validation split; None when stopped early by stop_after).
         checkpoint: path of last.pt.
+        best_step: the step of best.pt (None without a validation split).
         model_config: the config the model was built from (dataset-derived fields filled in).
         model: the trained model (unwrapped from DDP).
     """
@@ -154,6 +165,7 @@ class TrainResult:
     checkpoint: Path
     model_config: ModelConfig = field(repr=False)
     model: AdaptiveViT | None = field(default=None, repr=False)
+    best_step: int | None = None
 
 
 def autocast_context(device: torch.device, amp: str):
@@ -377,7 +389,7 @@ def check_resumable(state: dict, model_config: ModelConfig, config: TrainConfig)
         )
 
 
-RUN_FILES = ("last.pt", "train_metrics.csv", "eval_metrics.csv")
+RUN_FILES = ("last.pt", "best.pt", "train_metrics.csv", "eval_metrics.csv")
 
 
 def check_split_folders(root: Path) -> None:
@@ -498,17 +510,32 @@ def _train_loader(
     return sampler, loader
 
 
-def _datasets(model_config: ModelConfig, config: TrainConfig) -> tuple[Dataset, Dataset]:
-    """The training and test datasets a run asks for (folders checked first)."""
+def _datasets(
+    model_config: ModelConfig, config: TrainConfig
+) -> tuple[Dataset, Dataset | None, Dataset]:
+    """The training, validation (None without) and test datasets a run asks for (folders
+    checked first); validation is the last `val_images` of the training samples."""
     if config.dataset in ("folder", "seg-folder") and config.data_root is not None:
         check_split_folders(Path(config.data_root))
     common = dict(
         root=config.data_root, image_size=model_config.image_size, in_chans=model_config.in_chans
     )
-    return tuple(
+    train_set, test_set = (
         build_dataset(config.dataset, split=split, limit=limit, seed=config.seed, **common)
         for split, limit in (("train", config.train_limit), ("test", config.eval_limit))
-    )  # type: ignore[return-value]
+    )
+    if not config.val_images:
+        return train_set, None, test_set
+    kept = len(train_set) - config.val_images
+    if kept < 1:
+        raise AdaptokError(
+            f"val_images {config.val_images} leaves none of the {len(train_set)} training "
+            "samples to train on; hold out fewer"
+        )
+    validation = Subset(train_set, range(kept, len(train_set)))
+    training = Subset(train_set, range(kept))
+    training.info = validation.info = train_set.info  # type: ignore[attr-defined]
+    return training, validation, test_set
 
 
 def _step(
@@ -568,7 +595,7 @@ def _train(
     output = Path(config.output)
     checkpoint_path = output / "last.pt"
     check_output(output, resume=resume, overwrite=overwrite)
-    train_set, test_set = _datasets(model_config, config)
+    train_set, val_set, test_set = _datasets(model_config, config)
     model_config = _fill_from_dataset(model_config, train_set)
 
     _seed_everything(config.seed)
@@ -586,7 +613,8 @@ def _train(
         )
         if info.is_main:
             print(f"resumed from step {step} of {config.steps} ({checkpoint_path})", flush=True)
-    elif info.is_main:
+    best = _read_best(output / BEST_FILE) if resumed and val_set is not None else None
+    if not resumed and info.is_main:
         if resume:
             print(f"no checkpoint in {output} yet: starting a new run", flush=True)
         for name in RUN_FILES:  # overwrite (or the leftovers of a run killed before step 1)
@@ -607,6 +635,32 @@ def _train(
         output.mkdir(parents=True, exist_ok=True)
         train_log = CsvLog(output / "train_metrics.csv", TRAIN_FIELDS, step if resumed else None)
         eval_log = CsvLog(output / "eval_metrics.csv", EVAL_FIELDS, step if resumed else None)
+
+    def validate() -> None:
+        """Score the validation split; keep the weights when they are the best so far."""
+        nonlocal best
+        result = evaluate(
+            net, val_set, batch_size=config.batch_size, device=device, amp=config.amp,
+            dist_info=info,
+        )  # fmt: skip
+        if eval_log is not None:
+            eval_log.write(_eval_row(step, result, split="val"))
+        score = result.miou if result.miou is not None else result.accuracy
+        if best is None or score > best.score:
+            weights = {name: value.detach().clone() for name, value in model.state_dict().items()}
+            best = _Best(step=step, score=score, weights=weights)
+            if info.is_main:
+                save_checkpoint(
+                    {
+                        "model": weights,
+                        "step": step,
+                        "score": score,
+                        "metric": "miou" if result.miou is not None else "accuracy",
+                        "model_config": model_config.to_dict(),
+                        "train_config": dataclasses.asdict(config),
+                    },
+                    output / BEST_FILE,
+                )
 
     def checkpoint() -> None:
         if info.is_main:
@@ -659,7 +713,10 @@ def _train(
                 if train_log is not None:
                     train_log.write(row)
                 window = MetricWindow()
-            if config.eval_every and step % config.eval_every == 0 and step < config.steps:
+            periodic = config.eval_every and step % config.eval_every == 0
+            if val_set is not None and (periodic or step == config.steps):
+                validate()
+            elif periodic and step < config.steps:
                 result = evaluate(
                     net,
                     test_set,
@@ -682,6 +739,8 @@ def _train(
             seen_in_epoch = 0
     progress.close()
     evaluation = None
+    if best is not None and not stopped:
+        model.load_state_dict(best.weights)  # the test split scores the best-validation weights
     if not stopped:
         evaluation = evaluate(
             net,
@@ -703,4 +762,26 @@ def _train(
         checkpoint=checkpoint_path,
         model_config=model_config,
         model=model,
+        best_step=None if best is None else best.step,
     )
+
+
+BEST_FILE = "best.pt"
+
+
+@dataclass(frozen=True)
+class _Best:
+    """The best validation score so far: its step, score and weights."""
+
+    step: int
+    score: float
+    weights: dict[str, Tensor]
+
+
+def _read_best(path: Path) -> _Best | None:
+    """best.pt of a resumed run (it may be from a later step than last.pt: its weights were
+    really scored then), or None when the run had not validated yet."""
+    if not path.is_file():
+        return None
+    state = load_checkpoint(path, map_location="cpu")
+    return _Best(step=state["step"], score=state["score"], weights=state["model"])
