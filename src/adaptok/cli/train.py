@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--val-images",
         type=int,
         default=0,
-        help="hold out the last N training images for validation: --eval-every scores them, "
-        "best.pt keeps the best weights, and the final test score is best.pt's",
+        help="hold out N training images (drawn with --seed) for validation: --eval-every "
+        "scores them, best.pt keeps the best weights, and the final test score is best.pt's",
     )
     model = parser.add_argument_group("model")
     model.add_argument("--method", choices=available_methods(), default="grid", help="tokenizer")

@@ -74,8 +74,8 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints (and one at the end).
         eval_every: steps between evaluations (0: only at the end).
         train_limit: use the first N training samples (None: all).
-        val_images: hold out the last N of those training samples as a validation split,
-            never trained on. The evaluations every `eval_every` steps (and one at the end)
+        val_images: hold out N of those training samples (drawn with `seed`) as a validation
+            split, never trained on. The evaluations every `eval_every` steps (and one at the end)
             then score it instead of the test split, best.pt keeps the weights of the best
             validation score (accuracy, or mIoU for dense tasks), and the final test evaluation
             and the returned model are best.pt's: nothing is chosen on the test split. 0: no
@@ -514,7 +514,7 @@ def _datasets(
     model_config: ModelConfig, config: TrainConfig
 ) -> tuple[Dataset, Dataset | None, Dataset]:
     """The training, validation (None without) and test datasets a run asks for (folders
-    checked first); validation is the last `val_images` of the training samples."""
+    checked first); validation is `val_images` of the training samples, drawn with the seed."""
     if config.dataset in ("folder", "seg-folder") and config.data_root is not None:
         check_split_folders(Path(config.data_root))
     common = dict(
@@ -526,14 +526,16 @@ def _datasets(
     )
     if not config.val_images:
         return train_set, None, test_set
-    kept = len(train_set) - config.val_images
-    if kept < 1:
+    if config.val_images >= len(train_set):
         raise AdaptokError(
             f"val_images {config.val_images} leaves none of the {len(train_set)} training "
             "samples to train on; hold out fewer"
         )
-    validation = Subset(train_set, range(kept, len(train_set)))
-    training = Subset(train_set, range(kept))
+    # A seeded draw, not the last N: folder datasets list their samples class by class.
+    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed))
+    held = order[: config.val_images].sort().values.tolist()
+    kept = order[config.val_images :].sort().values.tolist()
+    validation, training = Subset(train_set, held), Subset(train_set, kept)
     training.info = validation.info = train_set.info  # type: ignore[attr-defined]
     return training, validation, test_set
 
@@ -646,15 +648,17 @@ def _train(
         if eval_log is not None:
             eval_log.write(_eval_row(step, result, split="val"))
         score = result.miou if result.miou is not None else result.accuracy
-        if best is None or score > best.score:
+        # Equal scores (a small split saturates) go to the lower validation loss.
+        if best is None or (score, -result.loss) > (best.score, -best.loss):
             weights = {name: value.detach().clone() for name, value in model.state_dict().items()}
-            best = _Best(step=step, score=score, weights=weights)
+            best = _Best(step=step, score=score, loss=result.loss, weights=weights)
             if info.is_main:
                 save_checkpoint(
                     {
                         "model": weights,
                         "step": step,
                         "score": score,
+                        "loss": result.loss,
                         "metric": "miou" if result.miou is not None else "accuracy",
                         "model_config": model_config.to_dict(),
                         "train_config": dataclasses.asdict(config),
@@ -771,10 +775,11 @@ BEST_FILE = "best.pt"
 
 @dataclass(frozen=True)
 class _Best:
-    """The best validation score so far: its step, score and weights."""
+    """The best validation score so far: its step, score, loss and weights."""
 
     step: int
     score: float
+    loss: float
     weights: dict[str, Tensor]
 
 
@@ -784,4 +789,6 @@ def _read_best(path: Path) -> _Best | None:
     if not path.is_file():
         return None
     state = load_checkpoint(path, map_location="cpu")
-    return _Best(step=state["step"], score=state["score"], weights=state["model"])
+    return _Best(
+        step=state["step"], score=state["score"], loss=state["loss"], weights=state["model"]
+    )
