@@ -30,12 +30,12 @@ WORKER = textwrap.dedent(
     config = TrainConfig(
         dataset="shapes", output=out, steps=3, batch_size=2, lr=1e-2, warmup_steps=1,
         log_every=1, checkpoint_every=3, train_limit=12, eval_limit=4, progress=False,
-        device="cpu",
+        device="cpu", val_images=4, eval_every=1,
     )
     result = train(model_config, config)
     rank = os.environ["RANK"]
     torch.save({"state": result.model.state_dict(), "losses": result.losses,
-                "evaluation": result.evaluation.accuracy},
+                "evaluation": result.evaluation.accuracy, "best_step": result.best_step},
                os.path.join(out, f"rank{rank}.pt"))
     """
 )
@@ -65,16 +65,22 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
         assert torch.equal(value, second["state"][name]), name
     # Each replica saw its own shard: the local losses differ, yet the weights agree.
     assert first["losses"] != second["losses"]
-    # The checkpoint holds the final weights, which training moved away from the (seeded)
-    # initialisation.
-    checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
-    assert checkpoint["step"] == 3
-    config = ModelConfig.from_dict(checkpoint["model_config"])
+    # Validation is summed over both processes, so both choose the same best.pt; the returned
+    # weights are best.pt's, which training moved away from the (seeded) initialisation.
+    assert first["best_step"] == second["best_step"] in (1, 2, 3)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert last["step"] == 3
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert best["step"] == first["best_step"]
+    config = ModelConfig.from_dict(best["model_config"])
     torch.manual_seed(0)
     initial = build_model(config).state_dict()
     changed = [n for n, v in first["state"].items() if not torch.equal(v, initial[n])]
     assert "encoder.blocks.0.attn.qkv.weight" in changed
-    for name, value in checkpoint["model"].items():
+    for name, value in best["model"].items():
         assert torch.equal(value, first["state"][name]), name
+    if first["best_step"] == 3:  # the last step was the best: last.pt holds the same weights
+        for name, value in last["model"].items():
+            assert torch.equal(value, first["state"][name]), name
     # Evaluation is summed over both processes, so both report the same accuracy.
     assert first["evaluation"] == second["evaluation"]
