@@ -49,6 +49,9 @@ def model_from_checkpoint(state: dict[str, Any], *, source: str = "checkpoint") 
 def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> AdaptiveViT:
     """Load a model trained by `adaptok train` (its last.pt or best.pt), in eval mode.
 
+    It takes images as the training datasets gave them, ImageNet-normalised:
+    `model(adaptok.train.datasets.normalize(images))` for images in [0, 1].
+
     Args:
         path: the checkpoint file.
         device: where to put the model.

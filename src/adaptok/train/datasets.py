@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..errors import AdaptokError
+from ..ops import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "DATASETS",
@@ -36,8 +37,6 @@ __all__ = [
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IGNORE_INDEX = 255
 
 
