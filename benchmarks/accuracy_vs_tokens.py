@@ -453,18 +453,22 @@ def build(run: Run, num_classes: int, task: str, work: Path, device) -> nn.Modul
     method = {"quadtree-cnn": "quadtree", "dht-learned": "dht"}.get(run.tokenizer, run.tokenizer)
     options = dict(run.options) or None
     if run.tokenizer == "quadtree-cnn":
+        from adaptok.ops import imagenet_mean_std
         from adaptok.partitioners.scorers import FeatureScorer
 
+        # The CNN trained on the datasets' normalised images; partitioners get [0, 1] pixels.
+        mean, std = imagenet_mean_std()
         scorer = FeatureScorer(
-            ScorerCNN().features, weights=work / "scorer" / f"{run.dataset}-cnn.pt"
+            ScorerCNN().features,
+            weights=work / "scorer" / f"{run.dataset}-cnn.pt",
+            mean=mean,
+            std=std,
         ).to(device)
         options = {**run.options, "scorer": scorer}
     model = retrofit(vit, method, position="learned", partition_options=options, task=task)
     if run.tokenizer == "dht":
         # Frozen dHT (bundled weights): partitions only, cached per image; raw pixels.
-        model.tokenizer = CachedPartitions(
-            PartitionTokenizer("dht", budget=run.tokens, input_space="imagenet")
-        )
+        model.tokenizer = CachedPartitions(PartitionTokenizer("dht", budget=run.tokens))
     return model.to(device)
 
 
@@ -1418,10 +1422,8 @@ def plot_all(groups: dict[tuple, Group], docs: Path, work: Path, profiles: list[
     figures.append(plot_curves(plt, work, profile, docs / "accuracy_curves.png"))
     if "cpu-long" in profiles and profile != "cpu-long":
         figures.append(plot_curves(plt, work, "cpu-long", docs / "accuracy_curves_cpu_long.png"))
-    panel = cluttered_panel(docs / "cluttered_tokens.png", work, plt)
-    if panel:
-        figures.append(panel)
-    return figures
+    figures.append(cluttered_panel(docs / "cluttered_tokens.png", work, plt))
+    return [figure for figure in figures if figure]
 
 
 def learned_dht(work: Path, dataset: str):
@@ -1462,10 +1464,12 @@ def cluttered_panel(path: Path, work: Path, plt) -> str | None:
     )
     weights = work / "scorer" / "cluttered-fashion-mnist-128-cnn.pt"
     if weights.is_file():
+        from adaptok.ops import imagenet_mean_std
         from adaptok.partitioners.scorers import FeatureScorer, PrecomputedScorer
 
-        scorer = FeatureScorer(ScorerCNN().features, weights=weights)
-        maps = scorer(images, min_patch=8, max_patch=32)
+        mean, std = imagenet_mean_std()  # the CNN sees normalised images, as in training
+        scorer = FeatureScorer(ScorerCNN().features, weights=weights, mean=mean, std=std)
+        maps = scorer(raw, min_patch=8, max_patch=32)
         columns.append(
             (
                 "quadtree (CNN scorer), 64",
@@ -1505,9 +1509,12 @@ def cluttered_panel(path: Path, work: Path, plt) -> str | None:
     return str(path.relative_to(ROOT))
 
 
-def plot_curves(plt, work: Path, profile: str, path: Path) -> str:
-    """Validation score against steps for every run of a profile, one panel per dataset."""
+def plot_curves(plt, work: Path, profile: str, path: Path) -> str | None:
+    """Validation score against steps for every run of a profile, one panel per dataset (None
+    when --work holds no curves of it)."""
     datasets = [d for d in DATASET_SIZES if any((work / "runs" / profile / d).glob("*/curve.json"))]
+    if not datasets:
+        return None
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
         folder = work / "runs" / profile / dataset

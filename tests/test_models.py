@@ -14,6 +14,7 @@ from adaptok.models import (
     EncoderConfig,
     MaskedEncoder,
     ModelConfig,
+    PartitionTokenizer,
     build_model,
 )
 
@@ -119,6 +120,29 @@ def test_adaptive_vit_padded_batch_equals_images_alone_and_is_deterministic():
     assert output.valid.shape == (3, 1 + int(counts.max()))
     torch.testing.assert_close(output.logits, alone, rtol=1e-5, atol=1e-5)
     assert torch.equal(output.logits, again)
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [("slic", {"budget": 12}), ("quadtree", {"budget": 10, "min_patch": 4, "max_patch": 16})],
+)
+def test_frozen_partitioners_see_the_pixels_behind_normalised_inputs(method, options):
+    """Models take normalised images (as training gives them); their partitioners get the
+    [0, 1] pixels, as `adaptok.partition` would (SLIC refused normalised values outright)."""
+    from adaptok import partition
+    from adaptok.ops import normalize
+
+    pixels = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    config = ModelConfig(method=method, image_size=32, patch_size=4, encoder=TINY,
+                         partition_options=options)  # fmt: skip
+    model = build_model(config).eval()
+    with torch.no_grad():
+        output = model.forward_output(normalize(pixels))
+    expected = partition(pixels, method, **options)
+    assert torch.equal(output.partition.labels, expected.labels)
+    assert torch.isfinite(output.logits).all()
+    with pytest.raises(AdaptokError, match="drop the input_space option"):
+        PartitionTokenizer("dht", input_space="imagenet")
 
 
 def test_dense_head_scatters_each_tokens_logits_to_its_region():

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .errors import AdaptokError
 
-__all__ = ["halve", "imagenet_mean_std", "round_up", "sincos_2d"]
+__all__ = ["denormalize", "halve", "imagenet_mean_std", "normalize", "round_up", "sincos_2d"]
 
 
 def halve(images: Tensor) -> Tensor:
@@ -60,3 +60,29 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def imagenet_mean_std() -> tuple[tuple[float, ...], tuple[float, ...]]:
     """ImageNet's channel mean and std, the one source of these constants in adaptok."""
     return IMAGENET_MEAN, IMAGENET_STD
+
+
+def _model_stats(images: Tensor) -> tuple[Tensor, Tensor]:
+    """[C, 1, 1] mean and std of the models' input space: ImageNet's for 3 channels, 0.5 and
+    0.5 for any other count (grey)."""
+    channels = images.shape[-3]
+    mean = IMAGENET_MEAN if channels == 3 else (0.5,) * channels
+    std = IMAGENET_STD if channels == 3 else (0.5,) * channels
+    shape = (channels, 1, 1)
+    return (
+        torch.tensor(mean).view(shape).to(images),
+        torch.tensor(std).view(shape).to(images),
+    )
+
+
+def normalize(images: Tensor) -> Tensor:
+    """[C, H, W] or [B, C, H, W] in [0, 1] -> the models' input space (what the training
+    datasets give and `AdaptiveViT` takes): ImageNet-normalised, or (x - 0.5) / 0.5 for grey."""
+    mean, std = _model_stats(images)
+    return (images - mean) / std
+
+
+def denormalize(images: Tensor) -> Tensor:
+    """The inverse of `normalize`: the models' input space -> [0, 1] pixels."""
+    mean, std = _model_stats(images)
+    return images * std + mean

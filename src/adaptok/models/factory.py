@@ -50,7 +50,7 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> Adapt
     """Load a model trained by `adaptok train` (its last.pt or best.pt), in eval mode.
 
     It takes images as the training datasets gave them, ImageNet-normalised:
-    `model(adaptok.train.datasets.normalize(images))` for images in [0, 1].
+    `model(adaptok.ops.normalize(images))` for images in [0, 1].
 
     Args:
         path: the checkpoint file.

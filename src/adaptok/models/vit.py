@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..errors import check_images
+from ..errors import AdaptokError, check_images
+from ..ops import denormalize
 from ..partitioners import get_partitioner
 from ..regions import Partition
 from ..tokens import Tokens, extract_tokens
@@ -60,6 +61,11 @@ class PartitionTokenizer(nn.Module):
     def __init__(self, method: str, **options: object) -> None:
         super().__init__()
         check_options(get_partitioner(method), options, what=f"method {method!r}", skip=1)
+        if "input_space" in options:
+            raise AdaptokError(
+                "a model's partitioner always gets [0, 1] pixels (the model undoes the "
+                "normalisation of its inputs itself); drop the input_space option"
+            )
         self.method = method
         self.options = dict(options)
 
@@ -73,11 +79,13 @@ class PartitionTokenizer(nn.Module):
         return self
 
     def forward(self, images: Tensor) -> TokenizerOutput:
-        """[B, C, H, W] -> TokenizerOutput(partition, pixels=images)."""
-        # The model's images are normalised for the backbone: the partitioner is called directly,
-        # not through `adaptok.partition`, which expects [0, 1] images.
+        """[B, C, H, W] model inputs (`adaptok.ops.normalize`d) -> TokenizerOutput(partition,
+        pixels=images)."""
+        # Partitioners are defined on [0, 1] pixels (SLIC's Lab conversion refuses anything
+        # else); the model's inputs are normalised for the trunk, so undo that first.
         with torch.no_grad():
-            part = get_partitioner(self.method)(images.detach(), **self.options)
+            pixels = denormalize(images.detach()).clamp(0, 1)
+            part = get_partitioner(self.method)(pixels, **self.options)
         return TokenizerOutput(partition=part, pixels=images)
 
     def extra_repr(self) -> str:

@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..errors import AdaptokError
-from ..ops import IMAGENET_MEAN, IMAGENET_STD
+from ..ops import normalize
 
 __all__ = [
     "DATASETS",
@@ -55,15 +55,6 @@ class DatasetInfo:
     num_classes: int
     in_chans: int
     class_names: tuple[str, ...]
-
-
-def normalize(images: Tensor) -> Tensor:
-    """[C, H, W] or [B, C, H, W] in [0, 1] -> ImageNet-normalised (1 or 3 channels)."""
-    channels = images.shape[-3]
-    mean = torch.tensor(IMAGENET_MEAN[:channels] if channels == 3 else (0.5,) * channels)
-    std = torch.tensor(IMAGENET_STD[:channels] if channels == 3 else (0.5,) * channels)
-    shape = (channels, 1, 1)
-    return (images - mean.view(shape).to(images)) / std.view(shape).to(images)
 
 
 def _resize(image: Tensor, size: int) -> Tensor:
