@@ -96,6 +96,7 @@ def test_check_partition_rejects_inconsistent_fields() -> None:
         (torch.zeros(4, 4, dtype=torch.long), r"\[B, H, W\]"),
         (torch.zeros(1, 4, 4), "integer"),
         ("labels", r"\[B, H, W\]"),
+        (-torch.ones(1, 4, 4, dtype=torch.long), ">= 0"),
     ],
 )
 def test_from_labels_rejects_bad_input(labels, match: str) -> None:
@@ -114,6 +115,9 @@ def test_scatter_and_mean_reject_mismatched_shapes() -> None:
     part = random_partition()
     with pytest.raises(AdaptokError, match="one row per region"):
         part.scatter(torch.zeros(part.num_regions + 1, 3))
+    for wrong in (torch.zeros(part.num_regions - 1, 3), torch.tensor(1.0), 4):
+        with pytest.raises(AdaptokError, match="one row per region"):
+            part.pad(wrong)
     with pytest.raises(AdaptokError, match="to match the Partition"):
         part.mean_image(torch.zeros(3, 3, 12, 16))
 

@@ -56,6 +56,8 @@ class Partition:
         if labels.dtype.is_floating_point or labels.dtype == torch.bool:
             raise PartitionError(f"labels must be an integer tensor, got {labels.dtype}")
         labels = labels.long()
+        if labels.numel() and int(labels.min()) < 0:
+            raise PartitionError(f"labels must be >= 0 region ids, got {int(labels.min())}")
         batch, height, width = labels.shape
         if relabel:
             offset = (labels.flatten(1).amax(1) + 1).cumsum(0) - (labels.flatten(1).amax(1) + 1)
@@ -157,11 +159,7 @@ class Partition:
         Returns:
             [B, C, H, W] map where every pixel holds its region's vector (or [B, H, W] for [N]).
         """
-        if values.shape[0] != self.num_regions:
-            raise AdaptokError(
-                f"values must have one row per region: expected {self.num_regions}, "
-                f"got shape {tuple(values.shape)}"
-            )
+        self._check_rows(values)
         if values.ndim == 1:
             return values[self.labels]
         return values[self.labels].permute(0, 3, 1, 2)
@@ -197,6 +195,7 @@ class Partition:
         Returns:
             (padded [B, T, ...] with T the largest region count, valid [B, T] bool).
         """
+        self._check_rows(values)
         counts = self.counts
         if self.num_regions and bool((counts == counts[0]).all()):
             # Every image has as many regions (grid, quadtree): padding is a reshape.
@@ -215,6 +214,17 @@ class Partition:
     def unpad(self, padded: Tensor, valid: Tensor) -> Tensor:
         """Inverse of `pad`: [B, T, ...] + valid [B, T] -> [N, ...] in region order."""
         return padded[valid]
+
+    def _check_rows(self, values: Tensor) -> None:
+        if (
+            not isinstance(values, Tensor)
+            or values.ndim == 0
+            or values.shape[0] != self.num_regions
+        ):
+            shape = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+            raise AdaptokError(
+                f"values must have one row per region: expected {self.num_regions}, got {shape}"
+            )
 
     def _check_pixels(self, images: Tensor) -> None:
         expected = (self.batch_size, *self.image_size)
