@@ -34,7 +34,7 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:
         if not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
             continue
-        if "%(default)" not in (action.help or ""):
+        if "default" not in (action.help or ""):  # a help may name its default in its words
             action.help = f"{action.help or ''} (default: %(default)s)".strip()
 
 
