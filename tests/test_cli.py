@@ -251,6 +251,9 @@ def test_train_backbone_keeps_its_position_table_and_refuses_ignored_flags() -> 
     assert model.position_kind == "learned"  # the ViT's own table, as retrofit's default
     scratch, _ = _train_configs()
     assert scratch.position_kind == "sincos" and scratch.patch_size == 8
+    # Token counts follow the image and patch size (SLIC's own 196 suits 224x224 photos).
+    slic, _ = _train_configs("--method", "slic", "--image-size", "32")
+    assert slic.partition_options == {"budget": 16}
     assert scratch.encoder.embed_dim == 192
     explicit, _ = _train_configs("--backbone", "vit_tiny_patch16_224", "--position", "sincos")
     assert explicit.position_kind == "sincos"
