@@ -133,10 +133,12 @@ PROFILES = {
 SUBSET_PROFILES = {
     "cpu-long": "the 64-token rows of Fashion-MNIST and cluttered Fashion-MNIST, one seed "
     "(`--profile cpu-long --dht --only=fashion-mnist- --only=-64-s0`), then the rows that "
-    "decide a goal: quadtree at 31 tokens and the retrofits on Fashion-MNIST "
-    "(`--only=fashion-mnist-64/quadtree-31-s0`, `--only=fashion-mnist-64/retrofit-`), the "
-    "cluttered grid's other seeds and retrofits (`--only=cluttered-fashion-mnist-128/grid-64-`, "
-    "`--only=cluttered-fashion-mnist-128/retrofit-`).",
+    "decide a goal: the cluttered grid's and learned dHT's other seeds "
+    "(`--only=cluttered-fashion-mnist-128/grid-64-`, `--only=cluttered-fashion-mnist-128/"
+    "dht-learned-64-`), the grid at 256 tokens (`--only=cluttered-fashion-mnist-128/grid-256-`), "
+    "quadtree and learned dHT at 31 tokens on Fashion-MNIST (`--only=fashion-mnist-64/"
+    "quadtree-31-s0`, `--only=fashion-mnist-64/dht-learned-31-s0`) and the retrofits "
+    "(`--only=retrofit-`).",
 }
 LR = 1e-3
 WEIGHT_DECAY = 0.05
