@@ -389,7 +389,8 @@ def check_resumable(state: dict, model_config: ModelConfig, config: TrainConfig)
         )
 
 
-RUN_FILES = ("last.pt", "best.pt", "train_metrics.csv", "eval_metrics.csv")
+LAST_FILE, BEST_FILE = "last.pt", "best.pt"
+RUN_FILES = (LAST_FILE, BEST_FILE, "train_metrics.csv", "eval_metrics.csv")
 
 
 def check_split_folders(root: Path) -> None:
@@ -595,7 +596,7 @@ def _train(
 ) -> TrainResult:
     device = info.device
     output = Path(config.output)
-    checkpoint_path = output / "last.pt"
+    checkpoint_path = output / LAST_FILE
     check_output(output, resume=resume, overwrite=overwrite)
     train_set, val_set, test_set = _datasets(model_config, config)
     model_config = _fill_from_dataset(model_config, train_set)
@@ -768,9 +769,6 @@ def _train(
         model=model,
         best_step=None if best is None else best.step,
     )
-
-
-BEST_FILE = "best.pt"
 
 
 @dataclass(frozen=True)
