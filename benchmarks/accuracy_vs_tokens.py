@@ -132,7 +132,7 @@ PROFILES = {
 # Profiles that run a chosen subset of the plan (no list of missing rows, no goal check).
 SUBSET_PROFILES = {
     "cpu-long": "the 64-token rows of Fashion-MNIST and cluttered Fashion-MNIST, one seed "
-    "(`--profile cpu-long --dht --only=fashion-mnist- --only=-64-s0`), then the rows that "
+    "(`--profile cpu-long --only=fashion-mnist- --only=-64-s0`), then the rows that "
     "decide a goal: the cluttered grid's and learned dHT's other seeds "
     "(`--only=cluttered-fashion-mnist-128/grid-64-`, `--only=cluttered-fashion-mnist-128/"
     "dht-learned-64-`), the grid at 256 tokens (`--only=cluttered-fashion-mnist-128/grid-256-`), "
@@ -858,17 +858,6 @@ def _device_name(device: str) -> str:
         return platform.processor() or "cpu"
 
 
-def dht_ready() -> bool:
-    """True once the dHT adaptivity work (issue 8) has landed: a commit touching
-    src/adaptok/partitioners/dht after the layered-packages commit."""
-    out = subprocess.run(
-        ["git", "-C", str(ROOT), "log", "--oneline", "--", "src/adaptok/partitioners/dht"],
-        capture_output=True,
-        text=True,
-    ).stdout.splitlines()
-    return len(out) > 2
-
-
 def worker(args: argparse.Namespace) -> int:
     profile = PROFILES[args.profile]
     work = Path(args.work)
@@ -879,7 +868,7 @@ def worker(args: argparse.Namespace) -> int:
         for run in runs:
             if run.run_id in done_ids(profile.name):
                 continue
-            if run.needs_dht and (args.skip_dht or not (args.dht or dht_ready())):
+            if run.needs_dht and args.skip_dht:
                 continue
             lock = work / "locks" / profile.name / (run.run_id.replace("/", "__") + ".lock")
             with run_lock(lock) as mine:
@@ -914,7 +903,6 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--work", default=str(ROOT / "runs/accuracy_vs_tokens"))
     parser.add_argument("--only", action="append", default=[], help="substring of run ids")
-    parser.add_argument("--dht", action="store_true", help="run dHT rows before issue 8 lands")
     parser.add_argument("--csv", default=str(CSV_PATH), help="the results table")
     parser.add_argument("--skip-dht", action="store_true", help="leave the dHT rows for later")
     parser.add_argument("--report", action="store_true", help="only write Markdown and plots")
