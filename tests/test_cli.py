@@ -333,3 +333,33 @@ def test_eval_of_an_image_file_is_one_line(image_files, capsys):
     assert main(["eval", str(image_files[0])]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "cannot be read as weights-only tensors" in err[0], err
+
+
+def test_tokenize_and_vectorize_count_one_region_in_the_singular(tmp_path, capsys) -> None:
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.full((32, 32, 3), 90, dtype=np.uint8)).save(flat)
+    assert (
+        main(["tokenize", str(flat), "--method", "dht", "--budget", "none", "-o", str(tmp_path)])
+        == 0
+    )
+    assert ": 1 token (dht)" in capsys.readouterr().out
+    assert main(["vectorize", str(flat), "--budget", "none", "-o", str(tmp_path / "f.svg")]) == 0
+    assert ": 1 region (dht)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["tokenize", "vectorize"])
+def test_budget_none_means_no_cap_for_dht_and_is_refused_elsewhere(
+    command, tmp_path, capsys
+) -> None:
+    halves = np.zeros((40, 64, 3), dtype=np.uint8)
+    halves[:, 32:] = 200
+    path = tmp_path / "halves.png"
+    Image.fromarray(halves).save(path)
+    out = str(tmp_path / ("o.png" if command == "tokenize" else "o.svg"))
+    assert main([command, str(path), "--method", "dht", "--budget", "None", "-o", out]) == 0
+    assert ": 2 " in capsys.readouterr().out  # two flat halves, two regions
+    assert main([command, str(path), "--method", "slic", "--budget", "none", "-o", out]) == 2
+    assert "--budget none (no cap) is for --method dht" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([command, str(path), "--budget", "many", "-o", out])
+    assert "a whole number or 'none'" in capsys.readouterr().err

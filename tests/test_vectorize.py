@@ -482,3 +482,13 @@ def test_quadtree_on_a_size_that_needs_padding_covers_exactly_the_image() -> Non
     part = partition_any_size(image, "quadtree", budget=40, min_patch=8, max_patch=32)
     assert part.image_size == (72, 100)
     assert len(root.findall(f".//{SVG_NS}path")) == part.num_regions
+
+
+def test_vectorize_budget_none_lets_dht_follow_the_content() -> None:
+    halves = torch.zeros(3, 48, 48)
+    halves[:, :, 24:] = 0.8
+    uncapped = vectorize(halves, "dht", budget=None)
+    assert uncapped.count("<path") == 2
+    assert vectorize(halves, "dht", budget=1).count("<path") == 1
+    with pytest.raises(AdaptokError, match="ready Partition"):
+        vectorize(halves, partition(halves, method="grid"), budget=None)

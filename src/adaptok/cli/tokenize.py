@@ -17,7 +17,7 @@ from ..partitioners.registry import available_methods, partition_any_size, size_
 from ..regions import Partition
 from ..validate import check_int
 from ..visualize import token_picture
-from .outputs import file_error, output_paths
+from .outputs import counted, file_error, output_paths
 
 # Options of the command line, and the methods that take each (others refuse them).
 METHOD_OPTIONS = {
@@ -36,15 +36,42 @@ DEFAULTS = {
 }
 
 
+# `--budget none`: dht without a cap (the Python API's budget=None).
+NO_CAP = "none"
+
+
+def budget_argument(text: str) -> int | str:
+    """--budget's value: a count, or `none` (no cap, dht only)."""
+    if text.lower() == NO_CAP:
+        return NO_CAP
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a whole number or 'none' (dht without a cap), got {text!r}"
+        ) from None
+
+
+def budget_option(method: str, budget: int | str) -> int | None:
+    """The partitioner's budget for a --budget value: `none` becomes None (dht only)."""
+    if budget == NO_CAP:
+        if method != "dht":
+            raise AdaptokError(
+                f"--budget none (no cap) is for --method dht; {method} needs a count"
+            )
+        return None
+    return check_int("--budget", budget)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", type=Path, help="image files")
     parser.add_argument("--method", default="quadtree", choices=available_methods())
     parser.add_argument(
         "--budget",
-        type=int,
+        type=budget_argument,
         default=None,
-        help="tokens per image (quadtree: rounded to the nearest N0 + 3j; dht: an upper bound; "
-        "slic: approximate); defaults: "
+        help="tokens per image (quadtree: rounded to the nearest N0 + 3j; dht: an upper bound, "
+        "or 'none' for no cap; slic: approximate); defaults: "
         + "; ".join(f"{method}: {text}" for method, text in DEFAULTS.items()),
     )
     parser.add_argument(
@@ -100,7 +127,8 @@ def partition_options(args: argparse.Namespace) -> dict[str, object]:
     elif args.method == "quadtree":
         options["min_patch"] = check_int("--patch-size", given.get("patch_size", 16))
         options["max_patch"] = check_int("--max-patch", given.get("max_patch", 64))
-        options["budget"] = given.get("budget")
+        if "budget" in given:
+            options["budget"] = budget_option(args.method, given["budget"])
         scorer = given.get("scorer", "pixel_blur")
         if "scorer_weights" in given:
             if scorer != "feature":
@@ -115,7 +143,7 @@ def partition_options(args: argparse.Namespace) -> dict[str, object]:
             )
         options["scorer"] = scorer
     elif "budget" in given:
-        options["budget"] = check_int("--budget", given["budget"])
+        options["budget"] = budget_option(args.method, given["budget"])
     return options
 
 
@@ -155,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
             tqdm.write(file_error(source, error), file=sys.stderr)
             continue
         note = _padding_note(image, args.method, options)
-        tqdm.write(f"{source}: {part.num_regions} tokens ({args.method}) -> {target}{note}")
+        tokens = counted(part.num_regions, "token")
+        tqdm.write(f"{source}: {tokens} ({args.method}) -> {target}{note}")
     if failures:
         tqdm.write(f"{failures} of {len(args.images)} images failed", file=sys.stderr)
     return 1 if failures else 0

@@ -15,9 +15,8 @@ from ..io import DEFAULT_MAX_PIXELS, display_name
 from ..partitioners.registry import available_methods, get_partitioner
 from ..validate import accepted_options
 from ..vector import DEFAULT_METHOD, PIXELS_PER_REGION, render_svg, vectorize
-from .outputs import file_error, output_paths
-
-# Longest file name (bytes) most file systems accept.
+from .outputs import counted, file_error, output_paths
+from .tokenize import budget_argument, budget_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,9 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--budget",
-        type=int,
+        type=budget_argument,
         default=None,
-        help="regions per image (default: one per 24 pixels; an upper bound for dht)",
+        help="regions per image (default: one per 24 pixels; an upper bound for dht, 'none' for "
+        "no cap)",
     )
     parser.add_argument(
         "--smoothness",
@@ -107,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.method}: one region per {PIXELS_PER_REGION} pixels (the default budget)",
             file=sys.stderr,
         )
+    budget = "auto" if args.budget is None else budget_option(args.method, args.budget)
     background: bool | str = args.background_color or args.background
     failures = 0
     bar = tqdm(list(zip(images, targets, strict=True)), unit="image", disable=len(images) < 2)
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                     source,
                     args.method,
                     max_pixels=args.max_pixels,
-                    budget=args.budget,
+                    budget=budget,
                     smoothness=args.smoothness,
                     tolerance=args.tolerance,
                     background=background,
@@ -131,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
             failures += 1
             tqdm.write(file_error(source, error), file=sys.stderr)
             continue
-        paths = svg.count("<path")
-        line = f"{source}: {paths} regions ({args.method}), {len(svg):,} bytes -> {target}"
+        regions = counted(svg.count("<path"), "region")
+        line = f"{source}: {regions} ({args.method}), {len(svg):,} bytes -> {target}"
         tqdm.write(display_name(line))
     if failures:
         tqdm.write(f"{failures} of {len(images)} images failed", file=sys.stderr)

@@ -63,7 +63,7 @@ def vectorize(
     image: ImageLike,
     method: str | Partition = DEFAULT_METHOD,
     *,
-    budget: int | None = None,
+    budget: int | str | None = "auto",
     smoothness: float = 1.0,
     tolerance: float = 0.3,
     corner_length: float | None = None,
@@ -82,9 +82,11 @@ def vectorize(
             image, or the path of an image file.
         method: a partition method name (see `adaptok.available_methods()`) or a ready
             `Partition` of this image (then `budget` and `partition_options` must be unset).
-        budget: number of regions asked from the partitioner; None asks `default_budget(H, W)`
-            (one region per 24 pixels) from methods that take a budget (grid takes none); quadtree
-            budgets are rounded to the nearest valid one (N0 + 3j).
+        budget: number of regions asked from the partitioner (quadtree budgets are rounded to
+            the nearest valid one, N0 + 3j); "auto" (default) asks `default_budget(H, W)`, one
+            region per 24 pixels, from methods that take a budget (grid takes none); None passes
+            None on, which is the partitioner's own meaning: no cap for dht (a flat logo gives a
+            handful of shapes), the token default for quadtree and slic.
         smoothness: 0 gives the exact pixel outlines (lossless polygons: the SVG renders to the
             partition's mean-colour image); 1 (default) smooth Bézier curves whose points stay
             within a quarter of a pixel (plus `tolerance`) of the pixel outlines; larger values
@@ -138,7 +140,7 @@ def vectorize_batch(
     images: ImageLike,
     method: str | Partition = DEFAULT_METHOD,
     *,
-    budget: int | None = None,
+    budget: int | str | None = "auto",
     smoothness: float = 1.0,
     tolerance: float = 0.3,
     corner_length: float | None = None,
@@ -166,7 +168,7 @@ def vectorize_batch(
     images = images.detach().float().clamp(0, 1)
     color, alpha = _split_alpha(images)
     if isinstance(method, Partition):
-        if budget is not None or partition_options:
+        if budget != "auto" or partition_options:
             raise AdaptokError(
                 "budget and partition options only apply when a method name is given; a ready "
                 "Partition was passed as method"
@@ -179,7 +181,7 @@ def vectorize_batch(
             )
     elif isinstance(method, str):
         options = dict(partition_options)
-        if budget is not None:
+        if budget != "auto":
             options["budget"] = budget
         elif "budget" in (accepted_options(get_partitioner(method)) or []):
             options["budget"] = default_budget(images.shape[2], images.shape[3])
