@@ -143,7 +143,7 @@ def main() -> int:
             buffer = io.BytesIO()
             Image.fromarray(reference).save(buffer, format="PNG")
             png = buffer.getvalue()
-            budget = None
+            budget: int | str = "auto"  # vectorize's default: one region per 24 pixels
             if args.pixels_per_region:
                 budget = round(size * size / args.pixels_per_region)
             tools: dict[str, Callable[[], str]] = {}
