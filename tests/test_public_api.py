@@ -51,6 +51,18 @@ def test_every_exported_name_resolves() -> None:
         adaptok.nope  # noqa: B018
 
 
+def test_subpackages_are_attributes_after_a_plain_import() -> None:
+    # The README writes `adaptok.ops.normalize(x)` and `adaptok.models.export_timm(...)`; in a
+    # fresh interpreter nothing else has imported those subpackages yet.
+    names = sorted({module.split(".")[1] for module in SUBPACKAGES})
+    code = (
+        "import adaptok; "
+        f"print(all(getattr(adaptok, n).__name__ == 'adaptok.' + n for n in {names!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True"]
+
+
 def test_no_function_shadows_a_submodule() -> None:
     # `adaptok.partition` and `adaptok.vectorize` are functions; no module may share their names.
     code = (

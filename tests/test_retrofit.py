@@ -217,6 +217,48 @@ def test_export_timm_gives_back_the_trained_model_as_a_timm_vit():
         assert float((again(images) - expected).abs().max()) < 1e-4
 
 
+def test_avg_pooled_vit_with_fc_norm_and_no_final_norm_round_trips():
+    """timm's default for global_pool="avg" (MAE-finetuned ViTs) drops the final norm and
+    normalises the pooled token instead (fc_norm): retrofit reproduces it and exports back."""
+    vit = _vit(img_size=32, num_classes=4, class_token=False, global_pool="avg")
+    assert isinstance(vit.norm, nn.Identity) and isinstance(vit.fc_norm, nn.LayerNorm)
+    model = retrofit(vit).eval()
+    assert isinstance(model.encoder.norm, nn.Identity)
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert float((model(images) - vit(images)).abs().max()) < 1e-4
+        fresh = timm.create_model(
+            "vit_tiny_patch16_224", pretrained=False, img_size=32, num_classes=4,
+            class_token=False, global_pool="avg",
+        )  # fmt: skip
+        exported = export_timm(model, fresh.eval())
+        assert float((exported(images) - vit(images)).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {},
+        {"class_token": False, "global_pool": "avg"},  # fc_norm, no final norm
+        {"global_pool": "avg", "fc_norm": False},
+        {"reg_tokens": 2},
+        {"no_embed_class": True, "init_values": 0.1, "qk_norm": True},
+    ],
+)
+@pytest.mark.parametrize("method", ["grid", "dht"])
+def test_the_config_of_a_retrofit_rebuilds_it(layout, method):
+    # model.config is what checkpoints store: build_model must give back the same structure,
+    # whatever prefix tokens, pooling and norms the ViT had (the embedder too: no LayerNorm
+    # after a timm ViT's embedding).
+    vit = _vit(img_size=32, num_classes=4, **layout)
+    model = retrofit(vit, method).eval()
+    rebuilt = build_model(model.config).eval()
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.equal(rebuilt(images), model(images))
+
+
 def test_export_timm_refuses_what_timm_cannot_hold():
     vit = _vit(img_size=32, num_classes=4)
     for model, match in (
@@ -268,5 +310,8 @@ def test_missing_and_unsafe_weights_files_raise_clearly(tmp_path):
 def test_unsupported_models_raise():
     with pytest.raises(AdaptokError, match="cannot retrofit"):
         retrofit(nn.Linear(3, 3))
+    distilled = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, depth=1)
+    with pytest.raises(AdaptokError, match="distillation token"):
+        retrofit(distilled)
     with pytest.raises(AdaptokError, match="unknown method"):
         retrofit(_vit(img_size=32), "voronoi")

@@ -4,8 +4,9 @@ images -> `partition` -> `Partition` -> `extract_tokens` -> `Tokens` -> embedder
 
 The top level holds what a user needs; the rest lives in the subpackages named after the stage:
 `adaptok.partitioners` (grid, quadtree + scorers, dht, slic), `adaptok.tokens`, `adaptok.embed`,
-`adaptok.models`, `adaptok.train`, `adaptok.vector`, `adaptok.io`. Names load on first use, so
-`import adaptok` (and `adaptok --help`) need not load torch or timm.
+`adaptok.models`, `adaptok.train`, `adaptok.vector`, `adaptok.io`. Names and subpackages load on
+first use (`import adaptok; adaptok.ops.normalize(x)` works), so `import adaptok` (and
+`adaptok --help`) need not load torch or timm.
 """
 
 from __future__ import annotations
@@ -32,6 +33,15 @@ _HOME = {
     "retrofit": "adaptok.models",
 }
 
+# subpackages and modules reachable as attributes after a plain `import adaptok`
+# (`adaptok.ops.normalize(x)`), also imported on first access
+_SUBMODULES = frozenset(
+    {
+        "cli", "embed", "errors", "graph", "io", "models", "ops", "partitioners", "regions",
+        "tokens", "train", "validate", "vector", "visualize", "weights",
+    }
+)  # fmt: skip
+
 if TYPE_CHECKING:
     from .errors import AdaptokError
     from .models import AdaptiveViT, ModelConfig, build_model, load_model, retrofit
@@ -46,6 +56,8 @@ def __getattr__(name: str) -> object:
         value = getattr(importlib.import_module(_HOME[name]), name)
         globals()[name] = value  # later lookups skip this function
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"adaptok.{name}")  # the import binds it here too
     raise AttributeError(f"module 'adaptok' has no attribute {name!r}")
 
 

@@ -1,9 +1,9 @@
 """Builders shared by `build_model` (from scratch) and `retrofit` (around a timm ViT).
 
 Each turns a `ModelConfig` into one finished part; `assemble_model` puts the parts together.
-The two entry points differ only in what they pass: a fresh trunk or the ViT's, a LayerNorm
-after the embedding (from scratch) or none (a timm ViT has none), the ViT's prefix-token count
-and pooling.
+The two entry points differ only in the trunk they pass: a fresh one, or one mirroring a timm
+ViT, whose `EncoderConfig` also carries the ViT's layout (prefix tokens, pooling, norms, no
+LayerNorm after the embedding).
 """
 
 from __future__ import annotations
@@ -126,37 +126,30 @@ def make_head(
 
 
 def assemble_model(
-    config: ModelConfig,
-    *,
-    encoder: MaskedEncoder,
-    num_prefix_tokens: int = 1,
-    embedding_norm: bool = True,
-    pool: str = "token",
-    fc_norm: bool = False,
-    tokenizer: nn.Module | None = None,
+    config: ModelConfig, *, encoder: MaskedEncoder, tokenizer: nn.Module | None = None
 ) -> AdaptiveViT:
     """Tokenizer + embedder + encoder + head of a config, as one AdaptiveViT.
 
     Args:
         config: the model config (kept on the model as `model.config`).
-        encoder: the trunk (fresh, or mirroring a timm ViT's).
-        num_prefix_tokens: cls (+ register) tokens of the embedder and head.
-        embedding_norm: a LayerNorm after the dHT embedding.
-        pool: "token" or "avg" pooling of the classification head.
-        fc_norm: a LayerNorm before the classifier (timm's fc_norm).
+        encoder: the trunk (fresh, or mirroring a timm ViT's); its config also gives the
+            layout around it (prefix tokens, pooling, norms).
         tokenizer: a ready tokenizer module instead of the config's.
     """
-    dim = encoder.config.embed_dim
+    layout = encoder.config
     embedder, extract_options = make_embedder(
-        config, embed_dim=dim, num_prefix_tokens=num_prefix_tokens, norm=embedding_norm
+        config,
+        embed_dim=layout.embed_dim,
+        num_prefix_tokens=layout.num_prefix_tokens,
+        norm=layout.embedding_norm,
     )
     head = make_head(
         config,
-        embed_dim=dim,
-        num_prefix_tokens=num_prefix_tokens,
-        pool=pool,
-        fc_norm=fc_norm,
-        norm_eps=encoder.config.norm_eps,
+        embed_dim=layout.embed_dim,
+        num_prefix_tokens=layout.num_prefix_tokens,
+        pool=layout.global_pool,
+        fc_norm=layout.fc_norm,
+        norm_eps=layout.norm_eps,
     )
     if tokenizer is None:
         tokenizer = make_tokenizer(config)

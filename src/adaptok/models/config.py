@@ -22,11 +22,14 @@ __all__ = [
 TASKS = ("classification", "dense")
 EMBEDDERS = ("patch", "dht")
 POSITIONS = ("sincos", "learned")
+POOLS = ("token", "avg")
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Hyper-parameters of the transformer trunk (the names of timm's VisionTransformer).
+    """Hyper-parameters of the transformer trunk and of the layout around it (the names of
+    timm's VisionTransformer). The layout defaults are the from-scratch model's; `retrofit`
+    copies a timm ViT's, so `build_model(retrofit(vit).config)` rebuilds the retrofitted model.
 
     Attributes:
         embed_dim: token width D.
@@ -40,6 +43,12 @@ class EncoderConfig:
         norm_eps: epsilon of every LayerNorm.
         act_layer: timm activation name ("gelu", "gelu_tanh", "quick_gelu", ...).
         pre_norm: LayerNorm before the blocks (CLIP-style ViTs).
+        final_norm: LayerNorm after the blocks; False for ViTs that normalise after pooling
+            instead (timm's `fc_norm`, e.g. MAE-finetuned models with "avg" pooling).
+        num_prefix_tokens: cls (+ register) tokens before the image tokens.
+        global_pool: the classifier's pooling, "token" (the first prefix token) or "avg".
+        fc_norm: LayerNorm after pooling, before the classifier.
+        embedding_norm: LayerNorm after the dHT embedding (a timm ViT's embedding has none).
     """
 
     embed_dim: int = 192
@@ -53,6 +62,20 @@ class EncoderConfig:
     norm_eps: float = 1e-6
     act_layer: str = "gelu"
     pre_norm: bool = False
+    final_norm: bool = True
+    num_prefix_tokens: int = 1
+    global_pool: str = "token"
+    fc_norm: bool = False
+    embedding_norm: bool = True
+
+    def __post_init__(self) -> None:
+        check_int("num_prefix_tokens", self.num_prefix_tokens, minimum=0)
+        check_choice("global_pool", self.global_pool, POOLS)
+        if self.global_pool == "token" and self.num_prefix_tokens == 0:
+            raise AdaptokError(
+                'global_pool="token" reads the cls token, but num_prefix_tokens is 0; use '
+                'global_pool="avg" or num_prefix_tokens=1'
+            )
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

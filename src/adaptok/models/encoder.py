@@ -63,7 +63,7 @@ class MaskedEncoder(nn.Module):
                 for rate in rates
             ]
         )
-        self.norm = norm_layer(config.embed_dim)
+        self.norm = norm_layer(config.embed_dim) if config.final_norm else nn.Identity()
 
     @property
     def embed_dim(self) -> int:

@@ -102,23 +102,35 @@ def encoder_config_from_timm(vit: nn.Module) -> EncoderConfig:
         norm_eps=float(first.norm1.eps),
         act_layer=act_name,
         pre_norm=not isinstance(getattr(vit, "norm_pre", nn.Identity()), nn.Identity),
+        final_norm=isinstance(vit.norm, nn.LayerNorm),
+        num_prefix_tokens=int(vit.num_prefix_tokens),
+        global_pool=vit.global_pool,
+        fc_norm=isinstance(getattr(vit, "fc_norm", None), nn.LayerNorm),
+        embedding_norm=False,
     )
 
 
 def _check_vit(vit: nn.Module) -> None:
     if getattr(vit, "attn_pool", None) is not None:
         raise _unsupported("attention-pool ('map') heads")
+    if getattr(vit, "dist_token", None) is not None:
+        raise _unsupported("a distillation token (deit_*_distilled; the plain deit_* models work)")
     if getattr(vit, "global_pool", "token") not in ("token", "avg"):
         raise _unsupported(f"global_pool {vit.global_pool!r}")
     if getattr(vit, "pos_embed", None) is None:
         raise _unsupported("no absolute position embedding")
     if getattr(vit, "dynamic_img_size", False):
         raise _unsupported("dynamic_img_size models (build the model with a fixed img_size)")
-    if not isinstance(getattr(vit, "norm", None), nn.LayerNorm):
-        raise _unsupported("the final norm is not a LayerNorm")
     fc_norm = getattr(vit, "fc_norm", nn.Identity())
     if not isinstance(fc_norm, (nn.Identity, nn.LayerNorm)):
         raise _unsupported(f"fc_norm {type(fc_norm).__name__}")
+    norm = getattr(vit, "norm", None)
+    # The final norm is a LayerNorm, or absent where the head normalises the pooled token
+    # (timm's fc_norm, the default with "avg" pooling).
+    if not isinstance(norm, nn.LayerNorm) and not (
+        isinstance(norm, nn.Identity) and isinstance(fc_norm, nn.LayerNorm)
+    ):
+        raise _unsupported("the final norm is neither a LayerNorm nor replaced by fc_norm")
 
 
 def _patch_size(vit: nn.Module) -> int:
@@ -251,15 +263,7 @@ def retrofit(
             f"position_grid={position_grid} applies to the dHT embedder's histogram; the patch "
             f"embedder samples the ViT's own {grid_h}x{grid_w} table (pass position_grid=None)"
         )
-    model = assemble_model(
-        config,
-        encoder=MaskedEncoder(encoder_config),
-        num_prefix_tokens=int(vit.num_prefix_tokens),
-        embedding_norm=False,
-        pool=vit.global_pool,
-        fc_norm=isinstance(getattr(vit, "fc_norm", None), nn.LayerNorm),
-        tokenizer=tokenizer,
-    )
+    model = assemble_model(config, encoder=MaskedEncoder(encoder_config), tokenizer=tokenizer)
     reference = next(vit.parameters())
     model.to(reference.device, reference.dtype)
     if vit_classes and vit_classes != num_classes and task == "classification":
