@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import adaptok
 from adaptok import AdaptokError, Partition
 from adaptok.graph import label_components
 from adaptok.regions import PartitionError, check_partition
@@ -130,3 +131,18 @@ def test_pad_of_equal_counts_matches_the_general_layout() -> None:
     assert valid.all() and padded.shape == (2, 12, 2)
     for b in range(2):
         torch.testing.assert_close(padded[b], values[part.batch_index == b])
+
+
+def test_partition_and_tokens_print_a_summary_not_their_tensors() -> None:
+    images = torch.rand(10, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    part = adaptok.partition(images, method="grid", patch_size=8)
+    assert repr(part) == (
+        "Partition(10 images of 32x32, 160 regions: [16, 16, 16, 16, 16, 16, 16, 16, ...] "
+        "per image, device=cpu)"
+    )
+    one = adaptok.partition(images[:1], method="quadtree", budget=7, min_patch=8, max_patch=16)
+    tokens = adaptok.extract_tokens(images[:2], adaptok.partition(images[:2], method="dht"), 8)
+    assert repr(one) == "Partition(1 image of 32x32, 7 regions: [7] per image, device=cpu)"
+    text = repr(tokens)
+    assert text.startswith("Tokens(2 images x ") and "patch_size=8" in text
+    assert "mask [2, " in text and "tensor(" not in text and len(text) < 200

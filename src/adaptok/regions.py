@@ -138,6 +138,16 @@ class Partition:
     def device(self) -> torch.device:
         return self.labels.device
 
+    def __repr__(self) -> str:
+        # A summary: the default dataclass repr prints every tensor.
+        counts = self.counts.tolist()
+        shown = ", ".join(map(str, counts[:8])) + (", ..." if len(counts) > 8 else "")
+        height, width = self.image_size
+        return (
+            f"Partition({self.batch_size} image{'s' * (self.batch_size != 1)} of {height}x{width}, "
+            f"{self.num_regions} regions: [{shown}] per image, device={self.device.type})"
+        )
+
     def to(self, device: torch.device | str) -> Partition:
         """The same Partition on another device."""
         return Partition(

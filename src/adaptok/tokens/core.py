@@ -51,6 +51,22 @@ class Tokens:
         side = (self.box[..., 2] - self.box[..., 0]).clamp(min=1)
         return torch.log2(side.double() / self.patch_size).round().long().clamp(min=0)
 
+    def __repr__(self) -> str:
+        # A summary: the default dataclass repr prints every tensor.
+        batch, length, width = self.patches.shape
+        extras = ", ".join(
+            f"{name} {list(value.shape)}"
+            for name in ("mask", "position", "gradient")
+            if (value := getattr(self, name)) is not None
+        )
+        valid = int(self.patch_valid.sum())
+        return (
+            f"Tokens({batch} image{'s' * (batch != 1)} x {length} slots ({valid} valid), "
+            f"patch_size={self.patch_size}, patches [{batch}, {length}, {width}]"
+            + (f", {extras}" if extras else "")
+            + f", device={self.patches.device.type})"
+        )
+
     def with_fields(self, **fields: Tensor | None) -> Tokens:
         """A copy with some fields replaced."""
         return replace(self, **fields)
