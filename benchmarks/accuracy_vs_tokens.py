@@ -264,6 +264,19 @@ def plan(profile: Profile) -> list[Run]:
                 )
             for seed in seeds(64)[1:]:  # the middle count's other seeds, the costliest runs
                 runs.append(Run(dataset, "dht-learned", 64, seed, p, {"budget": 64}))
+    # Retrofits at the parent's own token count (64): a quadtree of P/2..2P patches (as the
+    # from-scratch quadtree-64 rows) and dHT capped at 64 regions, every token resampled to the
+    # parent's P.
+    for dataset in ("cluttered-fashion-mnist-128", "fashion-mnist-64"):
+        p = DATASET_SIZES[dataset] // 8
+        parent = Run(dataset, "grid", 64, 0, p)
+        matched = {
+            "retrofit-quadtree": {"budget": 64, "min_patch": p // 2, "max_patch": 2 * p},
+            "retrofit-dht": {"budget": 64},
+        }
+        for tokenizer, options in matched.items():
+            for finetune in (0, max(1, round(FINETUNE_FRACTION * profile.steps))):
+                runs.append(Run(dataset, tokenizer, 64, 0, p, options, parent.run_id, finetune))
     return runs
 
 
@@ -903,11 +916,17 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--work", default=str(ROOT / "runs/accuracy_vs_tokens"))
     parser.add_argument("--only", action="append", default=[], help="substring of run ids")
-    parser.add_argument("--csv", default=str(CSV_PATH), help="the results table")
+    parser.add_argument(
+        "--csv",
+        default=str(CSV_PATH),
+        help="the results table; the Markdown report is written beside it, and so are the plots "
+        "unless it is the default table (whose plots go to docs/)",
+    )
     parser.add_argument("--skip-dht", action="store_true", help="leave the dHT rows for later")
     parser.add_argument("--report", action="store_true", help="only write Markdown and plots")
     parser.add_argument("--list", action="store_true", help="print the plan and exit")
     args = parser.parse_args()
+    figures = DOCS if Path(args.csv).resolve() == CSV_PATH.resolve() else Path(args.csv).parent
     CSV_PATH = Path(args.csv)
     MD_PATH = CSV_PATH.with_suffix(".md")
     torch.set_num_threads(args.threads)
@@ -918,7 +937,7 @@ def main() -> int:
         return 0
     if not args.report:
         worker(args)
-    write_report(CSV_PATH, MD_PATH, DOCS, Path(args.work))
+    write_report(CSV_PATH, MD_PATH, figures, Path(args.work))
     return 0
 
 
@@ -1108,16 +1127,19 @@ def goals(groups: dict[tuple, Group], profile: str) -> list[str]:
                 for k, g in groups.items()
                 if k[:3] == (profile, dataset, name) and k[4] > 0 and k[5] == "accuracy"
             ]
-            if parent and tuned:
-                parent_value = next(
-                    float(v)
-                    for v, r in zip(parent.values, parent.run_ids, strict=True)
-                    if r.endswith("-s0")
-                )
-                gap = tuned[0].mean - parent_value
+            if not parent or not tuned:
+                continue
+            parent_value = next(
+                float(v)
+                for v, r in zip(parent.values, parent.run_ids, strict=True)
+                if r.endswith("-s0")
+            )
+            for group in sorted(tuned, key=lambda g: int(g.budget)):
+                gap = group.mean - parent_value
                 out.append(
-                    f"- Retrofit on {DATASET_TITLES[dataset]}: {name} fine-tuned "
-                    f"({tuned[0].steps} steps) vs its grid parent: {pts(gap)} (goal >= 0): "
+                    f"- Retrofit on {DATASET_TITLES[dataset]}: {name} at {group.budget} tokens "
+                    f"({group.mean_tokens:.1f} measured), fine-tuned ({group.steps} steps), vs "
+                    f"its grid parent at 64: {pts(gap)} (goal >= 0): "
                     f"**{'met' if gap >= 0 else 'missed'}**"
                 )
     for tokens in (16, 64):
@@ -1291,6 +1313,12 @@ def write_report(csv_path: Path, md_path: Path, docs: Path, work: Path) -> None:
     print(f"wrote {md_path}" + "".join(f", {f}" for f in figures))
 
 
+def shown(path: Path) -> str:
+    """A figure's path as the report links it: relative to the repository when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
 def primary_profile(profiles: list[str]) -> str:
     """The profile the README table and the plots show: full, else cpu-small, else any."""
     return next((name for name in ("full", "cpu-small") if name in profiles), profiles[0])
@@ -1412,7 +1440,7 @@ def plot_all(groups: dict[tuple, Group], docs: Path, work: Path, profiles: list[
     path = docs / "accuracy_vs_tokens.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    figures.append(str(path.relative_to(ROOT)))
+    figures.append(shown(path))
 
     # Validation curves of every run (the selection signal; the test split is never plotted).
     figures.append(plot_curves(plt, work, profile, docs / "accuracy_curves.png"))
@@ -1502,7 +1530,7 @@ def cluttered_panel(path: Path, work: Path, plt) -> str | None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
-    return str(path.relative_to(ROOT))
+    return shown(path)
 
 
 def plot_curves(plt, work: Path, profile: str, path: Path) -> str | None:
@@ -1542,7 +1570,7 @@ def plot_curves(plt, work: Path, profile: str, path: Path) -> str | None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    return str(path.relative_to(ROOT))
+    return shown(path)
 
 
 if __name__ == "__main__":
