@@ -196,3 +196,19 @@ def test_deterministic_budget_in_training_matches_eval_partitions_and_keeps_grad
     trained.logits.sum().backward()
     grads = [p.grad for p in model.tokenizer.parameters()]
     assert any(g is not None and float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_images_beyond_the_learned_position_table_are_refused() -> None:
+    # A 64x64 model fed 128x128 images would give three quarters of its tokens the border's
+    # position; smaller images and size-free positions (sincos) are fine.
+    learned = build_model(
+        ModelConfig(method="grid", image_size=64, patch_size=16, position="learned")
+    )
+    learned.eval()
+    with torch.no_grad():
+        assert learned(torch.rand(1, 3, 64, 64)).shape == (1, 10)
+        assert learned(torch.rand(1, 3, 32, 48)).shape == (1, 10)
+        with pytest.raises(AdaptokError, match="covers 64x64 pixels"):
+            learned(torch.rand(1, 3, 128, 64))
+        sincos = build_model(ModelConfig(method="grid", image_size=64, patch_size=16)).eval()
+        assert sincos(torch.rand(1, 3, 128, 128)).shape == (1, 10)

@@ -19,8 +19,9 @@ Parameters are laid out like a timm ViT's, so pretrained weights map over withou
 * `pos_embed` ("learned" only): [1, gh*gw, D], timm's patch position grid. It is sampled bilinearly
   at every token's centre (in units of P), so a grid patch (centre i + 0.5, j + 0.5) reads cell
   (i, j) exactly and a big quadtree patch reads the mean of the cells it covers (for 2P) or a blend.
-  Centres beyond the grid read its border (resample the grid, e.g. with timm's
-  `resample_abs_pos_embed`, for images of another size).
+  Centres beyond the grid would read its border, so `AdaptiveViT` refuses images larger than the
+  grid covers (`max_image_size`; resample the grid, e.g. with timm's `resample_abs_pos_embed`,
+  for images of another size).
 
 "sincos" uses `adaptok.ops.sincos_2d` of the centre (docs/design.md, "Quadtree"); no parameters.
 """
@@ -182,6 +183,15 @@ class PatchEmbedder(nn.Module):
             rows, cols = position_grid
             self.position_grid = (int(rows), int(cols))
             self.pos_embed = nn.Parameter(torch.randn(1, rows * cols, embed_dim) * 0.02)
+
+    @property
+    def max_image_size(self) -> tuple[int, int] | None:
+        """(H, W) the learned position table covers (larger images would read its border
+        for every token beyond it); None for positions that take any size."""
+        if self.position != "learned" or self.position_grid is None:
+            return None
+        rows, cols = self.position_grid
+        return rows * self.patch_size, cols * self.patch_size
 
     def forward(self, tokens: Tokens) -> tuple[Tensor, Tensor]:
         """Tokens -> (x [B, prefix + T, D], valid [B, prefix + T] bool)."""

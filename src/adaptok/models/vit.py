@@ -156,6 +156,13 @@ class AdaptiveViT(nn.Module):
     def tokenize(self, images: Tensor) -> tuple[Partition, Tokens]:
         """Images -> (Partition, Tokens) without running the transformer."""
         check_images(images, name="images")
+        limit = getattr(self.embedder, "max_image_size", None)
+        if limit is not None and (images.shape[-2] > limit[0] or images.shape[-1] > limit[1]):
+            raise AdaptokError(
+                f"images are {images.shape[-2]}x{images.shape[-1]}, but the learned position "
+                f"table covers {limit[0]}x{limit[1]} pixels (every token beyond it would get the "
+                f"border's position); resize the images to at most {limit[0]}x{limit[1]}"
+            )
         result = self.tokenizer(images)
         tokens = extract_tokens(
             result.pixels, result.partition, patch_size=self.patch_size, **self.extract_options
