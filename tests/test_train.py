@@ -389,3 +389,21 @@ def test_metric_window_averages_over_the_steps_it_holds():
         "images_per_second": 4.0,  # 4 images per process, 2 processes, in 2 s
         "lr": 0.1,
     }
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("lr", -1.0, "lr must be a positive learning rate"),
+        ("lr", float("nan"), "lr must be a positive learning rate"),
+        ("weight_decay", -0.1, "weight_decay must be 0 or more"),
+        ("grad_clip", 0.0, "grad_clip must be a positive gradient norm or None"),
+        ("warmup_steps", -5, "warmup_steps must be 0 or more"),
+        ("eval_every", -1, "eval_every must be 0 or more"),
+        ("train_limit", 0, "train_limit must be at least 1 or None"),
+    ],
+)
+def test_train_config_refuses_bad_optimiser_settings(field, value, message):
+    # Before, a negative lr reached torch.optim and ended the CLI with a raw traceback.
+    with pytest.raises(AdaptokError, match=message):
+        TrainConfig(**{field: value})

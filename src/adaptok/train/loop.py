@@ -115,8 +115,23 @@ class TrainConfig:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise AdaptokError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.val_images < 0:
-            raise AdaptokError(f"val_images must be 0 or more, got {self.val_images}")
+        for name in ("val_images", "eval_every", "warmup_steps", "num_workers"):
+            if getattr(self, name) < 0:
+                raise AdaptokError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        for name in ("train_limit", "eval_limit", "stop_after"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise AdaptokError(f"{name} must be at least 1 or None, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise AdaptokError(f"lr must be a positive learning rate, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise AdaptokError(f"weight_decay must be 0 or more, got {self.weight_decay}")
+        if self.grad_clip is not None and not (
+            math.isfinite(self.grad_clip) and self.grad_clip > 0
+        ):
+            raise AdaptokError(
+                f"grad_clip must be a positive gradient norm or None (no clipping), got "
+                f"{self.grad_clip}"
+            )
 
 
 @dataclass(frozen=True)
