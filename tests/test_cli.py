@@ -363,3 +363,21 @@ def test_budget_none_means_no_cap_for_dht_and_is_refused_elsewhere(
     with pytest.raises(SystemExit):
         main([command, str(path), "--budget", "many", "-o", out])
     assert "a whole number or 'none'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "flag"),
+    [
+        (["--smoothness", "-1"], "--smoothness"),
+        (["--tolerance", "nan"], "--tolerance"),
+        (["--background-color", "red"], "--background-color"),
+    ],
+)
+def test_vectorize_refuses_a_bad_style_once_before_reading_images(
+    image_files, tmp_path, capsys, option, flag
+) -> None:
+    argv = ["vectorize", *map(str, image_files), *option, "-o", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("error") == 1 and f"{flag}: " in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

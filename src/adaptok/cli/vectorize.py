@@ -14,7 +14,7 @@ from ..errors import AdaptokError
 from ..io import DEFAULT_MAX_PIXELS, display_name
 from ..partitioners.registry import available_methods, get_partitioner
 from ..validate import accepted_options
-from ..vector import DEFAULT_METHOD, PIXELS_PER_REGION, render_svg, vectorize
+from ..vector import DEFAULT_METHOD, PIXELS_PER_REGION, check_style, render_svg, vectorize
 from .outputs import counted, file_error, output_paths
 from .tokenize import budget_argument, budget_option
 
@@ -96,6 +96,16 @@ def check_arguments(args: argparse.Namespace) -> None:
     accepted = accepted_options(get_partitioner(args.method)) or []
     if args.budget is not None and "budget" not in accepted:
         raise AdaptokError(f"--method {args.method} does not take --budget; drop it")
+    # Once here, not once per image: a bad option is the same mistake for every file.
+    for flag, option in (
+        ("--smoothness", {"smoothness": args.smoothness}),
+        ("--tolerance", {"tolerance": args.tolerance}),
+        ("--background-color", {"background": args.background_color or False}),
+    ):
+        try:
+            check_style(**option)
+        except AdaptokError as error:
+            raise AdaptokError(f"{flag}: {error}") from None
 
 
 def run(args: argparse.Namespace) -> int:

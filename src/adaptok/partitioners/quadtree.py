@@ -8,8 +8,8 @@ greedy rule: always split the currently unsplit patch of highest importance; pat
 smallest size s = min_patch never split; a patch can only split after its parent.
 
 Levels: a patch of side s * 2^j is on level j (0 = smallest, k = log2(S / s) = largest). Only
-levels 1..k can split; their importance comes from a scorer (see `adaptok.scorers`) as one map per
-level, `importance[j - 1]: [B, H / (s * 2^j), W / (s * 2^j)]`.
+levels 1..k can split; their importance comes from a scorer (see `adaptok.partitioners.scorers`)
+as one map per level, `importance[j - 1]: [B, H / (s * 2^j), W / (s * 2^j)]`.
 
 Ties. Patches are compared by importance; equal importances are broken by size (the larger patch
 first), then by raster order of the top-left corner (top row first, then left first). With this
@@ -182,8 +182,9 @@ def quadtree_partition(
             quarter of the min_patch patches (`nearest_budget`), as in `adaptok tokenize`.
         min_patch: s, the smallest patch side (those never split).
         max_patch: S = s * 2^k, the largest patch side (the starting grid).
-        scorer: "pixel_blur", "feature", "random" (see `adaptok.scorers.available_scorers`) or any
-            object following the `QuadtreeScorer` protocol, e.g. `adaptok.PrecomputedScorer(maps)`.
+        scorer: "pixel_blur", "feature", "random" (see
+            `adaptok.partitioners.scorers.available_scorers`) or any object following the
+            `QuadtreeScorer` protocol, e.g. `adaptok.partitioners.scorers.PrecomputedScorer(maps)`.
         seed: seed of the "random" scorer (default 0); only valid with scorer="random".
 
     Returns:

@@ -444,7 +444,7 @@ def get_scorer(name: str, *, seed: int | None = None) -> QuadtreeScorer:
     if name not in _SCORERS:
         raise AdaptokError(
             f"unknown scorer {name!r}; known scorers: {', '.join(available_scorers())} "
-            "(or pass a scorer object, e.g. adaptok.PrecomputedScorer(maps))"
+            "(or pass a scorer object, e.g. adaptok.partitioners.scorers.PrecomputedScorer(maps))"
         )
     if name == "random":
         return RandomScorer(0 if seed is None else seed)

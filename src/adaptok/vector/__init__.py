@@ -35,6 +35,7 @@ __all__ = [
     "Boundaries",
     "Chains",
     "Curves",
+    "check_style",
     "default_budget",
     "douglas_peucker",
     "fit_beziers",
@@ -164,7 +165,7 @@ def vectorize_batch(
             f"images must have 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA) channels, got "
             f"{channels}"
         )
-    _check_options(smoothness, tolerance, corner_length, units_per_pixel)
+    check_style(smoothness, tolerance, corner_length, units_per_pixel, background)
     images = images.detach().float().clamp(0, 1)
     color, alpha = _split_alpha(images)
     if isinstance(method, Partition):
@@ -276,7 +277,12 @@ def _background_color(
     if background is True:
         weights = area.numpy().astype(np.float64)
         return np.rint((colors * weights[:, None]).sum(0) / weights.sum()).astype(np.int64)
-    text = str(background).lstrip("#")
+    return _parse_color(background)
+
+
+def _parse_color(background: object) -> np.ndarray:
+    """'#336699' (or '#369', with or without '#') -> [3] int64 RGB."""
+    text = background.lstrip("#") if isinstance(background, str) else ""
     if len(text) == 3:
         text = "".join(c * 2 for c in text)
     try:
@@ -289,9 +295,17 @@ def _background_color(
         ) from None
 
 
-def _check_options(
-    smoothness: float, tolerance: float, corner_length: float | None, units_per_pixel: int
+def check_style(
+    smoothness: float = 1.0,
+    tolerance: float = 0.3,
+    corner_length: float | None = None,
+    units_per_pixel: int = 4,
+    background: bool | str = False,
 ) -> None:
+    """Refuse bad drawing options (the arguments of `vectorize`) before any image is
+    partitioned."""
+    if background not in (True, False, None):
+        _parse_color(background)
     for name, value in (
         ("smoothness", smoothness),
         ("tolerance", tolerance),
