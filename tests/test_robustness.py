@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +172,19 @@ def test_bundled_samples() -> None:
     assert float(item[..., :4, :].max()) == 0.0  # the item's black background stays black
     with pytest.raises(AdaptokError, match="no bundled sample"):
         sample_image(64, name="../weights.pt")
+
+
+def test_dht_names_the_fix_for_images_with_alpha() -> None:
+    rgba = torch.rand(1, 4, 32, 32)
+    with pytest.raises(AdaptokError, match=r"composite_alpha"):
+        adaptok.partition(rgba, method="dht")
+    # The fix it names works.
+    assert adaptok.partition(adaptok.io.composite_alpha(rgba), method="dht").num_regions > 0
+
+
+def test_images_that_require_grad_partition_without_warnings() -> None:
+    images = torch.rand(1, 3, 64, 64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for method in ("grid", "quadtree", "dht"):
+            adaptok.partition(images, method=method)

@@ -210,7 +210,7 @@ def as_images(
 
 def check_unit_range(images: Tensor, *, name: str = "images", imagenet: bool = False) -> None:
     """Refuse values far outside [0, 1], naming the likely fix (slight overshoot is fine)."""
-    low, high = float(images.min()), float(images.max())
+    low, high = float(images.detach().min()), float(images.detach().max())
     if low >= -RANGE_TOLERANCE and high <= 1 + RANGE_TOLERANCE:
         return
     have = "have" if name.endswith("s") else "has"

@@ -390,9 +390,15 @@ class DHTTokenizer(nn.Module):
     ) -> tuple[int | None, str]:
         check_images(images, min_size=MIN_SIZE)
         if images.shape[1] != self.in_chans:
+            fix = (
+                "an alpha channel? composite it (adaptok.io.composite_alpha(images)) or drop it "
+                "(images[:, :-1])"
+                if images.shape[1] in (2, 4)
+                else f"convert them to {self.in_chans} channels"
+            )
             raise AdaptokError(
                 f"this tokenizer takes {self.in_chans}-channel images, got "
-                f"{images.shape[1]} channels (shape {tuple(images.shape)})"
+                f"{images.shape[1]} channels (shape {tuple(images.shape)}); {fix}"
             )
         criterion = self.criterion if criterion is None else check_criterion(criterion)
         height, width = images.shape[-2:]
