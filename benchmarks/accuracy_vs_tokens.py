@@ -264,6 +264,14 @@ def plan(profile: Profile) -> list[Run]:
                 )
             for seed in seeds(64)[1:]:  # the middle count's other seeds, the costliest runs
                 runs.append(Run(dataset, "dht-learned", 64, seed, p, {"budget": 64}))
+    # The half-token goal on Fashion-MNIST compares the best adaptive row at 31 tokens with the
+    # grid at 64: three seeds for both candidates, as for the middle count.
+    size = DATASET_SIZES["fashion-mnist-64"]
+    for seed in seeds(MIDDLE)[1:]:
+        p = size // 8
+        options = {"budget": 31, "min_patch": p, "max_patch": 4 * p}
+        runs.append(Run("fashion-mnist-64", "quadtree", 31, seed, p, options))
+        runs.append(Run("fashion-mnist-64", "dht-learned", 31, seed, p, {"budget": 31}))
     # Retrofits at the parent's own token count (64): a quadtree of P/2..2P patches (as the
     # from-scratch quadtree-64 rows) and dHT capped at 64 regions, every token resampled to the
     # parent's P.
