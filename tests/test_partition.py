@@ -146,3 +146,31 @@ def test_partition_and_tokens_print_a_summary_not_their_tensors() -> None:
     text = repr(tokens)
     assert text.startswith("Tokens(2 images x ") and "patch_size=8" in text
     assert "mask [2, " in text and "tensor(" not in text and len(text) < 200
+
+
+def test_register_partitioner_refuses_clashes_and_checks_what_it_returns(monkeypatch) -> None:
+    from adaptok.partitioners import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_SIZE_POLICIES", dict(registry._SIZE_POLICIES))
+    images = torch.rand(2, 3, 16, 16)
+
+    def halves(images: torch.Tensor) -> Partition:
+        labels = torch.zeros(images.shape[0], *images.shape[2:], dtype=torch.long)
+        labels[:, :, images.shape[3] // 2 :] = 1
+        return Partition.from_labels(labels)
+
+    adaptok.register_partitioner("halves", halves)
+    assert adaptok.partition(images, method="halves").counts.tolist() == [2, 2]
+    with pytest.raises(AdaptokError, match="already registered"):
+        adaptok.register_partitioner("grid", halves)  # the built-in stays
+    assert adaptok.partition(images, method="grid", patch_size=8).counts.tolist() == [4, 4]
+    adaptok.register_partitioner("halves", halves, replace=True)
+    with pytest.raises(AdaptokError, match="must be callable"):
+        adaptok.register_partitioner("nothing", None)
+    adaptok.register_partitioner("tensor", lambda images: torch.zeros(1))
+    with pytest.raises(AdaptokError, match="returned Tensor, not a Partition"):
+        adaptok.partition(images, method="tensor")
+    adaptok.register_partitioner("first", lambda images: halves(images[:1]))
+    with pytest.raises(AdaptokError, match=r"Partition of 1 image\(s\) of 16x16 for 2 image"):
+        adaptok.partition(images, method="first")

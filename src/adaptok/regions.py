@@ -145,7 +145,8 @@ class Partition:
         height, width = self.image_size
         return (
             f"Partition({self.batch_size} image{'s' * (self.batch_size != 1)} of {height}x{width}, "
-            f"{self.num_regions} regions: [{shown}] per image, device={self.device.type})"
+            f"{self.num_regions} region{'s' * (self.num_regions != 1)}: [{shown}] per image, "
+            f"device={self.device.type})"
         )
 
     def to(self, device: torch.device | str) -> Partition:
@@ -265,7 +266,9 @@ def check_partition(part: Partition, *, connected: bool = True) -> None:
         raise PartitionError("region areas do not add up to the number of pixels")
     if connected:
         pieces = label_components(labels)
-        if int(pieces.max()) + 1 != part.num_regions:
+        split = int(pieces.max()) + 1 - part.num_regions
+        if split:
             raise PartitionError(
-                f"{int(pieces.max()) + 1 - part.num_regions} regions are not 4-connected"
+                f"{split} region{' is' if split == 1 else 's are'} not 4-connected (a region's "
+                "pixels must form one 4-connected piece; graph.label_components splits them)"
             )

@@ -49,16 +49,31 @@ _SIZE_POLICIES: dict[str, str | SizePolicy] = {
 
 
 def register_partitioner(
-    name: str, function: Partitioner, *, size_policy: SizePolicy | None = None
+    name: str,
+    function: Partitioner,
+    *,
+    size_policy: SizePolicy | None = None,
+    replace: bool = False,
 ) -> None:
     """Make `partition(images, method=name, **options)` call `function(images, **options)`.
 
     Args:
         name: the method name.
-        function: images [B, C, H, W] in [0, 1] and keyword options -> Partition.
+        function: images [B, C, H, W] in [0, 1] and keyword options -> Partition of those
+            B images at their H x W (checked on every call).
         size_policy: for methods that only take some sizes, (H, W, options) -> (the multiple H
             and W must be padded to, the options to use at the padded size); None: any size.
+        replace: allow replacing a method already registered (the built-in ones included).
     """
+    if not isinstance(name, str) or not name:
+        raise AdaptokError(f"a partitioner's name must be a non-empty string, got {name!r}")
+    if not callable(function):
+        raise AdaptokError(f"partitioner {name!r} must be callable, got {type(function).__name__}")
+    if name in _REGISTRY and not replace:
+        raise AdaptokError(
+            f"partition method {name!r} is already registered; pick another name, or pass "
+            "replace=True to replace it"
+        )
     _REGISTRY[name] = function
     _SIZE_POLICIES.pop(name, None)
     if size_policy is not None:
@@ -113,7 +128,19 @@ def _partition_unit(images: Tensor, method: str, options: dict[str, Any]) -> Par
     """Partition a batch that `as_images` has already converted and checked."""
     function = get_partitioner(method)
     check_options(function, options, what=f"method {method!r}", skip=1)
-    return function(images, **options)
+    part = function(images, **options)
+    # A registered partitioner's mistake surfaces here, not as a wrong shape three stages on.
+    if not isinstance(part, Partition):
+        raise AdaptokError(
+            f"partition method {method!r} returned {type(part).__name__}, not a Partition"
+        )
+    if part.batch_size != images.shape[0] or part.image_size != tuple(images.shape[2:]):
+        raise AdaptokError(
+            f"partition method {method!r} returned a Partition of {part.batch_size} image(s) of "
+            f"{part.image_size[0]}x{part.image_size[1]} for {images.shape[0]} image(s) of "
+            f"{images.shape[2]}x{images.shape[3]}"
+        )
+    return part
 
 
 def size_policy(
