@@ -174,3 +174,16 @@ def test_register_partitioner_refuses_clashes_and_checks_what_it_returns(monkeyp
     adaptok.register_partitioner("first", lambda images: halves(images[:1]))
     with pytest.raises(AdaptokError, match=r"Partition of 1 image\(s\) of 16x16 for 2 image"):
         adaptok.partition(images, method="first")
+
+
+def test_results_of_the_dht_tokenizer_and_the_model_print_shapes_not_values() -> None:
+    from adaptok.models import ModelConfig, build_model
+    from adaptok.partitioners.dht import load_default_tokenizer
+
+    images = torch.rand(2, 3, 32, 32)
+    result = repr(load_default_tokenizer().eval()(images))
+    assert result.startswith("DHTResult(partition=Partition(2 images of 32x32, ")
+    assert "pixels=Tensor[2, 3, 32, 32] float32" in result and "tensor(" not in result
+    model = build_model(ModelConfig(image_size=32, patch_size=8)).eval()
+    output = repr(model.forward_output(images))
+    assert "logits=Tensor[2, 10] float32" in output and "tensor(" not in output

@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor
 
 from .errors import AdaptokError
 
-__all__ = ["denormalize", "halve", "imagenet_mean_std", "normalize", "round_up", "sincos_2d"]
+__all__ = [
+    "denormalize",
+    "halve",
+    "imagenet_mean_std",
+    "normalize",
+    "round_up",
+    "sincos_2d",
+    "summary_repr",
+]
+
+
+def summary_repr(result: object) -> str:
+    """`Name(field=Tensor[2, 3, 64, 64] float32, ...)` for a dataclass of results: what a
+    print should show instead of every value of every tensor."""
+
+    def show(value: object) -> str:
+        if isinstance(value, Tensor):
+            return f"Tensor{list(value.shape)} {str(value.dtype).removeprefix('torch.')}"
+        if isinstance(value, tuple) and value and all(isinstance(v, Tensor) for v in value):
+            return f"({len(value)} tensors)"
+        return repr(value)
+
+    shown = ", ".join(
+        f"{field.name}={show(getattr(result, field.name))}" for field in dataclasses.fields(result)
+    )
+    return f"{type(result).__name__}({shown})"
 
 
 def halve(images: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import AdaptokError, check_images
-from ..ops import denormalize
+from ..ops import denormalize, summary_repr
 from ..partitioners import get_partitioner
 from ..regions import Partition
 from ..tokens import Tokens, extract_tokens
@@ -109,6 +109,8 @@ class ModelOutput:
     tokens: Tokens
     features: Tensor
     valid: Tensor
+
+    __repr__ = summary_repr
 
     @property
     def tokens_per_image(self) -> Tensor:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ...errors import AdaptokError, check_images
 from ...graph import connected_components
-from ...ops import imagenet_mean_std
+from ...ops import imagenet_mean_std, summary_repr
 from ...regions import Partition
 from .budget import absorb_regions, enforce_budget
 from .criteria import check_criterion, information_criterion
@@ -87,6 +87,8 @@ class DHTResult:
     region_colors: Tensor
     levels: tuple[Tensor, ...]
     selection: Tensor
+
+    __repr__ = summary_repr
 
 
 @dataclass(frozen=True)
