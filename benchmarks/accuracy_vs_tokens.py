@@ -1127,9 +1127,16 @@ def goals(groups: dict[tuple, Group], profile: str) -> list[str]:
         quad = find(groups, profile, clutter, name, 64, "accuracy")
         if grid and quad:
             gap = quad.mean - grid.mean
+            seeds = f"{len(quad.values)} vs {len(grid.values)} seeds"
+            spread = 2 * max(quad.std, grid.std)
+            caveat = (
+                f"; within twice the seeds' spread ({100 * spread:.1f}): no clear win"
+                if 0 < gap <= spread
+                else ""
+            )
             out.append(
-                f"- Cluttered, {name} vs grid at 64 tokens: {pts(gap)} (goal > 0): "
-                f"**{'met' if gap > 0 else 'missed'}**"
+                f"- Cluttered, {name} vs grid at 64 tokens ({seeds}): {pts(gap)} (goal > 0): "
+                f"**{'met' if gap > 0 else 'missed'}**{caveat}"
             )
     grid64 = find(groups, profile, fashion, "grid", 64, "accuracy")
     half = [

@@ -111,7 +111,13 @@ def test_quadtree_goal_and_the_four_times_the_tokens_goal(bench) -> None:
         for line in lines
     )
     assert any(
-        line.startswith("- Cluttered, quadtree vs grid at 64 tokens: -3.1")
+        line.startswith("- Cluttered, quadtree vs grid at 64 tokens (1 vs 3 seeds): -3.1")
         and line.endswith("**missed**")
         for line in lines
     )
+    # A mean above the grid but inside the seeds' spread is said to be no clear win.
+    close = bench.group_rows(
+        rows("grid", [0.449, 0.451, 0.431]) + rows("quadtree-cnn", [0.4465, 0.4515, 0.445])
+    )
+    line = next(x for x in bench.goals(close, "cpu-long") if "quadtree-cnn vs grid" in x)
+    assert "+0.4 points" in line and line.endswith("no clear win")
