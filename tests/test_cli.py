@@ -381,3 +381,27 @@ def test_vectorize_refuses_a_bad_style_once_before_reading_images(
     err = capsys.readouterr().err
     assert err.count("error") == 1 and f"{flag}: " in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--max-patch", "48"], "must be a power of two"),
+        (["--scorer", "nope"], "unknown scorer 'nope'"),
+    ],
+)
+def test_tokenize_refuses_a_bad_quadtree_option_once(
+    image_files, tmp_path, capsys, option, message
+):
+    argv = [
+        "tokenize",
+        *map(str, image_files),
+        "--method",
+        "quadtree",
+        *option,
+        "-o",
+        str(tmp_path / "t"),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count(message) == 1 and "images failed" not in err

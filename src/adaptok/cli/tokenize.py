@@ -142,6 +142,13 @@ def partition_options(args: argparse.Namespace) -> dict[str, object]:
                 "without weights it would score with random features"
             )
         options["scorer"] = scorer
+        # Checked once here: a bad pair or scorer name is the same mistake for every file.
+        from ..partitioners.quadtree import check_patch_sizes
+        from ..partitioners.scorers import get_scorer
+
+        check_patch_sizes(options["min_patch"], options["max_patch"])
+        if isinstance(scorer, str):
+            get_scorer(scorer)
     elif "budget" in given:
         options["budget"] = budget_option(args.method, given["budget"])
     return options

@@ -51,6 +51,7 @@ from .scorers import QuadtreeScorer, check_importance_maps, get_scorer
 
 __all__ = [
     "QuadtreeSplit",
+    "check_patch_sizes",
     "check_quadtree_sizes",
     "nearest_budget",
     "quadtree_leaves",
@@ -86,14 +87,7 @@ def check_quadtree_sizes(height: int, width: int, min_patch: int, max_patch: int
             an image size that is not a multiple of max_patch (the message names the sizes to pad
             or crop to).
     """
-    check_int("min_patch", min_patch)
-    check_int("max_patch", max_patch)
-    ratio = max_patch // min_patch
-    if max_patch % min_patch or ratio & (ratio - 1):
-        raise AdaptokError(
-            f"max_patch / min_patch must be a power of two, got max_patch={max_patch}, "
-            f"min_patch={min_patch}; e.g. min_patch=16 with max_patch=32, 64 or 128"
-        )
+    levels = check_patch_sizes(min_patch, max_patch)
     if height < max_patch or width < max_patch:
         raise AdaptokError(
             f"image size {height}x{width} is too small for max_patch {max_patch}: pad or resize "
@@ -106,6 +100,20 @@ def check_quadtree_sizes(height: int, width: int, min_patch: int, max_patch: int
         raise AdaptokError(
             f"image size {height}x{width} is not a multiple of max_patch {max_patch}; pad or "
             f"resize to {up_h}x{up_w} (adaptok.io.pad_to_multiple){crop}"
+        )
+    return levels
+
+
+def check_patch_sizes(min_patch: int, max_patch: int) -> int:
+    """Validate the patch sizes alone (any image is then padded to a multiple of max_patch) and
+    return k = log2(max_patch / min_patch)."""
+    check_int("min_patch", min_patch)
+    check_int("max_patch", max_patch)
+    ratio = max_patch // min_patch
+    if max_patch % min_patch or ratio & (ratio - 1):
+        raise AdaptokError(
+            f"max_patch / min_patch must be a power of two, got max_patch={max_patch}, "
+            f"min_patch={min_patch}; e.g. min_patch=16 with max_patch=32, 64 or 128"
         )
     return ratio.bit_length() - 1
 
