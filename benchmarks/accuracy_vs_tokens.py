@@ -953,7 +953,7 @@ def main() -> int:
     parser.add_argument("--report", action="store_true", help="only write Markdown and plots")
     parser.add_argument("--list", action="store_true", help="print the plan and exit")
     args = parser.parse_args()
-    figures = DOCS if Path(args.csv).resolve() == CSV_PATH.resolve() else Path(args.csv).parent
+    plots = DOCS if Path(args.csv).resolve() == CSV_PATH.resolve() else Path(args.csv).parent
     CSV_PATH = Path(args.csv)
     MD_PATH = CSV_PATH.with_suffix(".md")
     torch.set_num_threads(args.threads)
@@ -964,7 +964,7 @@ def main() -> int:
         return 0
     if not args.report:
         worker(args)
-    write_report(CSV_PATH, MD_PATH, figures, Path(args.work))
+    write_report(CSV_PATH, MD_PATH, plots, Path(args.work))
     return 0
 
 

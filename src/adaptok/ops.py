@@ -1,4 +1,5 @@
-"""Small tensor operations shared by the partitioners, the token extractors and the embedders."""
+"""Small tensor operations shared by the partitioners, the token extractors and the embedders,
+and the short texts that describe their results."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from torch import Tensor
 from .errors import AdaptokError
 
 __all__ = [
+    "counted",
     "denormalize",
     "halve",
     "imagenet_mean_std",
@@ -18,6 +20,11 @@ __all__ = [
     "sincos_2d",
     "summary_repr",
 ]
+
+
+def counted(number: int, noun: str) -> str:
+    """'1 token', '2 tokens': a count with its noun in the right number."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def summary_repr(result: object) -> str:

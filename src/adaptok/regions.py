@@ -9,6 +9,7 @@ from torch import Tensor
 
 from .errors import AdaptokError
 from .graph import label_components
+from .ops import counted
 
 __all__ = ["Partition", "PartitionError", "check_partition"]
 
@@ -144,8 +145,8 @@ class Partition:
         shown = ", ".join(map(str, counts[:8])) + (", ..." if len(counts) > 8 else "")
         height, width = self.image_size
         return (
-            f"Partition({self.batch_size} image{'s' * (self.batch_size != 1)} of {height}x{width}, "
-            f"{self.num_regions} region{'s' * (self.num_regions != 1)}: [{shown}] per image, "
+            f"Partition({counted(self.batch_size, 'image')} of {height}x{width}, "
+            f"{counted(self.num_regions, 'region')}: [{shown}] per image, "
             f"device={self.device.type})"
         )
 
@@ -269,6 +270,7 @@ def check_partition(part: Partition, *, connected: bool = True) -> None:
         split = int(pieces.max()) + 1 - part.num_regions
         if split:
             raise PartitionError(
-                f"{split} region{' is' if split == 1 else 's are'} not 4-connected (a region's "
-                "pixels must form one 4-connected piece; graph.label_components splits them)"
+                f"{counted(split, 'region')} {'is' if split == 1 else 'are'} not 4-connected "
+                "(a region's pixels must form one 4-connected piece; graph.label_components "
+                "splits them)"
             )

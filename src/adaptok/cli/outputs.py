@@ -1,4 +1,4 @@
-"""Output file names and lines for commands that write one file per input image."""
+"""Output file names for commands that write one file per input image."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import AdaptokError
 from ..io import display_name
 
-__all__ = ["counted", "file_error", "output_paths"]
+__all__ = ["file_error", "output_paths"]
 
 NAME_MAX = 255
 
@@ -65,8 +65,3 @@ def file_error(source: Path, error: Exception) -> str:
     messages about a file already start with its name)."""
     name, message = display_name(source), display_name(str(error))
     return f"error: {message}" if name in message else f"error: {name}: {message}"
-
-
-def counted(number: int, noun: str) -> str:
-    """'1 token', '2 tokens': a count with its noun in the right number."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

@@ -12,12 +12,12 @@ from tqdm import tqdm
 
 from ..errors import AdaptokError
 from ..io import DEFAULT_MAX_PIXELS, as_images, save_image
-from ..ops import round_up
+from ..ops import counted, round_up
 from ..partitioners.registry import available_methods, partition_any_size, size_policy
 from ..regions import Partition
 from ..validate import check_int
 from ..visualize import token_picture
-from .outputs import counted, file_error, output_paths
+from .outputs import file_error, output_paths
 
 # Options of the command line, and the methods that take each (others refuse them).
 METHOD_OPTIONS = {

@@ -12,10 +12,11 @@ from tqdm import tqdm
 
 from ..errors import AdaptokError
 from ..io import DEFAULT_MAX_PIXELS, display_name
+from ..ops import counted
 from ..partitioners.registry import available_methods, get_partitioner
 from ..validate import accepted_options
 from ..vector import DEFAULT_METHOD, PIXELS_PER_REGION, check_style, render_svg, vectorize
-from .outputs import counted, file_error, output_paths
+from .outputs import file_error, output_paths
 from .tokenize import budget_argument, budget_option
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from ..ops import counted
 from ..regions import Partition
 
 __all__ = ["Tokens", "assemble_tokens"]
@@ -61,7 +62,7 @@ class Tokens:
         )
         valid = int(self.patch_valid.sum())
         return (
-            f"Tokens({batch} image{'s' * (batch != 1)} x {length} slots ({valid} valid), "
+            f"Tokens({counted(batch, 'image')} x {length} slots ({valid} valid), "
             f"patch_size={self.patch_size}, patches [{batch}, {length}, {width}]"
             + (f", {extras}" if extras else "")
             + f", device={self.patches.device.type})"
