@@ -24,6 +24,14 @@ Parameters are laid out like a timm ViT's, so pretrained weights map over withou
   for images of another size).
 
 "sincos" uses `adaptok.ops.sincos_2d` of the centre (docs/design.md, "Quadtree"); no parameters.
+"histogram" reads each token's position histogram over the same grid (`Tokens.position`) and
+takes that mix of the table: for pooled tokens (`extract_tokens(..., pooled=True)`) the mean of
+the positions of the patches the token pools, one cell exactly for a grid patch.
+
+`shape_branch=True` adds a zero-initialised residual `shape_proj` of four box descriptors
+(log2 of height / P, width / P, area / P^2 and area / box area, all zero for a P x P patch, and
+no bias), so a retrofit starts as the ViT, grid tokens stay exact after any training, and
+fine-tuning can learn what pooling loses about a region's shape.
 """
 
 from __future__ import annotations
@@ -40,10 +48,11 @@ from ..ops import sincos_2d
 from ..tokens import Tokens
 from ..validate import check_choice, check_int
 
-__all__ = ["PatchEmbedder", "embed_patches", "sample_position_grid"]
+__all__ = ["PatchEmbedder", "embed_patches", "sample_position_grid", "shape_features"]
 
-Position = Literal["sincos", "learned", "none"]
-POSITIONS = ("sincos", "learned", "none")
+Position = Literal["sincos", "learned", "histogram", "none"]
+POSITIONS = ("sincos", "learned", "histogram", "none")
+SHAPE_FEATURES = 4
 
 
 def sample_position_grid(
@@ -73,6 +82,26 @@ def sample_position_grid(
     return top * (1 - wy) + bottom * wy
 
 
+def shape_features(tokens: Tokens) -> Tensor:
+    """[B, T, 4] box descriptors of every token: log2 of its box height / P, width / P, area /
+    P^2 and area / box area. All zero for a P x P patch (and for padding).
+
+    Raises:
+        AdaptokError: Tokens built by hand without `area`.
+    """
+    if tokens.area is None:
+        raise AdaptokError("shape features need Tokens.area; build tokens with extract_tokens")
+    box = tokens.box.to(tokens.patches.dtype)
+    height = (box[..., 2] - box[..., 0]).clamp(min=1)
+    width = (box[..., 3] - box[..., 1]).clamp(min=1)
+    area = tokens.area.to(box.dtype).clamp(min=1)
+    side = float(tokens.patch_size)
+    features = torch.stack(
+        [height / side, width / side, area / (side * side), area / (height * width)], -1
+    ).log2()
+    return torch.where(tokens.patch_valid[..., None], features, 0.0)
+
+
 def embed_patches(
     tokens: Tokens,
     weight: Tensor,
@@ -83,6 +112,7 @@ def embed_patches(
     pos_embed: Tensor | None = None,
     position_grid: tuple[int, int] | None = None,
     norm: Callable[[Tensor], Tensor] | None = None,
+    shape_weight: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Embed square tokens like a ViT: project, add positions, prepend prefix tokens.
 
@@ -91,10 +121,12 @@ def embed_patches(
         weight: [D, C*P*P] projection (timm `patch_embed.proj.weight.flatten(1)`).
         bias: [D] or None.
         prefix: [1, prefix, D] tokens prepended to every image (cls, registers), or None.
-        position: "sincos" (2-D sinusoids of the centre), "learned" (sample `pos_embed`) or "none".
-        pos_embed: [1, gh*gw, D] learned grid, for position="learned".
+        position: "sincos" (2-D sinusoids of the centre), "learned" (sample `pos_embed`),
+            "histogram" (`tokens.position` times `pos_embed`) or "none".
+        pos_embed: [1, gh*gw, D] learned grid, for position="learned" or "histogram".
         position_grid: (gh, gw) of pos_embed.
         norm: applied to the projected tokens before positions are added (timm's patch norm).
+        shape_weight: [D, 4] projection of `shape_features`, added to every token (None: none).
 
     Returns:
         (x [B, prefix + T, D], valid [B, prefix + T] bool); padding rows of x are zero.
@@ -116,6 +148,20 @@ def embed_patches(
         if pos_embed is None or position_grid is None:
             raise AdaptokError("position='learned' needs pos_embed and position_grid")
         x = x + sample_position_grid(pos_embed, position_grid, tokens.patch_coord)
+    elif position == "histogram":
+        if pos_embed is None or position_grid is None:
+            raise AdaptokError("position='histogram' needs pos_embed and position_grid")
+        cells = position_grid[0] * position_grid[1]
+        if tokens.position is None or tokens.position.shape[-1] != cells:
+            got = None if tokens.position is None else tokens.position.shape[-1]
+            raise AdaptokError(
+                f"position='histogram' reads histograms over the {position_grid[0]}x"
+                f"{position_grid[1]} patch grid ({cells} cells), tokens have {got}: extract "
+                "with extract_tokens(..., pooled=True) from images of exactly that many patches"
+            )
+        x = x + tokens.position.to(x.dtype) @ pos_embed.reshape(cells, -1).to(x.dtype)
+    if shape_weight is not None:
+        x = x + F.linear(shape_features(tokens).to(x.dtype), shape_weight)
     valid = tokens.patch_valid
     x = torch.where(valid[..., None], x, 0.0)
     if prefix is not None and prefix.shape[1]:
@@ -133,10 +179,11 @@ class PatchEmbedder(nn.Module):
         in_chans: C.
         embed_dim: D.
         num_prefix_tokens: learned tokens prepended to every image (1 = cls; 0 = none).
-        position: "sincos", "learned" (needs position_grid) or "none".
+        position: "sincos", "learned", "histogram" (both need position_grid) or "none".
         position_grid: (gh, gw) (or one int for a square) of the learned position grid; the model's
             image size / P. Ignored for "sincos" and "none".
         norm_layer: e.g. nn.LayerNorm, built as norm_layer(D) and applied after the projection.
+        shape_branch: add the zero-initialised `shape_proj` of `shape_features` (module doc).
     """
 
     def __init__(
@@ -149,6 +196,7 @@ class PatchEmbedder(nn.Module):
         position: Position = "sincos",
         position_grid: int | tuple[int, int] | None = None,
         norm_layer: Callable[[int], nn.Module] | None = None,
+        shape_branch: bool = False,
     ) -> None:
         super().__init__()
         check_int("patch_size", patch_size)
@@ -170,12 +218,15 @@ class PatchEmbedder(nn.Module):
             if num_prefix_tokens
             else None
         )
+        self.shape_proj = nn.Linear(SHAPE_FEATURES, embed_dim, bias=False) if shape_branch else None
+        if self.shape_proj is not None:
+            nn.init.zeros_(self.shape_proj.weight)
         self.position_grid: tuple[int, int] | None = None
         self.pos_embed: nn.Parameter | None = None
-        if position == "learned":
+        if position in ("learned", "histogram"):
             if position_grid is None:
                 raise AdaptokError(
-                    "position='learned' needs position_grid (image size / patch_size, e.g. 14 "
+                    f"position={position!r} needs position_grid (image size / patch_size, e.g. 14 "
                     "for a 224 ViT with 16-pixel patches)"
                 )
             if isinstance(position_grid, int):
@@ -188,7 +239,7 @@ class PatchEmbedder(nn.Module):
     def max_image_size(self) -> tuple[int, int] | None:
         """(H, W) the learned position table covers (larger images would read its border
         for every token beyond it); None for positions that take any size."""
-        if self.position != "learned" or self.position_grid is None:
+        if self.position not in ("learned", "histogram") or self.position_grid is None:
             return None
         rows, cols = self.position_grid
         return rows * self.patch_size, cols * self.patch_size
@@ -210,11 +261,13 @@ class PatchEmbedder(nn.Module):
             pos_embed=self.pos_embed,
             position_grid=self.position_grid,
             norm=None if isinstance(self.norm, nn.Identity) else self.norm,
+            shape_weight=None if self.shape_proj is None else self.shape_proj.weight,
         )
 
     def extra_repr(self) -> str:
         return (
             f"patch_size={self.patch_size}, in_chans={self.in_chans}, "
             f"embed_dim={self.embed_dim}, num_prefix_tokens={self.num_prefix_tokens}, "
-            f"position={self.position!r}, position_grid={self.position_grid}"
+            f"position={self.position!r}, position_grid={self.position_grid}, "
+            f"shape_branch={self.shape_proj is not None}"
         )

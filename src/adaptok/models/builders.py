@@ -42,7 +42,9 @@ def make_tokenizer(config: ModelConfig) -> nn.Module:
     if config.method != "dht":
         if config.method == "grid":
             options.setdefault("patch_size", config.patch_size)
-        return PartitionTokenizer(config.method, **options)
+        tokenizer = PartitionTokenizer(config.method, **options)
+        tokenizer.check(config.image_size, config.in_chans)
+        return tokenizer
 
     from ..partitioners.dht import DHTTokenizer, load_default_tokenizer, load_tokenizer
 
@@ -90,15 +92,17 @@ def make_embedder(
             norm=norm,
         )
         return embedder, {"position_grid": config.grid}
+    pooled = config.embedder_kind == "pooled"
     embedder = PatchEmbedder(
         patch_size=config.patch_size,
         in_chans=config.in_chans,
         embed_dim=embed_dim,
         num_prefix_tokens=num_prefix_tokens,
-        position=config.position_kind,
+        position="histogram" if pooled else config.position_kind,
         position_grid=config.grid,
+        shape_branch=pooled,
     )
-    return embedder, {}
+    return embedder, {"pooled": True} if pooled else {}
 
 
 def make_head(

@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 TASKS = ("classification", "dense")
-EMBEDDERS = ("patch", "dht")
+EMBEDDERS = ("patch", "dht", "pooled")
 POSITIONS = ("sincos", "learned")
 POOLS = ("token", "avg")
 
@@ -49,6 +49,9 @@ class EncoderConfig:
         global_pool: the classifier's pooling, "token" (the first prefix token) or "avg".
         fc_norm: LayerNorm after pooling, before the classifier.
         embedding_norm: LayerNorm after the dHT embedding (a timm ViT's embedding has none).
+        proportional_attention: size-aware attention: every key's attention logit gets
+            log(token area / P^2), so a token standing for k patches weighs like k patches (ToMe's
+            proportional attention). Zero for equal P x P tokens: a grid is unchanged.
     """
 
     embed_dim: int = 192
@@ -67,6 +70,7 @@ class EncoderConfig:
     global_pool: str = "token"
     fc_norm: bool = False
     embedding_norm: bool = True
+    proportional_attention: bool = False
 
     def __post_init__(self) -> None:
         check_int("num_prefix_tokens", self.num_prefix_tokens, minimum=0)
@@ -93,8 +97,11 @@ class ModelConfig:
         image_size: side of the (square) training images.
         in_chans: image channels.
         patch_size: P, the side every token is resampled to.
-        embedder: "patch" (plain ViT patch embedding + positions) or "dht" (λ-mix, mask and
-            position-histogram columns); None: "dht" for method "dht", else "patch".
+        embedder: "patch" (plain ViT patch embedding + positions), "pooled" (the P x P patch
+            embeddings and positions pooled over each region, weighted by coverage, plus a
+            zero-initialised shape branch) or "dht" (λ-mix, mask and position-histogram
+            columns); None: "dht" for method "dht", else "patch" (what `retrofit` resolves
+            instead is written into its config).
         position: positions of the "patch" embedder: "learned" (a learned grid sampled at each
             token's centre) or "sincos" (2-D sinusoids of the centre). None: "learned" when a
             backbone is retrofitted (its pretrained table is kept), "sincos" from scratch.
@@ -181,10 +188,12 @@ def default_partition_options(method: str, image_size: int, patch_size: int) -> 
     """Partitioner options for a square image of side `image_size` (empty: the method's own
     defaults).
 
-    grid: patches of side `patch_size`. quadtree: patches from `patch_size` to 4x it, about half
-    the plain grid's tokens, rounded to a reachable budget (coarse + 3j), and at least one split
-    when any is possible. slic: as many segments as the grid has patches (its own default, 196,
-    suits 224x224 photos: at 32x32 it gave 255 regions of 4 pixels). dht: its own default cap.
+    grid: patches of side `patch_size`. quadtree: patches from `patch_size` to 4x it (2x where 4x
+    does not divide the image, e.g. 16..32 at 224), about half the plain grid's tokens, rounded to
+    a reachable budget (coarse + 3j), and at least one split; refused when not even 2x divides
+    the image (ViT-B/32 at 224: the quadtree would be the grid). slic: as many segments as the
+    grid has patches (its own default, 196, suits 224x224 photos: at 32x32 it gave 255 regions of
+    4 pixels). dht: its own default cap.
     """
     if method == "grid":
         return {"patch_size": patch_size}
@@ -192,6 +201,15 @@ def default_partition_options(method: str, image_size: int, patch_size: int) -> 
         max_patch = patch_size * 4
         while image_size % max_patch and max_patch > patch_size:
             max_patch //= 2
+        if max_patch == patch_size:
+            fit = -(-image_size // (2 * patch_size)) * 2 * patch_size
+            raise AdaptokError(
+                f"a quadtree over {patch_size}-pixel patches needs an image side that is a "
+                f"multiple of 2 x {patch_size} = {2 * patch_size} (one split level at least); "
+                f"{image_size} is {image_size // patch_size} patches, so every patch would stay "
+                f"whole (the grid). Use images of {fit}x{fit} (timm: img_size={fit}) or "
+                "method='grid'"
+            )
         coarse = (image_size // max_patch) ** 2
         grid = (image_size // patch_size) ** 2
         splits = max(1 if grid > coarse else 0, round((grid // 2 - coarse) / 3))

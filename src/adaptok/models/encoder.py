@@ -3,7 +3,8 @@
 The blocks are timm's own (`timm.models.vision_transformer.Block`); their attention runs PyTorch
 scaled-dot-product attention with the boolean mask `[B, 1, 1, T]` built from the validity mask,
 so padding tokens are never attended to and a padded batch gives every image exactly the result
-it would get alone.
+it would get alone. Size-aware attention passes an additive float mask instead: log(area / P^2)
+on every real key, -inf on padding (docs/design.md, "Retrofitting").
 """
 
 from __future__ import annotations
@@ -18,7 +19,24 @@ from torch import Tensor, nn
 from ..errors import AdaptokError
 from .config import EncoderConfig
 
-__all__ = ["MaskedEncoder", "key_padding_mask"]
+__all__ = ["MaskedEncoder", "key_padding_mask", "token_size_bias"]
+
+
+def token_size_bias(area: Tensor, patch_size: int, valid: Tensor, num_prefix_tokens: int) -> Tensor:
+    """Size-aware attention's key bias: log(area / P^2) per token, 0 for prefix tokens and padding.
+
+    Args:
+        area: [B, T] pixels of each (non-prefix) token.
+        patch_size: P.
+        valid: [B, T] bool, False for padding.
+        num_prefix_tokens: prefix tokens (one patch each) put in front.
+
+    Returns:
+        [B, num_prefix_tokens + T] float.
+    """
+    size = area.clamp(min=1).to(torch.float32) / float(patch_size * patch_size)
+    bias = torch.where(valid, size.log(), 0.0)
+    return torch.nn.functional.pad(bias, (num_prefix_tokens, 0))
 
 
 def key_padding_mask(valid: Tensor) -> Tensor:
@@ -69,12 +87,16 @@ class MaskedEncoder(nn.Module):
     def embed_dim(self) -> int:
         return self.config.embed_dim
 
-    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, valid: Tensor | None = None, key_bias: Tensor | None = None
+    ) -> Tensor:
         """Run the blocks and the final norm.
 
         Args:
             x: [B, T, D] token embeddings (prefix tokens included).
             valid: [B, T] bool, False for padding (None: every token is real).
+            key_bias: [B, T] float added to every query's attention logit for each key, in every
+                block (size-aware attention: `token_size_bias`); None or all zero: none.
 
         Returns:
             [B, T, D] encoded tokens; rows of padding tokens hold finite values that no real
@@ -94,6 +116,17 @@ class MaskedEncoder(nn.Module):
             # A full batch takes the unmasked (fastest) SDPA kernel.
             if not bool(valid.all()):
                 mask = key_padding_mask(valid)
+        if key_bias is not None:
+            if key_bias.shape != x.shape[:2]:
+                raise AdaptokError(
+                    f"key_bias must be [B, T] = {tuple(x.shape[:2])}, got {tuple(key_bias.shape)}"
+                )
+            if bool(key_bias.any()):
+                # An additive float mask: the bias on real keys, -inf on padding.
+                bias = key_bias.to(x.dtype)
+                if valid is not None:
+                    bias = bias.masked_fill(~valid, float("-inf"))
+                mask = bias[:, None, None, :]
         x = self.norm_pre(x)
         for block in self.blocks:
             x = block(x, attn_mask=mask)

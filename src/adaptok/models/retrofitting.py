@@ -193,11 +193,28 @@ def remap_timm_state_dict(vit: nn.Module, target: AdaptiveViT) -> dict[str, Tens
     return state
 
 
+# What `retrofit` uses where the caller does not choose: (embedder, proportional attention) per
+# method, the pair that kept a grid-trained parent best without fine-tuning
+# (benchmarks/retrofit_probe.py; benchmarks/results/retrofit_probe.md). Methods not listed
+# (slic, registered partitioners) take the non-square entry, "dht"'s.
+RETROFIT_DEFAULTS: dict[str, tuple[str, bool]] = {
+    "grid": ("patch", False),
+    "quadtree": ("pooled", True),
+    "dht": ("pooled", True),
+}
+
+
+def retrofit_defaults(method: str) -> tuple[str, bool]:
+    """(embedder, proportional_attention) that `retrofit` uses for a method by default."""
+    return RETROFIT_DEFAULTS.get(method, RETROFIT_DEFAULTS["dht"])
+
+
 def retrofit(
     vit: nn.Module,
     method: str = "grid",
     *,
     embedder: str | None = None,
+    proportional_attention: bool | None = None,
     position: str = "learned",
     position_grid: int | None = None,
     partition_options: dict[str, object] | None = None,
@@ -214,9 +231,16 @@ def retrofit(
         vit: a timm VisionTransformer (e.g. `timm.create_model("vit_tiny_patch16_224")`).
         method: any partitioner of `adaptok.available_methods()` ("grid", "quadtree", "dht",
             registered ones).
-        embedder: "dht" (λ mix, mask, position-histogram columns initialised from the ViT's
-            position grid) or "patch" (the plain patch embedding with `position` embeddings);
-            None: "dht" for method "dht", else "patch".
+        embedder: "pooled" (each region's token is the coverage-weighted mean of the ViT's own
+            patch embeddings and positions, plus a zero-initialised shape branch; exact on the
+            grid, nothing resampled), "patch" (each region's box resampled to P x P, the plain
+            patch embedding with `position` embeddings) or "dht" (λ mix, mask,
+            position-histogram columns initialised from the ViT's position grid). None: the
+            measured default of `RETROFIT_DEFAULTS` ("pooled" for quadtree, dHT and other
+            partitions, "patch" for the grid).
+        proportional_attention: size-aware attention (log(area / P^2) on every key's logit,
+            zero on a grid; `EncoderConfig.proportional_attention`). None: the measured default
+            of `RETROFIT_DEFAULTS` (on for every method but the grid).
         position: positions of the "patch" embedder: "learned" (the ViT's own table, sampled
             bilinearly at each token's centre: a grid patch reads its cell, a big quadtree patch
             the cells it covers) or "sincos" (2-D sinusoids of the centre, as in the Quadformer
@@ -224,8 +248,10 @@ def retrofit(
         position_grid: p of the dHT position histogram (None: the ViT's own patch grid, so grid
             tokens reproduce it; other values resize the table bicubically). The "patch"
             embedder always uses the ViT's grid.
-        partition_options: the partitioner's options (defaults: grid at the ViT's patch size;
-            quadtree with min_patch = the ViT's patch size, max_patch 4x, about half the tokens).
+        partition_options: the partitioner's options, merged over the defaults derived from the
+            ViT (grid at its patch size; quadtree with min_patch = its patch size, max_patch 4x
+            or 2x (whichever divides the image), about half the tokens): `{"budget": 97}` keeps
+            the derived patch sizes. Checked here, on a blank image of the ViT's size.
         task: "classification" (the ViT's head is reused) or "dense" (a new per-token head).
         num_classes: classes of the head (None: the ViT's).
         tokenizer: a ready tokenizer module (e.g. a trained DHTTokenizer) instead of a fresh one.
@@ -233,8 +259,23 @@ def retrofit(
     Returns:
         AdaptiveViT mapping images [B, C, H, W] (normalised as the ViT expects) to logits.
     """
+    if isinstance(vit, str):
+        raise AdaptokError(
+            f"retrofit takes a timm model, not its name: build it first, e.g. vit = "
+            f"timm.create_model({vit!r}, pretrained=False), load local weights with "
+            "adaptok.models.load_timm_weights(vit, PATH), then adaptok.retrofit(vit, ...)"
+        )
+    if not isinstance(vit, nn.Module):
+        raise AdaptokError(f"retrofit takes a timm VisionTransformer, got {type(vit).__name__}")
     _check_vit(vit)
-    encoder_config = encoder_config_from_timm(vit)
+    default_embedder, default_attention = retrofit_defaults(method)
+    if embedder is None:
+        embedder = default_embedder
+    if proportional_attention is None:
+        proportional_attention = default_attention
+    encoder_config = dataclasses.replace(
+        encoder_config_from_timm(vit), proportional_attention=proportional_attention
+    )
     patch_size = _patch_size(vit)
     grid_h, grid_w = _grid_size(vit)
     if grid_h != grid_w:
@@ -244,7 +285,13 @@ def retrofit(
     num_classes = num_classes or vit_classes
     if not num_classes:
         raise AdaptokError("the ViT has no classifier head (num_classes=0); pass num_classes")
-    options = dict(partition_options or default_partition_options(method, image_size, patch_size))
+    given = dict(partition_options or {})
+    derived = (
+        {}  # the caller chose the patch sizes: nothing to derive (nor to refuse)
+        if method == "quadtree" and {"min_patch", "max_patch"} <= given.keys()
+        else default_partition_options(method, image_size, patch_size)
+    )
+    options = {**derived, **given}
     config = ModelConfig(
         method=method,
         task=task,

@@ -21,7 +21,7 @@ from ..partitioners import get_partitioner
 from ..regions import Partition
 from ..tokens import Tokens, extract_tokens
 from ..validate import check_options
-from .encoder import MaskedEncoder
+from .encoder import MaskedEncoder, token_size_bias
 from .heads import DenseHead
 
 __all__ = [
@@ -68,6 +68,23 @@ class PartitionTokenizer(nn.Module):
             )
         self.method = method
         self.options = dict(options)
+
+    def check(self, image_size: int, in_chans: int) -> None:
+        """Partition one blank image of the model's size, so that options that cannot work
+        (an unreachable budget, patch sizes that do not divide the image) are refused when the
+        model is built, not at its first forward.
+
+        Raises:
+            AdaptokError: naming the options, the image size and the partitioner's reason.
+        """
+        blank = torch.zeros(1, in_chans, image_size, image_size)
+        try:
+            get_partitioner(self.method)(blank, **self.options)
+        except AdaptokError as error:
+            raise AdaptokError(
+                f"method {self.method!r} with options {self.options} cannot partition the model's "
+                f"{image_size}x{image_size} images: {error}"
+            ) from error
 
     def _apply(self, fn, recurse: bool = True):
         # Module-valued options (a FeatureScorer's CNN) follow .to(device / dtype) like submodules,
@@ -158,6 +175,18 @@ class AdaptiveViT(nn.Module):
     def tokenize(self, images: Tensor) -> tuple[Partition, Tokens]:
         """Images -> (Partition, Tokens) without running the transformer."""
         check_images(images, name="images")
+        channels = getattr(self.embedder, "in_chans", None)
+        if channels is not None and images.shape[1] != channels:
+            fix = (
+                f"repeat the grey channel: images.expand(-1, {channels}, -1, -1)"
+                if images.shape[1] == 1
+                else "drop the alpha channel (adaptok.io.composite_alpha blends it)"
+                if images.shape[1] == channels + 1
+                else f"convert them to {channels} channels"
+            )
+            raise AdaptokError(
+                f"the model takes {channels}-channel images, got {images.shape[1]} channels; " + fix
+            )
         limit = getattr(self.embedder, "max_image_size", None)
         if limit is not None and (images.shape[-2] > limit[0] or images.shape[-1] > limit[1]):
             raise AdaptokError(
@@ -179,7 +208,11 @@ class AdaptiveViT(nn.Module):
         """
         part, tokens = self.tokenize(images)
         x, valid = self.embedder(tokens)
-        features = self.encoder(x, valid)
+        key_bias = None
+        if self.encoder.config.proportional_attention:
+            prefix = x.shape[1] - tokens.patch_valid.shape[1]
+            key_bias = token_size_bias(tokens.area, self.patch_size, tokens.patch_valid, prefix)
+        features = self.encoder(x, valid, key_bias)
         if isinstance(self.head, DenseHead):
             logits = self.head(features, tokens, part)
         else:

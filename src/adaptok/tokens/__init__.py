@@ -2,7 +2,7 @@
 
 from .boxes import extract_regions, gradient_histogram, position_histogram
 from .core import Tokens, assemble_tokens
-from .extract import extract_squares, extract_tokens, is_square_partition
+from .extract import extract_squares, extract_tokens, is_square_partition, pool_patches
 
 __all__ = [
     "Tokens",
@@ -12,5 +12,6 @@ __all__ = [
     "extract_tokens",
     "gradient_histogram",
     "is_square_partition",
+    "pool_patches",
     "position_histogram",
 ]

@@ -191,49 +191,53 @@ def _cell_split(size: int, grid: int, device: torch.device) -> tuple[Tensor, Ten
     return first.long(), share.clamp(0, 1), second.long()
 
 
-def position_histogram(part: Partition, grid: int) -> Tensor:
-    """Where each region lies in its image: a grid x grid histogram of its pixels, summing to one.
+def position_histogram(part: Partition, grid: int | tuple[int, int]) -> Tensor:
+    """Where each region lies in its image: a grid histogram of its pixels, summing to one.
 
-    The image is cut into grid x grid equal cells (of H / grid x W / grid pixels, fractional when H
-    or W is not a multiple of grid); each pixel's unit mass is split between the cells it overlaps
-    in proportion to the overlap, so a grid-aligned patch (H / grid x W / grid pixels) gives a
-    one-hot histogram, as the position embedding of a ViT with a grid x grid patch grid expects.
+    The image is cut into equal cells (of H / rows x W / cols pixels, fractional when H or W is
+    not a multiple of the grid); each pixel's unit mass is split between the cells it overlaps
+    in proportion to the overlap, so a grid-aligned patch (H / rows x W / cols pixels) gives a
+    one-hot histogram, as the position embedding of a ViT with that patch grid expects. On the
+    patch grid of a ViT, entry g of a region's row is the share of the region inside patch g:
+    the coverage weights of pooled tokens (`extract_tokens(..., pooled=True)`).
 
     Args:
-        part: the Partition; needs H >= grid and W >= grid.
-        grid: p, cells per side.
+        part: the Partition; needs H >= rows and W >= cols.
+        grid: p (p x p cells) or (rows, cols).
 
     Returns:
-        [N, p*p] float32, row-major cells, each row sums to one.
+        [N, rows*cols] float32, row-major cells, each row sums to one.
     """
     height, width = part.image_size
-    check_int("position_grid", grid)
-    if grid > min(height, width):
+    rows, cols = (grid, grid) if isinstance(grid, int) else grid
+    check_int("position_grid", rows)
+    check_int("position_grid", cols)
+    if rows > height or cols > width:
         raise AdaptokError(
-            f"position_grid {grid} is larger than the image ({height}x{width}); a pixel would span "
-            f"several cells: use position_grid <= {min(height, width)}"
+            f"position_grid {rows}x{cols} is larger than the image ({height}x{width}); a pixel "
+            f"would span several cells: use at most {height}x{width} cells"
         )
     device = part.device
-    y_first, y_share, y_next = _cell_split(height, grid, device)
-    x_first, x_share, x_next = _cell_split(width, grid, device)
+    y_first, y_share, y_next = _cell_split(height, rows, device)
+    x_first, x_share, x_next = _cell_split(width, cols, device)
     labels = part.labels  # [B, H, W]
     cells = []
     weights = []
     # A pixel's share of the next cell is zero on an axis that is a multiple of the grid: those
     # terms are skipped (a quarter of the scatter when both axes divide).
-    y_terms = [(y_first, y_share)] + ([(y_next, 1 - y_share)] if height % grid else [])
-    x_terms = [(x_first, x_share)] + ([(x_next, 1 - x_share)] if width % grid else [])
+    y_terms = [(y_first, y_share)] + ([(y_next, 1 - y_share)] if height % rows else [])
+    x_terms = [(x_first, x_share)] + ([(x_next, 1 - x_share)] if width % cols else [])
     for y_cell, y_weight in y_terms:
         for x_cell, x_weight in x_terms:
-            cells.append(y_cell[:, None] * grid + x_cell[None, :])
+            cells.append(y_cell[:, None] * cols + x_cell[None, :])
             weights.append(y_weight[:, None] * x_weight[None, :])
     cell = torch.stack(cells)  # [terms, H, W]
     weight = torch.stack(weights)
-    index = labels[None] * (grid * grid) + cell[:, None]  # [terms, B, H, W]
+    index = labels[None] * (rows * cols) + cell[:, None]  # [terms, B, H, W]
     mass = weight[:, None].expand_as(index)
-    hist = torch.zeros(part.num_regions * grid * grid, device=device, dtype=torch.float64)
+    hist = torch.zeros(part.num_regions * rows * cols, device=device, dtype=torch.float64)
     hist.index_add_(0, index.flatten(), mass.flatten())
-    hist = hist.view(part.num_regions, grid * grid) / part.area[:, None].double()
+    hist = hist.view(part.num_regions, rows * cols) / part.area[:, None].double()
     return hist.float()
 
 

@@ -34,6 +34,8 @@ class Tokens:
         position: [B, T, p*p] histogram of the region's pixel positions over a p x p grid of the
             image, summing to one (None unless requested).
         gradient: [B, T, P*P] histogram of gradient orientations (None unless requested).
+        area: [B, T] float pixels of each region, 0 for padding (what size-aware attention
+            weighs a token by; None only for Tokens built by hand).
     """
 
     patches: Tensor
@@ -45,6 +47,7 @@ class Tokens:
     mask: Tensor | None = None
     position: Tensor | None = None
     gradient: Tensor | None = None
+    area: Tensor | None = None
 
     @property
     def level(self) -> Tensor:
@@ -93,5 +96,6 @@ def assemble_tokens(
         region_index=pad(region, fill=-1),
         box=pad(box),
         patch_size=patch_size,
+        area=pad(part.area.to(patches.dtype)),
         **{name: pad(value) for name, value in per_region.items()},
     )

@@ -2,6 +2,8 @@
 
 Aligned squares (grid, quadtree) are area-averaged to P x P exactly; every other partition goes
 through the box extractor (`boxes.extract_regions`: bilinear resampling with a soft mask).
+Pooled tokens (`pooled=True`, `pool_patches`) resample nothing: each region's token is the
+coverage-weighted mean of the P x P grid patches it overlaps (docs/design.md, "Retrofitting").
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import AdaptokError
 from ..ops import halve
 from ..regions import Partition
 from ..validate import check_int
 from .boxes import extract_regions, gradient_histogram, position_histogram
 from .core import Tokens, assemble_tokens
 
-__all__ = ["extract_squares", "extract_tokens", "is_square_partition"]
+__all__ = ["extract_squares", "extract_tokens", "is_square_partition", "pool_patches"]
 
 
 def is_square_partition(part: Partition, patch_size: int) -> bool:
@@ -69,6 +72,44 @@ def extract_squares(images: Tensor, part: Partition, patch_size: int) -> Tensor:
     return out
 
 
+def pool_patches(images: Tensor, part: Partition, patch_size: int) -> Tokens:
+    """Pooled tokens: every region's token is the mean of the P x P grid patches it overlaps,
+    each weighted by the share of the region inside it.
+
+    Weights are the region's position histogram on the P-patch grid (`position_histogram`), kept
+    as `Tokens.position`; a linear patch embedding of a pooled token is the same mean of the
+    patch embeddings, and the histogram times the ViT's position table the same mean of their
+    positions. On the grid partition at P every region is one patch, so the tokens are the
+    patches themselves. One [T, G] x [G, C*P*P] product per image (batched), no resampling;
+    gradients reach `images` (e.g. dHT's mean-injected pixels), not the (discrete) weights.
+
+    Args:
+        images: [B, C, H, W] with H and W multiples of P.
+        part: the Partition.
+        patch_size: P.
+
+    Returns:
+        Tokens with patches [B, T, C*P*P], position [B, T, (H/P)*(W/P)] (the weights), no mask.
+    """
+    batch, channels, height, width = images.shape
+    if height % patch_size or width % patch_size:
+        raise AdaptokError(
+            f"pooled tokens need images whose sides are multiples of patch_size {patch_size}, got "
+            f"{height}x{width}; pad or resize them (e.g. to "
+            f"{-(-height // patch_size) * patch_size}x{-(-width // patch_size) * patch_size})"
+        )
+    rows, cols = height // patch_size, width // patch_size
+    weights = position_histogram(part, (rows, cols)).to(images.dtype)  # [N, G]
+    grid_patches = (
+        images.reshape(batch, channels, rows, patch_size, cols, patch_size)
+        .permute(0, 2, 4, 1, 3, 5)
+        .reshape(batch, rows * cols, channels * patch_size * patch_size)
+    )
+    padded_weights, valid = part.pad(weights)  # [B, T, G]
+    patches = torch.bmm(padded_weights, grid_patches)  # [B, T, C*P*P]
+    return assemble_tokens(part, patch_size, part.unpad(patches, valid), position=weights)
+
+
 def extract_tokens(
     images: Tensor,
     part: Partition,
@@ -77,6 +118,7 @@ def extract_tokens(
     position_grid: int | None = None,
     gradient: bool = False,
     samples: int = 2,
+    pooled: bool = False,
 ) -> Tokens:
     """Turn a Partition of a batch into padded per-region token inputs.
 
@@ -93,12 +135,27 @@ def extract_tokens(
         gradient: when True, `Tokens.gradient` holds a P*P-bin gradient-orientation histogram.
         samples: anti-aliasing samples per cell and axis of the box extractor (non-square
             partitions only).
+        pooled: pool the P x P grid patches over each region instead of resampling it
+            (`pool_patches`); `Tokens.position` then holds the pooling weights on the P-patch
+            grid, so position_grid must be None.
 
     Returns:
         Tokens, padded to the largest region count in the batch.
     """
     part._check_pixels(images)
     check_int("patch_size", patch_size)
+    if pooled:
+        if position_grid is not None:
+            raise AdaptokError(
+                "pooled tokens carry their pooling weights on the P-patch grid as positions; "
+                "drop position_grid"
+            )
+        tokens = pool_patches(images, part, patch_size)
+        if gradient:
+            tokens = tokens.with_fields(
+                gradient=part.pad(gradient_histogram(images, part, patch_size * patch_size))[0]
+            )
+        return tokens
     if not is_square_partition(part, patch_size):
         return extract_regions(
             images,
