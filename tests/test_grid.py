@@ -5,6 +5,7 @@ import torch.nn.functional as F
 import adaptok
 from adaptok import AdaptokError
 from adaptok.ops import sincos_2d
+from adaptok.partitioners.grid import grid_partition
 from adaptok.regions import check_partition
 from adaptok.tokens import extract_squares, is_square_partition
 
@@ -53,8 +54,6 @@ def test_tokens_carry_gradient_to_pixels(photos: torch.Tensor) -> None:
         (torch.randn(1, 3, 64, 64) * 2, {}, "input_space"),
         (torch.zeros(1, 3, 64, 64, dtype=torch.int32), {}, "uint8"),
         (torch.full((1, 3, 64, 64), float("nan")), {}, "NaN"),
-        (torch.rand(1, 3, 8, 8), {}, "too small"),
-        (torch.rand(1, 3, 64, 72), {}, r"pad to 64x80"),
         (torch.rand(1, 3, 64, 64), {"patch_size": 0}, "positive integer"),
         (torch.rand(1, 3, 64, 64), {"patches": 3}, "unknown option"),
     ],
@@ -62,6 +61,14 @@ def test_tokens_carry_gradient_to_pixels(photos: torch.Tensor) -> None:
 def test_grid_rejects_bad_input(images: torch.Tensor, options: dict, match: str) -> None:
     with pytest.raises(AdaptokError, match=match):
         adaptok.partition(images, method="grid", **options)
+
+
+def test_grid_partition_itself_names_the_padding_and_the_crop() -> None:
+    # partition() pads (see test_api_takes_any_size); the bare partitioner names both fixes.
+    with pytest.raises(AdaptokError, match=r"pad to 64x80 .*or crop to 64x64"):
+        grid_partition(torch.rand(1, 3, 64, 72))
+    with pytest.raises(AdaptokError, match="too small"):
+        grid_partition(torch.rand(1, 3, 8, 8))
 
 
 def test_unknown_method_lists_the_known_ones() -> None:

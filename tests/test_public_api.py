@@ -1,7 +1,9 @@
 """The public surface: the names users rely on must not vanish, and nothing else leaks in."""
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +63,48 @@ def test_subpackages_are_attributes_after_a_plain_import() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True"]
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_attribute_paths() -> list[str]:
+    """Every `adaptok.a.b` path the README names, and every `from adaptok.x import a, b`, and the
+    scorers it lists under `adaptok.partitioners.scorers`, as full dotted paths."""
+    text = README.read_text()
+    paths = {match.rstrip(".") for match in re.findall(r"\badaptok(?:\.[A-Za-z_]\w*)+\.?", text)}
+    for module, names in re.findall(r"from (adaptok[\w.]*) import ([\w, ]+)", text):
+        paths.update(f"{module}.{name.strip()}" for name in names.split(","))
+    scorers = re.search(r"Scorers \(`adaptok\.partitioners\.scorers`\):(.*?)\* ", text, re.S)
+    assert scorers is not None, "the README no longer lists the quadtree scorers"
+    paths.update(
+        f"adaptok.partitioners.scorers.{name}" for name in re.findall(r"`([A-Z]\w*)\(", scorers[1])
+    )
+    return sorted(paths)
+
+
+def test_every_attribute_path_in_the_readme_works_after_a_plain_import() -> None:
+    # A fresh interpreter per subpackage path (adaptok.a.b): a lookup in one interpreter may
+    # import what a later one needs and hide that it fails on its own.
+    paths = readme_attribute_paths()
+    assert {"adaptok.partitioners.scorers.PrecomputedScorer",
+            "adaptok.partitioners.dht.load_default_tokenizer"} <= set(paths)  # fmt: skip
+    groups: dict[str, list[str]] = {}
+    for path in paths:
+        groups.setdefault(".".join(path.split(".")[:3]) if path.count(".") > 1 else "", []).append(
+            path
+        )
+    code = (
+        "import functools, sys, adaptok\n"
+        "for path in sys.argv[1:]:\n"
+        "    functools.reduce(getattr, path.split('.')[1:], adaptok)"
+    )
+    failed = {}
+    for group in groups.values():
+        out = subprocess.run([sys.executable, "-c", code, *group], capture_output=True, text=True)
+        if out.returncode:
+            failed[tuple(group)] = out.stderr.strip().splitlines()[-1]
+    assert not failed
 
 
 def test_no_function_shadows_a_submodule() -> None:

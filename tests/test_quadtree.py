@@ -270,8 +270,6 @@ def test_same_result_on_cuda() -> None:
         (torch.rand(1, 64, 64, 3), {}, "channels-last"),
         (torch.rand(1, 3, 64, 64) * 255, {}, "divide them by 255"),
         (torch.full((1, 3, 64, 64), float("nan")), {}, "NaN"),
-        (torch.rand(1, 3, 16, 16), {}, r"16x16 is too small for max_patch 32"),
-        (torch.rand(1, 3, 64, 80), {}, r"pad or resize to 64x96 .* or crop to 64x64"),
         (torch.rand(1, 3, 64, 64), {"budget": 20}, r"budget 20 is not reachable .* try 19 or 22"),
         (torch.rand(1, 3, 64, 64), {"budget": 3}, r"below the 4 largest patches .* smallest"),
         (torch.rand(1, 3, 64, 64), {"budget": 67}, r"above the 64 smallest patches .* largest"),
@@ -289,6 +287,15 @@ def test_rejects_bad_input(images: torch.Tensor, options: dict, match: str) -> N
     options = {"budget": 10, "min_patch": 8, "max_patch": 32, **options}
     with pytest.raises(AdaptokError, match=match):
         adaptok.partition(images, method="quadtree", **options)
+
+
+def test_quadtree_partition_itself_names_the_padding_and_the_crop() -> None:
+    # partition() pads other sizes (tests/test_api_sizes.py); the bare partitioner says how.
+    options = {"budget": 10, "min_patch": 8, "max_patch": 32}
+    with pytest.raises(AdaptokError, match=r"16x16 is too small for max_patch 32"):
+        quadtree_partition(torch.rand(1, 3, 16, 16), **options)
+    with pytest.raises(AdaptokError, match=r"pad or resize to 64x96 .* or crop to 64x64"):
+        quadtree_partition(torch.rand(1, 3, 64, 80), **options)
 
 
 def test_budget_101_names_the_nearest_valid_budgets() -> None:

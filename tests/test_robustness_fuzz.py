@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import adaptok
-from adaptok.partitioners.quadtree import valid_budgets
-from adaptok.partitioners.registry import partition_any_size
+from adaptok.partitioners.quadtree import valid_budgets, with_nearest_budget
+from adaptok.partitioners.registry import partition
 from adaptok.regions import check_partition
 
 
@@ -113,6 +113,8 @@ def test_any_size_partition_covers_the_image_itself(index: int) -> None:
                      "max_patch": rng.choice((8, 16, 32))},
         "slic": {"budget": rng.randint(1, height * width)},
     }[method]  # fmt: skip
-    part = partition_any_size(images, method, **options)
+    if method == "quadtree":  # as tokenize and vectorize: the nearest valid budget
+        options = with_nearest_budget(height, width, options)
+    part = partition(images, method, **options)
     check_partition(part)
     assert part.labels.shape == (images.shape[0], height, width)

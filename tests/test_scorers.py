@@ -125,9 +125,85 @@ def test_precomputed_layout_errors(maps: list[torch.Tensor], match: str) -> None
         )
 
 
-def test_precomputed_needs_a_list() -> None:
-    with pytest.raises(AdaptokError, match="needs a list of importance maps"):
-        PrecomputedScorer(torch.rand(1, 2, 4, 4))
+def test_precomputed_takes_one_pixel_map_as_the_mean_over_each_patch() -> None:
+    generator = torch.Generator().manual_seed(2)
+    cam = torch.rand(2, 64, 96, generator=generator, dtype=torch.float64)
+    maps = PrecomputedScorer(cam)(torch.rand(2, 3, 64, 96), min_patch=4, max_patch=32)
+    assert [tuple(m.shape) for m in maps] == [(2, 8, 12), (2, 4, 6), (2, 2, 3)]
+    for level, found in enumerate(maps, start=1):
+        side = 4 << level
+        # oracle: a loop over the patches of this level, the plain mean of the map over each
+        expected = torch.tensor(
+            [[[cam[b, r : r + side, c : c + side].mean() for c in range(0, 96, side)]
+              for r in range(0, 64, side)] for b in range(2)],
+            dtype=torch.float64,
+        )  # fmt: skip
+        torch.testing.assert_close(found, expected)
+
+
+def test_precomputed_pixel_map_splits_where_it_is_high() -> None:
+    # A Grad-CAM-like map hot on one 32 x 32 corner square: every split lands inside it.
+    cam = torch.zeros(64, 64)
+    cam[32:, :32] = 1.0
+    images = torch.rand(1, 3, 64, 64)
+    part = adaptok.partition(
+        images,
+        "quadtree",
+        budget=4 + 3 * 5,
+        min_patch=8,
+        max_patch=32,
+        scorer=PrecomputedScorer(cam),
+    )
+    small = part.box[(part.box[:, 2] - part.box[:, 0]) < 32]
+    assert len(small) == 16 and bool((small[:, 0] >= 32).all() and (small[:, 3] <= 32).all())
+    # [H, W] is the same map for every image: the same as the batched [B, H, W] form, numpy too
+    batched = adaptok.partition(
+        images.expand(2, -1, -1, -1), "quadtree", budget=19, min_patch=8, max_patch=32,
+        scorer=PrecomputedScorer(cam.expand(2, -1, -1).numpy()),
+    )  # fmt: skip
+    assert torch.equal(batched.labels[1] - batched.labels[1].min(), part.labels[0])
+
+
+def test_precomputed_pixel_map_of_an_image_that_is_padded() -> None:
+    # 50 x 70 is no multiple of max_patch 32: the image runs padded to 64 x 96, the map with it.
+    cam = torch.zeros(50, 70)
+    cam[:16, 48:] = 1.0
+    part = adaptok.partition(
+        torch.rand(1, 3, 50, 70), "quadtree", budget=6 + 3 * 5, min_patch=8, max_patch=32,
+        scorer=PrecomputedScorer(cam),
+    )  # fmt: skip
+    assert part.image_size == (50, 70)
+    small = part.box[(part.box[:, 2] - part.box[:, 0]) == 8]
+    assert len(small) > 0 and bool((small[:, 0] < 16).all() and (small[:, 1] >= 32).all())
+
+
+@pytest.mark.parametrize(
+    ("maps", "match"),
+    [
+        (torch.rand(1, 2, 4, 4), r"one pixel map \[B, H, W\] or \[H, W\].*\[1, 2, 4, 4\]"),
+        ("cam.png", "needs one pixel map"),
+    ],
+)
+def test_precomputed_refuses_what_is_neither_form(maps: object, match: str) -> None:
+    with pytest.raises(AdaptokError, match=match):
+        PrecomputedScorer(maps)
+
+
+@pytest.mark.parametrize(
+    ("cam", "match"),
+    [
+        (
+            torch.rand(1, 32, 64),
+            r"must have shape \[1, 64, 64\] \(or \[64, 64\].*got \[1, 32, 64\]",
+        ),
+        (torch.rand(3, 64, 64), r"must have shape \[1, 64, 64\]"),
+        (torch.ones(64, 64, dtype=torch.long), "floating-point"),
+        (torch.full((64, 64), float("nan")), "NaN"),
+    ],
+)
+def test_precomputed_pixel_map_errors(cam: torch.Tensor, match: str) -> None:
+    with pytest.raises(AdaptokError, match=match):
+        PrecomputedScorer(cam)(torch.rand(1, 3, 64, 64), min_patch=8, max_patch=32)
 
 
 # --------------------------------------------------------------------------------------- random

@@ -18,7 +18,7 @@ from adaptok import AdaptokError, Partition, partition
 from adaptok.cli.main import main
 from adaptok.graph import label_components
 from adaptok.io import load_image
-from adaptok.partitioners.registry import partition_any_size
+from adaptok.partitioners.quadtree import with_nearest_budget
 from adaptok.vector import (
     default_budget,
     douglas_peucker,
@@ -479,7 +479,9 @@ def test_quadtree_on_a_size_that_needs_padding_covers_exactly_the_image() -> Non
     rendered = render_svg(svg)
     assert rendered.shape[:2] == (72, 100)
     assert (rendered[..., 3] == 255).all()
-    part = partition_any_size(image, "quadtree", budget=40, min_patch=8, max_patch=32)
+    options = with_nearest_budget(72, 100, {"budget": 40, "min_patch": 8, "max_patch": 32})
+    assert options["budget"] == 39  # 12 + 3j at the padded 96 x 128
+    part = partition(image, "quadtree", **options)
     assert part.image_size == (72, 100)
     assert len(root.findall(f".//{SVG_NS}path")) == part.num_regions
 

@@ -13,7 +13,27 @@ from typing import Any
 
 from .errors import AdaptokError
 
-__all__ = ["accepted_options", "check_choice", "check_int", "check_options"]
+__all__ = ["accepted_options", "as_int", "check_choice", "check_int", "check_options"]
+
+
+def as_int(value: object) -> object:
+    """`value` as a Python int when it is an integer scalar of numpy or torch (`np.int64(100)`, a
+    0-d integer tensor, what `len`, `.sum()` and `.item()`-less arithmetic hand a user);
+    anything else unchanged, for the caller's own check to accept or refuse.
+
+    The one place where such scalars become ints: `check_int` and `partition`'s options call it.
+    """
+    import numbers
+
+    if isinstance(value, int):  # bools included: the caller refuses them
+        return value
+    if isinstance(value, numbers.Integral):  # numpy integers register as Integral
+        return int(value)
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        item = value.item()  # a 0-d torch tensor or numpy array
+        if isinstance(item, int) and not isinstance(item, bool):
+            return item
+    return value
 
 
 def check_int(name: str, value: object, *, minimum: int = 1, hint: str = "") -> int:
@@ -28,6 +48,7 @@ def check_int(name: str, value: object, *, minimum: int = 1, hint: str = "") -> 
     Raises:
         AdaptokError: "patch_size must be a positive integer, got 0".
     """
+    value = as_int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         kind = {1: "a positive integer", 0: "a non-negative integer"}.get(
             minimum, f"an integer >= {minimum}"

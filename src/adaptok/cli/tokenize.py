@@ -12,8 +12,8 @@ from tqdm import tqdm
 
 from ..errors import AdaptokError
 from ..io import DEFAULT_MAX_PIXELS, as_images, save_image
-from ..ops import counted, round_up
-from ..partitioners.registry import available_methods, partition_any_size, size_policy
+from ..ops import counted
+from ..partitioners.registry import available_methods, padded_size, partition
 from ..regions import Partition
 from ..validate import check_int
 from ..visualize import token_picture
@@ -154,21 +154,23 @@ def partition_options(args: argparse.Namespace) -> dict[str, object]:
     return options
 
 
-def tokenize_image(image: Tensor, method: str, options: dict[str, object]) -> Partition:
-    """Partition one [1, C, H, W] image of any size (see `partition_any_size`)."""
-    with torch.no_grad():
-        return partition_any_size(image, method, **options)
-
-
-def _padding_note(image: Tensor, method: str, options: dict[str, object]) -> str:
+def tokenize_image(image: Tensor, method: str, options: dict[str, object]) -> tuple[Partition, str]:
+    """Partition one [1, C, H, W] image of any size (`partition`'s size policy; a quadtree
+    budget is rounded to the nearest valid one for the image's size), and a note saying how it
+    was padded ("" when it was not)."""
     height, width = image.shape[2:]
-    multiple, _ = size_policy(method, height, width, options)
-    if height % multiple == 0 and width % multiple == 0:
-        return ""
-    padded = (round_up(height, multiple), round_up(width, multiple))
-    return (
-        f"; padded {height}x{width} -> {padded[0]}x{padded[1]} and cropped back "
-        f"(edge pixels repeated to a multiple of {multiple})"
+    if method == "quadtree":
+        from ..partitioners.quadtree import with_nearest_budget
+
+        options = with_nearest_budget(height, width, options)
+    with torch.no_grad():
+        part = partition(image, method, **options)
+    padded = padded_size(method, height, width, options)
+    if padded == (height, width):
+        return part, ""
+    return part, (
+        f"; padded {height}x{width} -> {padded[0]}x{padded[1]} and cropped back (edge pixels "
+        "repeated)"
     )
 
 
@@ -182,14 +184,13 @@ def run(args: argparse.Namespace) -> int:
     for source, target in zip(files, targets, strict=True):
         try:
             image = as_images(source, max_pixels=args.max_pixels)
-            part = tokenize_image(image, args.method, options)
+            part, note = tokenize_image(image, args.method, options)
             target.parent.mkdir(parents=True, exist_ok=True)
             save_image(token_picture(image, part), target)
         except (AdaptokError, OSError) as error:
             failures += 1
             tqdm.write(file_error(source, error), file=sys.stderr)
             continue
-        note = _padding_note(image, args.method, options)
         tokens = counted(part.num_regions, "token")
         tqdm.write(f"{source}: {tokens} ({args.method}) -> {target}{note}")
     if failures:

@@ -71,9 +71,6 @@ def grid_partition(images: Tensor, *, patch_size: int = 16) -> Partition:
     return square_partition(torch.zeros(cells, dtype=torch.long, device=images.device), patch_size)
 
 
-def grid_size_policy(
-    height: int, width: int, options: dict[str, object]
-) -> tuple[int, dict[str, object]]:
-    """Any-size policy (see `register_partitioner`): pad to a multiple of the patch size."""
-    patch_size = options.get("patch_size", 16)
-    return check_int("patch_size", patch_size), options
+def grid_size_policy(height: int, width: int, options: dict[str, object]) -> int:
+    """Any-size policy (see `partition`): pad to a multiple of the patch size."""
+    return check_int("patch_size", options.get("patch_size", 16))

@@ -45,7 +45,7 @@ from torch import Tensor
 from ..errors import AdaptokError, check_images
 from ..ops import round_up
 from ..regions import Partition
-from ..validate import check_int
+from ..validate import as_int, check_int
 from .grid import square_partition
 from .scorers import QuadtreeScorer, check_importance_maps, get_scorer
 
@@ -59,6 +59,7 @@ __all__ = [
     "quadtree_split",
     "split_order",
     "valid_budgets",
+    "with_nearest_budget",
 ]
 
 
@@ -136,11 +137,16 @@ def nearest_budget(
 ) -> int:
     """The valid budget (N0 + 3j) nearest to `wanted` tokens, clamped to the reachable range.
 
+    What `adaptok tokenize --budget` and `vectorize` use (`partition` itself refuses a budget
+    that is not valid).
+
     Args:
-        height, width: image size, multiples of max_patch.
+        height, width: image size; other than multiples of max_patch, the size `partition` pads
+            the image to counts.
         wanted: tokens asked for; None asks for a quarter of the smallest patches.
         min_patch, max_patch: the quadtree's patch sizes.
     """
+    height, width = round_up(height, max_patch), round_up(width, max_patch)
     budgets = valid_budgets(height, width, min_patch=min_patch, max_patch=max_patch)
     if wanted is None:
         wanted = budgets[-1] / 4
@@ -148,11 +154,26 @@ def nearest_budget(
     return budgets[min(max(step, 0), len(budgets) - 1)]
 
 
-def _check_budget(budget: object, budgets: range, height: int, width: int) -> int:
+def with_nearest_budget(height: int, width: int, options: dict[str, object]) -> dict[str, object]:
+    """Quadtree `options` for an H x W image (any size) with the budget rounded to the nearest
+    valid one (`nearest_budget`; None: the default). `adaptok tokenize --budget` and `vectorize`
+    round; `partition` itself refuses a budget that is not valid."""
+    min_patch = check_int("min_patch", options.get("min_patch", 16))
+    max_patch = check_int("max_patch", options.get("max_patch", 64))
+    wanted = as_int(options.get("budget"))
+    if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, (int, float))):
+        raise AdaptokError(f"budget must be a number of tokens, got {wanted!r}")
+    budget = nearest_budget(height, width, wanted, min_patch=min_patch, max_patch=max_patch)
+    return {**options, "budget": budget}
+
+
+def _check_budget(budget: object, budgets: range, where: str) -> int:
+    """`budget` if it is one of `budgets`; else an error naming the nearest valid ones for
+    `where` ("a 256x256 image")."""
+    budget = as_int(budget)
     if isinstance(budget, bool) or not isinstance(budget, int):
         raise AdaptokError(f"budget must be an integer number of tokens, got {budget!r}")
     lowest, highest = budgets[0], budgets[-1]
-    where = f"a {height}x{width} image"
     if budget < lowest:
         raise AdaptokError(
             f"budget {budget} is below the {lowest} largest patches of {where}; the smallest "
@@ -207,8 +228,7 @@ def quadtree_partition(
     budget = _check_budget(
         budget,
         valid_budgets(height, width, min_patch=min_patch, max_patch=max_patch),
-        height,
-        width,
+        f"a {height}x{width} image",
     )
     if isinstance(scorer, str):
         scorer = get_scorer(scorer, seed=seed)
@@ -362,17 +382,20 @@ def _upsample(mask: Tensor, factor: int) -> Tensor:
     )
 
 
-def quadtree_size_policy(
-    height: int, width: int, options: dict[str, object]
-) -> tuple[int, dict[str, object]]:
-    """Any-size policy (see `register_partitioner`): pad to a multiple of max_patch, and take
-    the valid budget (N0 + 3j) of the padded size nearest to the one asked for (None: a quarter
-    of the smallest patches)."""
+def quadtree_size_policy(height: int, width: int, options: dict[str, object]) -> int:
+    """Any-size policy (see `partition`): pad to a multiple of max_patch. A budget is checked
+    here against the padded size, so that a refusal names both sizes."""
     min_patch = check_int("min_patch", options.get("min_patch", 16))
     max_patch = check_int("max_patch", options.get("max_patch", 64))
     padded = (round_up(height, max_patch), round_up(width, max_patch))
-    wanted = options.get("budget")
-    if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, (int, float))):
-        raise AdaptokError(f"budget must be a number of tokens, got {wanted!r}")
-    budget = nearest_budget(*padded, wanted, min_patch=min_patch, max_patch=max_patch)
-    return max_patch, {**options, "budget": budget}
+    budget = options.get("budget")
+    if budget is not None and padded != (height, width):
+        check_patch_sizes(min_patch, max_patch)
+        where = (
+            f"a {height}x{width} image, padded to {padded[0]}x{padded[1]} (a multiple of "
+            f"max_patch {max_patch})"
+        )
+        _check_budget(
+            budget, valid_budgets(*padded, min_patch=min_patch, max_patch=max_patch), where
+        )
+    return max_patch

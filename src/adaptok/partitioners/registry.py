@@ -1,8 +1,10 @@
 """`partition(images, method=...)`: one entry point, a registry of partitioners behind it.
 
 Each partitioner also declares what it needs to partition an image of any size
-(`SizePolicy`): square-patch methods run on a copy padded to a multiple of their largest patch,
-and `partition_any_size` crops the result back. `tokenize` and `vectorize` both use it."""
+(`SizePolicy`): square-patch methods (grid, quadtree) run on a copy padded at the bottom and
+right to a multiple of their largest patch, and `partition` crops the result back. The Python API,
+`adaptok tokenize` and `adaptok vectorize` all go through `partition`, so they take the same
+sizes."""
 
 from __future__ import annotations
 
@@ -15,22 +17,23 @@ from torch import Tensor
 from ..errors import AdaptokError
 from ..graph import label_components
 from ..io import ImageLike, as_images, pad_to_multiple
+from ..ops import round_up
 from ..regions import Partition
-from ..validate import check_options
+from ..validate import as_int, check_options
 
 __all__ = [
     "SizePolicy",
     "available_methods",
     "get_partitioner",
+    "padded_size",
     "partition",
-    "partition_any_size",
     "register_partitioner",
-    "size_policy",
 ]
 
 Partitioner = Callable[..., Partition]
-# (height, width, options) -> (the multiple H and W must have, options for the padded size).
-SizePolicy = Callable[[int, int, dict[str, Any]], tuple[int, dict[str, Any]]]
+# (height, width, options) -> the multiple that H and W are padded to (options it cannot take at
+# that size are refused here, naming the image's own size).
+SizePolicy = Callable[[int, int, dict[str, Any]], int]
 
 # name -> "module:function", imported on first use so that `import adaptok` stays light.
 _REGISTRY: dict[str, str | Partitioner] = {
@@ -61,8 +64,8 @@ def register_partitioner(
         name: the method name.
         function: images [B, C, H, W] in [0, 1] and keyword options -> Partition of those
             B images at their H x W (checked on every call).
-        size_policy: for methods that only take some sizes, (H, W, options) -> (the multiple H
-            and W must be padded to, the options to use at the padded size); None: any size.
+        size_policy: for methods that only take some sizes, (H, W, options) -> the multiple that
+            H and W are padded to (see `partition`); None: the method takes any size.
         replace: allow replacing a method already registered (the built-in ones included).
     """
     if not isinstance(name, str) or not name:
@@ -108,6 +111,14 @@ def partition(
 ) -> Partition:
     """Cut a batch of images into regions.
 
+    Size policy: grid and quadtree need H and W to be multiples of their largest patch
+    (patch_size, max_patch). Other sizes run on a copy padded at the bottom and right (edge pixels
+    repeated) to the next multiple, and the regions are cropped back to the image: a patch cut
+    by the crop keeps its part inside the image (a narrower rectangle), and patches wholly in the
+    padding are dropped, so a quadtree may return a few tokens fewer than its budget, which must
+    be valid for the padded size. dht and slic take any size as it is. `adaptok tokenize` and
+    `adaptok vectorize` apply the same policy (they call this function).
+
     Args:
         images: [B, C, H, W] (or [C, H, W]) float images in [0, 1], uint8 tensors, numpy arrays,
             PIL images, paths, or a list of those of one size (see `adaptok.io.as_images`).
@@ -117,15 +128,24 @@ def partition(
             Values far outside [0, 1] are refused rather than partitioned wrongly.
         **options: the method's own options (e.g. patch_size for grid; budget, min_patch,
             max_patch, scorer for quadtree); options the method does not take are refused.
+            Integer scalars of numpy and torch (np.int64(100), a 0-d tensor) count as ints.
 
     Returns:
-        The Partition of the batch.
+        The Partition of the batch, at the images' own H x W.
     """
-    return _partition_unit(as_images(images, input_space=input_space), method, options)
+    images = as_images(images, input_space=input_space)
+    options = {name: as_int(value) for name, value in options.items()}
+    height, width = images.shape[2:]
+    padded = pad_to_multiple(images, _size_multiple(method, height, width, options))
+    part = _partition_unit(padded, method, options)
+    if padded.shape == images.shape:
+        return part
+    # a region cut by the crop is split into its 4-connected pieces
+    return Partition.from_labels(label_components(part.labels[:, :height, :width]))
 
 
 def _partition_unit(images: Tensor, method: str, options: dict[str, Any]) -> Partition:
-    """Partition a batch that `as_images` has already converted and checked."""
+    """Partition a batch that `as_images` has already converted and checked, at its own size."""
     function = get_partitioner(method)
     check_options(function, options, what=f"method {method!r}", skip=1)
     part = function(images, **options)
@@ -143,31 +163,16 @@ def _partition_unit(images: Tensor, method: str, options: dict[str, Any]) -> Par
     return part
 
 
-def size_policy(
-    method: str, height: int, width: int, options: dict[str, Any]
-) -> tuple[int, dict[str, Any]]:
-    """(the multiple that `method` needs H and W to have, its options at the padded size);
-    (1, options) for methods that take any size."""
+def _size_multiple(method: str, height: int, width: int, options: dict[str, Any]) -> int:
+    """The multiple that `method` needs H and W to have (1 for methods that take any size)."""
     get_partitioner(method)
     if method not in _SIZE_POLICIES:
-        return 1, dict(options)
+        return 1
     return _resolve(_SIZE_POLICIES, method)(height, width, dict(options))
 
 
-def partition_any_size(
-    images: ImageLike, method: str = "grid", *, input_space: str = "unit", **options: object
-) -> Partition:
-    """`partition` for images of any size: a method that only takes some sizes runs on a copy
-    padded at the bottom and right (edge pixels repeated), and its regions are cropped back to
-    the image (a region cut by the crop is split into its 4-connected pieces).
-
-    Args and Returns: as `partition`; the Partition covers the images' own H x W.
-    """
-    images = as_images(images, input_space=input_space)
-    height, width = images.shape[2:]
-    multiple, options = size_policy(method, height, width, options)
-    padded = pad_to_multiple(images, multiple)
-    part = _partition_unit(padded, method, options)  # converted and checked above
-    if padded.shape == images.shape:
-        return part
-    return Partition.from_labels(label_components(part.labels[:, :height, :width]))
+def padded_size(method: str, height: int, width: int, options: dict[str, Any]) -> tuple[int, int]:
+    """The size at which `partition` runs `method` on an H x W image with these options (the
+    image's own size unless the method pads it; see `partition`)."""
+    multiple = _size_multiple(method, height, width, options)
+    return round_up(height, multiple), round_up(width, multiple)

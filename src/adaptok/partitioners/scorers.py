@@ -21,12 +21,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import AdaptokError
-from ..ops import halve, imagenet_mean_std
+from ..ops import halve, imagenet_mean_std, round_up
 from ..weights import read_state_dict
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "feature_importance",
     "get_scorer",
     "pixel_blur_importance",
+    "pixel_map_pyramid",
     "register_scorer",
 ]
 
@@ -389,28 +391,92 @@ class RandomScorer:
 
 
 class PrecomputedScorer:
-    """Importance maps given by the user (e.g. from Grad-CAM).
+    """Importance given by the user (e.g. a Grad-CAM map), in one of two forms.
 
     Args:
-        maps: k maps, maps[j]: [B, H / (s * 2^(j + 1)), W / (s * 2^(j + 1))] float, the importance
-            of the patches of level j + 1 (side s * 2^(j + 1)); checked against the images when
-            called, and moved to the images' device.
+        maps: either one pixel-level map, [B, H, W] or [H, W] (one map for every image of the
+            batch), a float tensor or numpy array the size of the images: the importance of a
+            patch is the map's mean over the patch's pixels (area-average pooling to each level's
+            grid, `pixel_map_pyramid`); or the per-level list, k maps, maps[j]:
+            [B, H / (s * 2^(j + 1)), W / (s * 2^(j + 1))] float, the importance of the patches of
+            level j + 1 (side s * 2^(j + 1)). Checked against the images when called, and moved
+            to the images' device. A pixel map of an image that `partition` pads to a multiple
+            of max_patch is padded the same way (edge values repeated).
     """
 
-    def __init__(self, maps: Sequence[Tensor]) -> None:
-        if isinstance(maps, Tensor) or not isinstance(maps, Sequence):
+    def __init__(self, maps: Tensor | np.ndarray | Sequence[Tensor]) -> None:
+        if isinstance(maps, np.ndarray):
+            maps = torch.from_numpy(maps)
+        if isinstance(maps, Tensor):
+            if maps.ndim not in (2, 3):
+                raise AdaptokError(
+                    f"PrecomputedScorer takes one pixel map [B, H, W] or [H, W], or a list of "
+                    f"per-level maps; got a tensor of shape {list(maps.shape)}"
+                )
+            self.pixel_map: Tensor | None = maps
+            self.maps: list[Tensor] = []
+        elif isinstance(maps, Sequence) and not isinstance(maps, (str, bytes)):
+            self.pixel_map = None
+            self.maps = list(maps)
+        else:
             raise AdaptokError(
-                f"PrecomputedScorer needs a list of importance maps (maps[j] for the patches of "
-                f"side s * 2^(j + 1)), got {type(maps).__name__}"
+                f"PrecomputedScorer needs one pixel map ([B, H, W] or [H, W]) or a list of "
+                f"importance maps (maps[j] for the patches of side s * 2^(j + 1)), got "
+                f"{type(maps).__name__}"
             )
-        self.maps = list(maps)
 
     def __call__(self, images: Tensor, *, min_patch: int, max_patch: int) -> list[Tensor]:
-        maps = check_importance_maps(self.maps, images.shape, min_patch, max_patch)
+        if self.pixel_map is None:
+            maps = self.maps
+        else:
+            maps = pixel_map_pyramid(
+                self.pixel_map, images.shape, min_patch=min_patch, max_patch=max_patch
+            )
+        maps = check_importance_maps(maps, images.shape, min_patch, max_patch)
         return [m.to(images.device) for m in maps]
 
     def __repr__(self) -> str:
+        if self.pixel_map is not None:
+            return f"PrecomputedScorer(pixel map {list(self.pixel_map.shape)})"
         return f"PrecomputedScorer({[tuple(m.shape) for m in self.maps]})"
+
+
+def pixel_map_pyramid(
+    pixel_map: Tensor, image_shape: Sequence[int], *, min_patch: int, max_patch: int
+) -> list[Tensor]:
+    """One pixel-level importance map -> the quadtree's per-level maps, by area averaging.
+
+    Args:
+        pixel_map: [B, H, W] or [H, W] (the same map for every image) float.
+        image_shape: (B, C, H', W') of the images; H' and W' multiples of max_patch, and either
+            equal to H and W or their padded size (round_up(H, max_patch)): the map is then
+            padded like the image (edge values repeated at the bottom and right).
+        min_patch: s.
+        max_patch: S = s * 2^k.
+
+    Returns:
+        k maps, maps[j - 1]: [B, H' / (s * 2^j), W' / (s * 2^j)], the mean of the pixel map over
+        each patch of side s * 2^j.
+    """
+    batch, _, height, width = image_shape
+    if pixel_map.ndim == 2:
+        pixel_map = pixel_map.expand(batch, *pixel_map.shape)
+    if not pixel_map.is_floating_point():
+        raise AdaptokError(f"the importance map must be floating-point, got {pixel_map.dtype}")
+    found = tuple(pixel_map.shape)
+    padded = tuple(round_up(size, max_patch) for size in found[1:])
+    if found[0] != batch or (found[1:] != (height, width) and padded != (height, width)):
+        raise AdaptokError(
+            f"the pixel importance map must have shape [{batch}, {height}, {width}] (or "
+            f"[{height}, {width}] for every image), the images' size; got {list(found)}"
+        )
+    if found[1:] != (height, width):
+        pad = (0, width - found[2], 0, height - found[1])
+        pixel_map = F.pad(pixel_map[:, None], pad, mode="replicate")[:, 0]
+    maps = [_pool(pixel_map, 2 * min_patch)] if max_patch > min_patch else []
+    for _ in range(1, _levels(min_patch, max_patch)):
+        maps.append(_pool(maps[-1], 2))  # the mean of 2 x 2 equal blocks' means
+    return maps
 
 
 # ------------------------------------------------------------------------------------- registry

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import AdaptokError
+from ..io import ImageLike, as_images
 from ..ops import halve
 from ..regions import Partition
 from ..validate import check_int
@@ -111,7 +112,7 @@ def pool_patches(images: Tensor, part: Partition, patch_size: int) -> Tokens:
 
 
 def extract_tokens(
-    images: Tensor,
+    images: ImageLike,
     part: Partition,
     patch_size: int = 16,
     *,
@@ -127,7 +128,9 @@ def extract_tokens(
     the box extractor (bilinear resampling of each region's box with its soft mask).
 
     Args:
-        images: [B, C, H, W] pixels (or pixel features) on the Partition's grid.
+        images: [B, C, H, W] (or [C, H, W]) pixels or pixel features on the Partition's grid,
+            as a float tensor (any values), or any image form `adaptok.partition` takes (uint8
+            tensors, numpy arrays, PIL images, paths: converted by `adaptok.io.as_images`).
         part: the Partition.
         patch_size: P, the side of every resampled token.
         position_grid: p; when given, `Tokens.position` holds each region's p x p histogram of
@@ -142,8 +145,12 @@ def extract_tokens(
     Returns:
         Tokens, padded to the largest region count in the batch.
     """
+    if not isinstance(images, Tensor) or not images.is_floating_point():
+        images = as_images(images)  # what partition was given: numpy, PIL, uint8, a path
+    elif images.ndim == 3:
+        images = images[None]
     part._check_pixels(images)
-    check_int("patch_size", patch_size)
+    patch_size = check_int("patch_size", patch_size)
     if pooled:
         if position_grid is not None:
             raise AdaptokError(

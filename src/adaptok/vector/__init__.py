@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..errors import AdaptokError
 from ..io import DEFAULT_MAX_PIXELS, ImageLike, as_images, composite_alpha
-from ..partitioners.registry import get_partitioner, partition_any_size
+from ..partitioners.registry import get_partitioner, partition
 from ..regions import Partition
 from ..validate import accepted_options
 from .bezier import Curves, fit_beziers
@@ -190,7 +190,11 @@ def vectorize_batch(
         visible = composite_alpha(images)
         if visible.shape[1] == 1:
             visible = visible.expand(-1, 3, -1, -1)
-        part = partition_any_size(visible, method, **options)
+        if method == "quadtree":  # budgets are rounded to the nearest valid one, N0 + 3j
+            from ..partitioners.quadtree import with_nearest_budget
+
+            options = with_nearest_budget(images.shape[2], images.shape[3], options)
+        part = partition(visible, method, **options)
     else:
         raise AdaptokError(
             f"method must be a method name or a Partition, got {type(method).__name__}"
