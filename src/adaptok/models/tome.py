@@ -220,17 +220,9 @@ def _check_vit(vit: nn.Module) -> None:
 def tome_features(
     vit: nn.Module, images: Tensor, *, final_tokens: int | None = None, r: int | None = None
 ) -> MergedTokens:
-    """The ViT's trunk with token merging: embedded patches through every block, final norm.
-
-    Args:
-        vit: a timm VisionTransformer (standard Blocks; 'token' or 'avg' pooling).
-        images: [B, C, H, W] normalised as the ViT expects.
-        final_tokens: image tokens left after the last block (see `merge_schedule`).
-        r: tokens merged in every block (exclusive with final_tokens).
-
-    Returns:
-        MergedTokens after `vit.norm`: x [B, prefix+T, D], size [B, prefix+T].
-    """
+    """The ViT's trunk with token merging (arguments as `tome_forward`): embedded patches
+    through every block and the final norm, as MergedTokens x [B, prefix+T, D], size
+    [B, prefix+T]."""
     _check_vit(vit)
     num_prefix = int(vit.num_prefix_tokens)
     # The host's own embedding stage (patches, prefix tokens, positions, pre-norm).
