@@ -598,12 +598,8 @@ def fit(
     """Train with AdamW + warm-up/cosine, validate every `eval_every` steps, keep the best
     validation checkpoint; resumable from folder/last.pt. Returns timing and selection info."""
     from adaptok.train.checkpoint import load_checkpoint, save_checkpoint
-    from adaptok.train.loop import (
-        autocast_context,
-        compute_loss,
-        parameter_groups,
-        warmup_cosine,
-    )
+    from adaptok.train.loop import autocast_context, compute_loss
+    from adaptok.train.optim import parameter_groups, warmup_cosine
 
     device = torch.device(device)
     model.train()

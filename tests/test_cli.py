@@ -220,8 +220,8 @@ def test_train_refuses_to_overwrite_and_to_resume_another_config(tmp_path, capsy
     capsys.readouterr()
     assert main([*base, "--steps", "2"]) == 2
     assert "--overwrite" in _error_line(capsys)
-    assert main([*base, "--steps", "3", "--resume"]) == 2
-    assert "steps: 2 -> 3" in _error_line(capsys)
+    assert main([*base, "--steps", "2", "--lr", "0.01", "--resume"]) == 2
+    assert "lr: 0.001 -> 0.01" in _error_line(capsys)
     assert main([*base, "--steps", "3", "--overwrite"]) == 0
 
 

@@ -1,14 +1,20 @@
 """DDP on CPU: two gloo processes launched by torchrun train a few steps and end with identical
-weights (and different data shards)."""
+weights (and different data shards); the README's command runs as written.
+
+Both tests start two Python processes (about 10-20 s each on a busy 2-core machine): marked
+slow, and still run by the default `python -m pytest -q` (deselect with `-m "not slow"`)."""
 
 from __future__ import annotations
 
+import csv
 import os
 import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import pytest
 import torch
 
 from adaptok.models import ModelConfig, build_model
@@ -47,6 +53,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
@@ -84,3 +91,33 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
             assert torch.equal(value, first["state"][name]), name
     # Evaluation is summed over both processes, so both report the same accuracy.
     assert first["evaluation"] == second["evaluation"]
+
+
+@pytest.mark.slow
+def test_the_readme_torchrun_command_trains_with_two_processes(tmp_path):
+    """`torchrun --nproc_per_node 2 -m adaptok.cli train ...`, as the README writes it."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    documented = "torchrun --nproc_per_node 2 -m adaptok.cli train"
+    assert documented in readme
+    torchrun = Path(sys.executable).parent / "torchrun"
+    out = tmp_path / "run"
+    flags = [
+        "--dataset", "shapes", "--method", "quadtree", "--image-size", "16", "--patch-size", "4",
+        "--embed-dim", "16", "--depth", "1", "--heads", "2", "--budget", "7", "--max-patch", "8",
+        "--steps", "3", "--batch-size", "2", "--train-limit", "8", "--eval-limit", "4",
+        "--val-images", "2", "--eval-every", "3", "--log-every", "1", "--no-progress",
+        "--device", "cpu", "--out", str(out),
+    ]  # fmt: skip
+    command = [str(torchrun), *documented.split()[1:], *flags]
+    # torchrun reads its port from PET_MASTER_PORT: a free one, so parallel runs never collide.
+    env = dict(os.environ, OMP_NUM_THREADS="1", PET_MASTER_PORT=str(_free_port()))
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 3
+    assert done.stdout.count("test mIoU") == 1  # the main process reports, once
+    # DDP's per-rank hint about find_unused_parameters is not shown.
+    assert "find_unused_parameters" not in done.stderr
+    with open(out / "train_metrics.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    # 2 images per process and step, 2 processes: the log counts both.
+    assert [r["step"] for r in rows] == ["1", "2", "3"]

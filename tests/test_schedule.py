@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from adaptok.models import EncoderConfig, ModelConfig, build_model
-from adaptok.train.loop import parameter_groups, warmup_cosine
+from adaptok.train.optim import parameter_groups, warmup_cosine
 
 
 @pytest.mark.parametrize("method", ["grid", "dht"])
@@ -39,6 +39,46 @@ def test_every_trainable_parameter_is_in_exactly_one_group(method: str) -> None:
         assert any(n.endswith("background") for n in undecayed)
     # Every matrix of the trunk is decayed.
     assert any(names[id(p)].endswith("qkv.weight") for p in decay["params"])
+
+
+def test_weight_decay_follows_the_modules_declarations_not_names() -> None:
+    """no_weight_decay() (timm's convention) decides, at any depth; names do not."""
+
+    class Part(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.table = torch.nn.Parameter(torch.zeros(4, 3))  # declared below
+            self.pos_weight = torch.nn.Parameter(torch.zeros(4, 3))  # "pos" in its name
+
+        def no_weight_decay(self) -> set[str]:
+            return {"table"}
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Sequential(Part()))
+    decay, no_decay = parameter_groups(model, weight_decay=0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in no_decay["params"]} == {"0.bias", "1.0.table"}
+    assert {names[id(p)] for p in decay["params"]} == {"0.weight", "1.0.pos_weight"}
+
+
+@pytest.mark.parametrize("position", ["learned", "sincos"])
+def test_adaptive_vit_declares_its_tokens_and_positions(position: str) -> None:
+    encoder = EncoderConfig(embed_dim=32, depth=1, num_heads=2)
+    grid = build_model(ModelConfig(image_size=16, patch_size=8, encoder=encoder, position=position))
+    expected = {"embedder.prefix_tokens"} | (
+        {"embedder.pos_embed"} if position == "learned" else set()
+    )
+    assert grid.no_weight_decay() == expected
+    dht = build_model(
+        ModelConfig(
+            method="dht", image_size=16, patch_size=8, encoder=encoder,
+            partition_options={"weights": "none"},
+        )
+    )  # fmt: skip
+    assert dht.no_weight_decay() == {
+        "embedder.mix_logit", "embedder.background", "embedder.prefix", "embedder.prefix_position"
+    }  # fmt: skip
+    parameters = dict(dht.named_parameters())
+    assert all(name in parameters for name in dht.no_weight_decay())
 
 
 def test_warmup_then_cosine_to_zero() -> None:

@@ -122,16 +122,17 @@ def test_resume_continues_the_same_loss_curve(tmp_path):
 
 
 def test_validation_split_chooses_the_checkpoint_and_survives_a_resume(tmp_path):
-    """val_images holds the last training samples out; best.pt is the best validation step,
-    the test split scores only best.pt's weights, and a killed run resumes to the same choice."""
+    """val_images holds a seeded draw of the training samples out; best.pt is the best
+    validation step, the test split scores only best.pt's weights, and a killed run resumes to
+    the same choice."""
     from adaptok import load_model
     from adaptok.train import evaluate
-    from adaptok.train.loop import _datasets
+    from adaptok.train.runs import datasets_for as _datasets
 
     config = TrainConfig(dataset="shapes", train_limit=20, val_images=4, eval_limit=4)
     training, validation, _ = _datasets(_tiny_config(), config)
     assert len(training) == 16 and len(validation) == 4
-    assert not set(training.indices) & set(validation.indices)
+    assert not set(training.indices.tolist()) & set(validation.indices.tolist())
     # In this run the validation mIoU peaks at step 9 of 12 (seeded, bitwise on the CPU).
     changes = dict(val_images=4, eval_every=3, steps=12, lr=8e-3, train_limit=20)
     straight = _run(tmp_path, "straight", **changes)
@@ -140,7 +141,9 @@ def test_validation_split_chooses_the_checkpoint_and_survives_a_resume(tmp_path)
     val = [
         (int(r["step"]), float(r["miou"]), float(r["loss"])) for r in rows if r["split"] == "val"
     ]
-    assert [step for step, _, _ in val] == [3, 6, 9, 12]
+    assert [step for step, _, _ in val] == [0, 3, 6, 9, 12]  # the initial weights compete too
+    assert [s for s, _, _ in straight.curve] == [s for s, _, _ in val]
+    assert [v for _, v, _ in straight.curve] == pytest.approx([v for _, v, _ in val], rel=1e-5)
     assert [r["split"] for r in rows].count("test") == 1  # the test split is scored once
     best_step = max(val, key=lambda row: (row[1], -row[2]))[0]  # equal mIoU: lower loss
     assert straight.best_step == best_step and best_step < 12
@@ -349,9 +352,9 @@ def test_an_existing_run_is_never_overwritten_silently(tmp_path):
 
 def test_resume_with_another_configuration_is_refused(tmp_path, capsys):
     _run(tmp_path, "run", stop_after=4)
-    with pytest.raises(AdaptokError, match=r"steps: 8 -> 9.*--overwrite") as error:
-        _run(tmp_path, "run", steps=9)
-    assert "lr" not in str(error.value)  # only the fields that differ are listed
+    with pytest.raises(AdaptokError, match=r"lr: 0.002 -> 0.003.*--overwrite") as error:
+        _run(tmp_path, "run", lr=3e-3)
+    assert "steps" not in str(error.value)  # only the fields that differ are listed
     with pytest.raises(AdaptokError, match=r"model.method: 'dht' -> 'grid'"):
         config = TrainConfig(dataset="shapes", output=str(tmp_path / "run"), steps=8,
                              batch_size=4, lr=2e-3, warmup_steps=2, log_every=1,
@@ -361,6 +364,24 @@ def test_resume_with_another_configuration_is_refused(tmp_path, capsys):
     capsys.readouterr()
     _run(tmp_path, "run", stop_after=1)
     assert "resumed from step 3 of 8" in capsys.readouterr().out
+
+
+def test_resume_with_more_steps_extends_a_finished_run(tmp_path):
+    """A finished 6-step run resumed with steps=8 trains 2 more steps on a cosine rebuilt for 8
+    (warm-up 2), logs each step once and scores the test split again."""
+    from adaptok.train.optim import warmup_cosine
+
+    first = _run(tmp_path, "run", steps=6)
+    assert first.step == 6 and first.evaluation is not None
+    longer = _run(tmp_path, "run", steps=8)
+    assert longer.step == 8 and len(longer.losses) == 2 and longer.evaluation is not None
+    with open(tmp_path / "run" / "train_metrics.csv") as stream:
+        rows = {int(r["step"]): float(r["lr"]) for r in csv.DictReader(stream)}
+    assert sorted(rows) == list(range(1, 9))
+    factor = warmup_cosine(2, 8)
+    assert rows[7] == pytest.approx(2e-3 * factor(7), rel=1e-5)
+    assert rows[8] == pytest.approx(0.0, abs=1e-12)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["train_config"]["steps"] == 8
 
 
 def test_logged_loss_after_a_resume_averages_the_steps_of_its_window(tmp_path):

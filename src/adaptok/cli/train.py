@@ -2,28 +2,36 @@
 
 Single process:   adaptok train --dataset fashion-mnist --method quadtree --steps 500 --out runs/qt
 Several (DDP):    torchrun --nproc_per_node 2 -m adaptok.cli train ... (gloo on CPU, NCCL on GPU)
-Resume a killed run: the same command with --resume.
+Resume a killed run: the same command with --resume (with a larger --steps: extend it).
+Retrofit protocol: train a grid parent, then --init-from runs/parent/best.pt --method quadtree.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import sys
 
 import torch
 
 from ..errors import AdaptokError
 from ..models.config import EncoderConfig, ModelConfig, default_partition_options
 from ..partitioners import available_methods
+from ..train.config import TrainConfig
 from ..train.datasets import DATASETS
-from ..train.loop import TrainConfig, train
+from ..train.fit import TrainingInterrupted
+from ..train.init_from import parent_config
+from ..train.runs import train
 from ..validate import check_int
 
 __all__ = ["add_arguments", "configs_from_args", "run"]
 
 
 TRUNK_DEFAULTS = {"patch_size": 8, "embed_dim": 192, "depth": 6, "heads": 3}
+IMAGE_SIZE = 64
+AUGMENT = {"auto": None, "on": True, "off": False}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "seg-folder (root/images + root/labels PNGs) or shapes (generated)",
     )
     data.add_argument("--data-root", default=None, help="dataset folder (default per dataset)")
-    data.add_argument("--image-size", type=int, default=64, help="side images are resized to")
+    data.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help=f"side images are resized to (default {IMAGE_SIZE}; with --init-from the parent's)",
+    )
     data.add_argument("--in-chans", type=int, default=3, choices=(1, 3))
     data.add_argument("--train-limit", type=int, default=None, help="first N training images")
     data.add_argument("--eval-limit", type=int, default=None, help="first N test images")
@@ -54,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument(
         "--weights", default=None, help="local timm weights file of the --backbone (a state dict)"
+    )
+    model.add_argument(
+        "--init-from",
+        default=None,
+        metavar="CKPT",
+        help="start from the weights of an `adaptok train` checkpoint (last.pt or best.pt), "
+        "e.g. a grid parent, on this run's --method (its trunk, patch and image size are kept)",
     )
     # Without a backbone these set the model; a backbone sets them itself (refused with it).
     for flag, default, what in (
@@ -76,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("sincos", "learned"),
         default=None,
         help="positions of the patch embedder; default: learned with --backbone (the ViT's own "
-        "table), sincos without",
+        "table), the parent's with --init-from, sincos otherwise",
     )
     model.add_argument(
         "--budget", type=int, default=None, help="tokens per image (quadtree: exact, dht: at most)"
@@ -88,12 +108,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='extra partitioner options as JSON, e.g. \'{"scorer": "random"}\'',
     )
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--steps", type=int, default=1000)
+    optim.add_argument(
+        "--steps",
+        type=int,
+        default=1000,
+        help="optimizer steps; with --resume a larger value extends a finished run (the cosine "
+        "schedule is rebuilt for the new total)",
+    )
     optim.add_argument("--batch-size", type=int, default=64, help="per process")
     optim.add_argument("--lr", type=float, default=1e-3)
     optim.add_argument("--weight-decay", type=float, default=0.05)
     optim.add_argument("--warmup", type=int, default=50, help="warm-up steps")
     optim.add_argument("--seed", type=int, default=0)
+    optim.add_argument(
+        "--augment",
+        choices=tuple(AUGMENT),
+        default="auto",
+        help="random-resized crops + horizontal flips of training batches; auto: on for "
+        "classification from scratch, off for dense tasks and for --init-from / --weights",
+    )
     optim.add_argument(
         "--amp",
         choices=("auto", "bf16", "off"),
@@ -118,18 +151,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _trunk(args: argparse.Namespace) -> dict[str, int]:
-    """Patch size and trunk: the flags or their defaults; with a backbone, which sets them
-    itself, any of these flags is refused rather than ignored."""
+    """Patch size and trunk: the flags or their defaults; with a backbone or --init-from, which
+    set them, any of these flags is refused rather than ignored."""
     given = {name: getattr(args, name) for name in TRUNK_DEFAULTS}
-    if args.backbone is not None:
-        named = [
-            f"--{name.replace('_', '-')}" for name, value in given.items() if value is not None
+    named = [f"--{name.replace('_', '-')}" for name, value in given.items() if value is not None]
+    if args.init_from is not None:
+        named += [
+            flag
+            for flag, value in (
+                ("--image-size", args.image_size),
+                ("--backbone", args.backbone),
+                ("--weights", args.weights),
+            )
+            if value is not None
         ]
         if named:
             raise AdaptokError(
-                f"--backbone {args.backbone} sets the patch size and the trunk itself; drop "
-                + ", ".join(named)
+                f"--init-from {args.init_from} keeps the parent's trunk, patch and image size; "
+                "drop " + ", ".join(named)
             )
+    if args.backbone is not None and named:
+        raise AdaptokError(
+            f"--backbone {args.backbone} sets the patch size and the trunk itself; drop "
+            + ", ".join(named)
+        )
     return {
         name: default if given[name] is None else given[name]
         for name, default in TRUNK_DEFAULTS.items()
@@ -144,29 +189,43 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
             "(e.g. --backbone vit_tiny_patch16_224)"
         )
     trunk = _trunk(args)
+    image_size = IMAGE_SIZE if args.image_size is None else args.image_size
+    parent = parent_config(args.init_from) if args.init_from is not None else None
+    if parent is not None:
+        image_size, trunk["patch_size"] = parent.image_size, parent.patch_size
     options: dict[str, object] = {}
     if args.backbone is None:
-        options = default_partition_options(args.method, args.image_size, trunk["patch_size"])
+        options = default_partition_options(args.method, image_size, trunk["patch_size"])
     if args.budget is not None:
         options["budget"] = args.budget
     if args.max_patch is not None:
         options["max_patch"] = args.max_patch
     if args.partition_options:
         options.update(json.loads(args.partition_options))
-    model_config = ModelConfig(
-        method=args.method,
-        image_size=args.image_size,
-        in_chans=args.in_chans,
-        patch_size=trunk["patch_size"],
-        embedder=args.embedder,
-        position=args.position or ("learned" if args.backbone else "sincos"),
-        partition_options=options,
-        encoder=EncoderConfig(
-            embed_dim=trunk["embed_dim"], depth=trunk["depth"], num_heads=trunk["heads"]
-        ),
-        backbone=args.backbone,
-        backbone_weights=args.weights,
-    )
+    if parent is not None:  # what init_from_checkpoint reads: the tokens; the rest is the parent's
+        model_config = dataclasses.replace(
+            parent,
+            method=args.method,
+            embedder=args.embedder,
+            position=args.position,
+            partition_options=options,
+            backbone_weights=None,
+        )
+    else:
+        model_config = ModelConfig(
+            method=args.method,
+            image_size=image_size,
+            in_chans=args.in_chans,
+            patch_size=trunk["patch_size"],
+            embedder=args.embedder,
+            position=args.position or ("learned" if args.backbone else "sincos"),
+            partition_options=options,
+            encoder=EncoderConfig(
+                embed_dim=trunk["embed_dim"], depth=trunk["depth"], num_heads=trunk["heads"]
+            ),
+            backbone=args.backbone,
+            backbone_weights=args.weights,
+        )
     train_config = TrainConfig(
         dataset=args.dataset,
         data_root=args.data_root,
@@ -178,6 +237,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
         warmup_steps=args.warmup,
         seed=args.seed,
         amp=args.amp,
+        augment=AUGMENT[args.augment],
         log_every=args.log_every,
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,
@@ -195,7 +255,25 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(check_int("--threads", args.threads))
     model_config, train_config = configs_from_args(args)
-    result = train(model_config, train_config, resume=args.resume, overwrite=args.overwrite)
+    try:
+        result = train(
+            model_config,
+            train_config,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            init_from=args.init_from,
+        )
+    except TrainingInterrupted as stop:
+        if os.environ.get("RANK", "0") == "0":
+            resume = (
+                f"{stop.checkpoint} holds step {stop.saved_step}: the same command with --resume "
+                "continues from there"
+                if stop.saved_step is not None
+                else f"no checkpoint was written yet (every {train_config.checkpoint_every} "
+                "steps, --checkpoint-every): the same command with --resume starts afresh"
+            )
+            print(f"adaptok train: interrupted at step {stop.step}; {resume}", file=sys.stderr)
+        return 130
     if result.evaluation is not None and os.environ.get("RANK", "0") == "0":
         evaluation = result.evaluation
         score = (

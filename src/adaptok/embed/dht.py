@@ -207,6 +207,11 @@ class DHTEmbedder(nn.Module):
         cells = 0 if self.position_grid is None else self.position_grid**2
         return slice(start, start + cells)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters exempt from weight decay (timm's convention): the λ mix, the background
+        token and the prefix tokens with their positions."""
+        return {"mix_logit", "background", "prefix", "prefix_position"}
+
     def forward(self, tokens: Tokens) -> EmbeddedTokens:
         """Embed a padded batch of token inputs.
 

@@ -244,6 +244,11 @@ class PatchEmbedder(nn.Module):
         rows, cols = self.position_grid
         return rows * self.patch_size, cols * self.patch_size
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters exempt from weight decay (timm's convention): the prefix tokens and the
+        learned position table."""
+        return {name for name in ("prefix_tokens", "pos_embed") if getattr(self, name) is not None}
+
     def forward(self, tokens: Tokens) -> tuple[Tensor, Tensor]:
         """Tokens -> (x [B, prefix + T, D], valid [B, prefix + T] bool)."""
         if tokens.patch_size != self.patch_size:

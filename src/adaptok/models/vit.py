@@ -172,6 +172,15 @@ class AdaptiveViT(nn.Module):
     def task(self) -> str:
         return "dense" if isinstance(self.head, DenseHead) else "classification"
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters exempt from weight decay (timm's convention): what the parts declare."""
+        return {
+            f"{name}.{parameter}"
+            for name, part in self.named_children()
+            if callable(getattr(part, "no_weight_decay", None))
+            for parameter in part.no_weight_decay()
+        }
+
     def tokenize(self, images: Tensor) -> tuple[Partition, Tokens]:
         """Images -> (Partition, Tokens) without running the transformer."""
         check_images(images, name="images")

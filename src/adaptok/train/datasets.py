@@ -31,7 +31,10 @@ __all__ = [
     "ImageFolder",
     "SegmentationFolder",
     "ShapesDataset",
+    "SubsetOf",
+    "TensorImages",
     "build_dataset",
+    "holdout",
     "normalize",
 ]
 
@@ -398,7 +401,117 @@ def build_dataset(
             folder, image_size=image_size, num_classes=num_classes, in_chans=in_chans
         )
     if limit is not None and limit < len(dataset):
-        info = dataset.info
-        dataset = torch.utils.data.Subset(dataset, range(limit))
-        dataset.info = info  # type: ignore[attr-defined]
+        dataset = SubsetOf(dataset, torch.arange(limit))
     return dataset
+
+
+class TensorImages(Dataset):
+    """Images held in memory in one tensor, with a fast `batch(index)` path.
+
+    `fit` and `evaluate` read any dataset with a `batch` method by index tensors (one gather per
+    batch instead of one `__getitem__` per image); other datasets go through a DataLoader.
+
+    Args:
+        images: [N, C', S, S] images as the model sees them (normalised); any float dtype
+            (float16 halves the memory); C' may be 1 for grey images repeated to `info.in_chans`.
+        targets: [N] int64 classes or [N, S, S] int64 label maps.
+        info: the DatasetInfo of the images.
+    """
+
+    def __init__(self, images: Tensor, targets: Tensor, info: DatasetInfo) -> None:
+        if images.ndim != 4 or images.shape[0] != targets.shape[0]:
+            raise AdaptokError(
+                f"TensorImages needs images [N, C, S, S] and N targets, got images "
+                f"{tuple(images.shape)} and targets {tuple(targets.shape)}"
+            )
+        if images.shape[1] not in (1, info.in_chans):
+            raise AdaptokError(
+                f"images have {images.shape[1]} channels, info.in_chans is {info.in_chans}; "
+                "give the images with in_chans channels (or 1 channel to repeat)"
+            )
+        self.images = images
+        self.targets = targets
+        self.info = info
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, indices: range | list[int] | None = None,
+                     *, dtype: torch.dtype = torch.float16) -> TensorImages:  # fmt: skip
+        """Read `dataset[i]` for every index once into memory (grey images repeated over the
+        channels are kept as one channel)."""
+        order = range(len(dataset)) if indices is None else indices  # type: ignore[arg-type]
+        items = [dataset[i] for i in order]
+        images = torch.stack([image for image, _ in items])
+        targets = torch.stack([torch.as_tensor(target) for _, target in items])
+        if bool((images == images[:, :1]).all()):
+            images = images[:, :1]
+        return cls(images.to(dtype), targets, dataset.info)  # type: ignore[attr-defined]
+
+    def __len__(self) -> int:
+        return self.targets.shape[0]
+
+    def batch(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """index: [B] int64 -> (images [B, C, S, S] float32, targets [B] or [B, S, S])."""
+        images = self.images[index].float()
+        if images.shape[1] != self.info.in_chans:
+            images = images.expand(-1, self.info.in_chans, -1, -1)
+        return images, self.targets[index]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        images, targets = self.batch(torch.tensor([index]))
+        return images[0], targets[0]
+
+
+class SubsetOf(Dataset):
+    """Some samples of a dataset, keeping its `info` and its fast `batch` path (if any).
+
+    Args:
+        dataset: the dataset.
+        indices: [M] int64 indices into it.
+    """
+
+    def __init__(self, dataset: Dataset, indices: Tensor) -> None:
+        self.dataset = dataset
+        self.indices = indices.long()
+        self.info = dataset.info  # type: ignore[attr-defined]
+        if hasattr(dataset, "batch"):
+            self.batch = self._batch
+
+    def _batch(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        return self.dataset.batch(self.indices[index])  # type: ignore[attr-defined]
+
+    def __len__(self) -> int:
+        return self.indices.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.dataset[int(self.indices[index])]
+
+
+def holdout(dataset: Dataset, count: int, *, seed: int) -> tuple[Dataset, Dataset]:
+    """The one validation-split rule: `count` samples drawn at random with `seed` are held out.
+
+    A seeded draw, not the last `count` samples: folder datasets list their samples class by
+    class, so a tail would hold out one class. Both parts keep the dataset's order.
+
+    Args:
+        dataset: the training samples.
+        count: how many to hold out for validation (at least 1, fewer than len(dataset)).
+        seed: seeds the draw.
+
+    Returns:
+        (training part, validation part).
+
+    Raises:
+        AdaptokError: `count` leaves no training sample.
+    """
+    if not 0 < count < len(dataset):
+        raise AdaptokError(
+            f"val_images {count} leaves none of the {len(dataset)} training samples to train "
+            "on; hold out fewer"
+            if count >= len(dataset)
+            else f"val_images must be at least 1, got {count}"
+        )
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    return (
+        SubsetOf(dataset, order[count:].sort().values),
+        SubsetOf(dataset, order[:count].sort().values),
+    )

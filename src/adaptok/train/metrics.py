@@ -1,4 +1,5 @@
-"""Metrics: accuracy, confusion-matrix mIoU, and a CSV log that survives resuming."""
+"""Metrics: correct-prediction counts, confusion-matrix mIoU, boundary F1, and a CSV log that
+survives resuming."""
 
 from __future__ import annotations
 
@@ -6,20 +7,38 @@ import csv
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ConfusionMatrix", "CsvLog", "accuracy_count"]
+from .datasets import IGNORE_INDEX
+
+__all__ = [
+    "ConfusionMatrix",
+    "CsvLog",
+    "boundary_counts",
+    "boundary_f1",
+    "correct_counts",
+]
 
 
-def accuracy_count(logits: Tensor, target: Tensor) -> Tensor:
-    """[] int64 number of correct top-1 predictions: logits [B, K], target [B]."""
-    return (logits.argmax(-1) == target).sum()
+def correct_counts(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Top-1 hits and scored units of a batch: images (logits [B, K], target [B]) or pixels
+    (logits [B, K, H, W], target [B, H, W]; pixels labelled IGNORE_INDEX are not scored).
+
+    Returns:
+        (correct, scored), two [] int64 tensors on the logits' device.
+    """
+    prediction = logits.detach().argmax(1)
+    if logits.ndim == 4:
+        keep = target != IGNORE_INDEX
+        return ((prediction == target) & keep).sum(), keep.sum()
+    return (prediction == target).sum(), torch.tensor(target.shape[0], device=target.device)
 
 
 class ConfusionMatrix:
     """Accumulates a K x K confusion matrix over batches of per-pixel predictions."""
 
-    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.long)
@@ -41,10 +60,49 @@ class ConfusionMatrix:
         present = union > 0
         return float((intersection[present] / union[present]).mean()) if present.any() else 0.0
 
-    @property
-    def pixel_accuracy(self) -> float:
-        total = int(self.matrix.sum())
-        return float(self.matrix.diagonal().sum()) / total if total else 0.0
+
+def _boundaries(labels: Tensor) -> Tensor:
+    """[B, H, W] int -> [B, H, W] bool, pixels whose right or lower neighbour has another label."""
+    edge = torch.zeros_like(labels, dtype=torch.bool)
+    edge[:, :, :-1] |= labels[:, :, 1:] != labels[:, :, :-1]
+    edge[:, :-1, :] |= labels[:, 1:, :] != labels[:, :-1, :]
+    return edge
+
+
+def boundary_counts(prediction: Tensor, target: Tensor, tolerance: int = 2) -> Tensor:
+    """Counts of the boundary F-score (Martin et al.'s BSDS measure, with a square tolerance).
+
+    Args:
+        prediction: [B, H, W] int64 predicted labels.
+        target: [B, H, W] int64 true labels.
+        tolerance: a boundary pixel is matched by one within this many pixels (Chebyshev).
+
+    Returns:
+        [4] float64: predicted boundary pixels within `tolerance` of a true boundary, predicted
+        boundary pixels, true boundary pixels within `tolerance` of a predicted one, true
+        boundary pixels. Sum them over a dataset, then `boundary_f1`.
+    """
+    pred_edge, true_edge = _boundaries(prediction), _boundaries(target)
+    kernel = 2 * tolerance + 1
+
+    def near(edge: Tensor) -> Tensor:
+        return F.max_pool2d(edge[:, None].float(), kernel, 1, tolerance)[:, 0] > 0
+
+    return torch.stack(
+        [
+            (pred_edge & near(true_edge)).sum(),
+            pred_edge.sum(),
+            (true_edge & near(pred_edge)).sum(),
+            true_edge.sum(),
+        ]
+    ).to(torch.float64)
+
+
+def boundary_f1(counts: Tensor) -> float:
+    """F = 2PR / (P + R) with P = counts[0] / counts[1], R = counts[2] / counts[3]."""
+    precision = float(counts[0] / counts[1]) if counts[1] else 0.0
+    recall = float(counts[2] / counts[3]) if counts[3] else 0.0
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
 class CsvLog:
@@ -66,7 +124,7 @@ class CsvLog:
             with open(self.path, newline="") as stream:
                 rows = [r for r in csv.DictReader(stream) if int(r["step"]) <= resume_step]
         with open(self.path, "w", newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=fields)
+            writer = csv.DictWriter(stream, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
 
@@ -78,9 +136,6 @@ class CsvLog:
 
 
 def _format(value: object) -> object:
+    if value is None:
+        return ""
     return f"{value:.6g}" if isinstance(value, float) else value
-
-
-def read_csv(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="") as stream:
-        return list(csv.DictReader(stream))
