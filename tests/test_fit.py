@@ -201,18 +201,30 @@ def test_init_from_goes_through_timm_to_another_embedder(tmp_path) -> None:
     parent = tmp_path / "parent"
     assert _train(data, parent, *TINY, "--patch-size", "4", "--position", "learned") == 0
     model = init_from_checkpoint(
-        parent / "best.pt", "dht", partition_options={"budget": 8, "weights": "none"}
+        parent / "best.pt",
+        "dht",
+        embedder="dht",
+        partition_options={"budget": 8, "weights": "none"},
     )
     state = load_checkpoint(parent / "best.pt")["model"]
     assert type(model.embedder).__name__ == "DHTEmbedder"
     for name, value in model.encoder.state_dict().items():
         assert torch.equal(value, state[f"encoder.{name}"]), name
     assert torch.equal(model.head.fc.weight, state["head.fc.weight"])
+    # Without a choice, the embedder and attention are retrofit's defaults for the method.
+    from adaptok.models.retrofitting import retrofit_defaults
+
+    default = init_from_checkpoint(parent / "best.pt", "dht", partition_options={"weights": "none"})
+    embedder, attention = retrofit_defaults("dht")
+    assert default.config.embedder == embedder
+    assert default.config.encoder.proportional_attention == attention
     # A parent with sinusoidal positions has no timm counterpart for the dHT embedder.
     sincos = tmp_path / "sincos"
     assert _train(data, sincos, *TINY, "--patch-size", "4") == 0
     with pytest.raises(AdaptokError, match="--position learned"):
-        init_from_checkpoint(sincos / "best.pt", "dht", partition_options={"weights": "none"})
+        init_from_checkpoint(
+            sincos / "best.pt", "dht", embedder="dht", partition_options={"weights": "none"}
+        )
 
 
 def test_a_train_command_that_fails_its_checks_writes_nothing(tmp_path, capsys) -> None:

@@ -17,7 +17,7 @@ import sys
 import torch
 
 from ..errors import AdaptokError
-from ..models.config import EncoderConfig, ModelConfig, default_partition_options
+from ..models.config import EMBEDDERS, EncoderConfig, ModelConfig, default_partition_options
 from ..partitioners import available_methods
 from ..train.config import TrainConfig
 from ..train.datasets import DATASETS
@@ -87,9 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
     model.add_argument(
         "--embedder",
-        choices=("patch", "dht"),
+        choices=EMBEDDERS,
         default=None,
-        help="default: dht for --method dht, patch otherwise",
+        help="default: dht for --method dht, patch otherwise; with --init-from, retrofit's "
+        "default for the method",
     )
     model.add_argument(
         "--position",

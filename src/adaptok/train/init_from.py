@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import AdaptokError
 from ..models import AdaptiveViT, ModelConfig, build_model, export_timm, model_from_checkpoint
 from ..models.config import default_partition_options
-from ..models.retrofitting import retrofit
+from ..models.retrofitting import retrofit, retrofit_defaults
 from .checkpoint import load_checkpoint
 
 __all__ = ["init_from_checkpoint", "parent_config", "timm_vit_for"]
@@ -99,6 +99,7 @@ def init_from_checkpoint(
     *,
     partition_options: dict[str, object] | None = None,
     embedder: str | None = None,
+    proportional_attention: bool | None = None,
     position: str | None = None,
     position_grid: int | None = None,
 ) -> AdaptiveViT:
@@ -111,9 +112,11 @@ def init_from_checkpoint(
     Args:
         path: last.pt or best.pt of a run.
         method: the new partitioner ("grid", "quadtree", "dht", ...).
-        partition_options: its options (None: derived from the parent's image and patch size,
-            as `retrofit` derives them).
-        embedder: "patch" or "dht" (None: "dht" for method "dht", else "patch").
+        partition_options: its options, merged over the ones derived from the parent's image
+            and patch size (as `retrofit` merges them).
+        embedder: "patch", "pooled" or "dht" (None: `retrofit`'s default for the method).
+        proportional_attention: size-aware attention (None: `retrofit`'s default for the
+            method).
         position: positions of the patch embedder (None: the parent's).
         position_grid: p of the dHT position histogram (None: the parent's patch grid).
 
@@ -125,11 +128,17 @@ def init_from_checkpoint(
             a dHT embedder or a dense head, going to another embedder family).
     """
     parent = model_from_checkpoint(load_checkpoint(path, map_location="cpu"), source=str(path))
-    before = parent.config
-    assert before is not None  # model_from_checkpoint builds from the checkpoint's config
-    options = dict(
-        partition_options or default_partition_options(method, before.image_size, before.patch_size)
+    before: ModelConfig = parent.config  # type: ignore[assignment] (set by build_model)
+    given = dict(partition_options or {})
+    explicit = method == "quadtree" and {"min_patch", "max_patch"} <= given.keys()
+    derived = (
+        {} if explicit else default_partition_options(method, before.image_size, before.patch_size)
     )
+    options = {**derived, **given}
+    default_embedder, default_attention = retrofit_defaults(method)
+    embedder = embedder or default_embedder
+    if proportional_attention is None:
+        proportional_attention = default_attention
     config = dataclasses.replace(
         before,
         method=method,
@@ -137,6 +146,7 @@ def init_from_checkpoint(
         embedder=embedder,
         position=position or before.position_kind,
         position_grid=position_grid,
+        encoder=dataclasses.replace(before.encoder, proportional_attention=proportional_attention),
         backbone_weights=None,
     )
     model = build_model(config)
@@ -155,6 +165,7 @@ def init_from_checkpoint(
         vit,
         method,
         embedder=embedder,
+        proportional_attention=proportional_attention,
         position=config.position_kind,
         position_grid=position_grid,
         partition_options=options,
