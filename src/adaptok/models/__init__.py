@@ -1,7 +1,8 @@
 """Models over adaptive tokens: config, builders, AdaptiveViT, retrofitting timm ViTs.
 
 `build_model(ModelConfig)` builds from scratch, `retrofit(timm_vit)` around a pretrained ViT,
-`load_model(path)` from a training checkpoint; all three share the builders.
+`load_model(path)` from a training checkpoint; all three share the builders. `tome_forward`
+runs a timm ViT with token merging (ToMe), the training-free baseline retrofits are compared to.
 """
 
 from .builders import assemble_model, make_embedder, make_head, make_tokenizer
@@ -9,10 +10,18 @@ from .config import EncoderConfig, ModelConfig, default_partition_options
 from .encoder import MaskedEncoder, key_padding_mask
 from .factory import build_model, load_model, model_from_checkpoint
 from .heads import ClassificationHead, DenseHead, region_logits
-from .retrofitting import export_timm, load_timm_weights, remap_timm_state_dict, retrofit
+from .retrofitting import (
+    RETROFIT_DEFAULTS,
+    export_timm,
+    load_timm_weights,
+    remap_timm_state_dict,
+    retrofit,
+)
+from .tome import tome_forward
 from .vit import AdaptiveViT, LearnedTokenizer, ModelOutput, PartitionTokenizer, TokenizerOutput
 
 __all__ = [
+    "RETROFIT_DEFAULTS",
     "AdaptiveViT",
     "ClassificationHead",
     "DenseHead",
@@ -37,4 +46,5 @@ __all__ = [
     "region_logits",
     "remap_timm_state_dict",
     "retrofit",
+    "tome_forward",
 ]
