@@ -255,12 +255,20 @@ def test_hierarchy_is_nested() -> None:
 
 def test_replayed_log_weights_match_statistics_pooled_from_pixels() -> None:
     """The differentiable replay of the merges (values and gradients) against an oracle that
-    pools every level's statistics straight from the pixels, in float64."""
+    pools every level's statistics straight from the pixels, in float64. The second image is a
+    disc on a flat ground, whose flat pixels are joined into one atom across links."""
     model = load_default_tokenizer().double()
-    images = smooth_images(2, 30, 26, seed=8).double()
+    ys, xs = torch.meshgrid(torch.arange(30.0), torch.arange(26.0), indexing="ij")
+    disc = ((ys - 14) ** 2 + (xs - 11) ** 2).sqrt().sub(7).clamp(0, 1)
+    on_flat = torch.lerp(
+        torch.tensor([0.8, 0.3, 0.2]), torch.tensor([0.1, 0.2, 0.6]), disc[..., None]
+    )
+    images = torch.cat([smooth_images(1, 30, 26, seed=8), on_flat.permute(2, 0, 1)[None]]).double()
     features = model._features(images)
-    tree = model._hierarchy(features.detach(), "aicc")
+    tree = model._hierarchy(images, features.detach(), "aicc")
     assert len(tree.merges) >= 3
+    ground = tree.atom_of_pixel.view(2, -1)[1][(disc == 1).flatten()]
+    assert torch.unique(ground).numel() == 1
     replay = model._log_weights(features, tree)
     pixel_features = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
     log_weight = pixel_features.new_zeros(tree.atoms.num_vertices)

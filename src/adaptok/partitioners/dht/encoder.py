@@ -6,6 +6,13 @@ Stride-2 convolutions with replicate padding and an upsampling to the exact inpu
 encoder work on any image size, odd or rectangular, down to 1x1, and map a constant image to
 constant features (zero padding made a flat image's features vary near the border, which cut
 flat areas into strips; docs/design.md, "dHT", step 1).
+
+Every pixel's features get the same bits whatever the thread count, the batch and the pixel's
+position in it (the partition compares them, issue 19): the pointwise branch mixes channels with
+elementwise products added in a fixed order, not a convolution (whose kernels block the pixels
+differently by batch and thread count), and SiLU and sigmoid are written with `exp`, because
+torch's own kernels round differently in their vectorised and scalar paths, and which path a pixel
+takes depends on where the threads split the tensor.
 """
 
 from __future__ import annotations
@@ -14,7 +21,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PixelEncoder"]
+__all__ = ["PixelEncoder", "exact_sigmoid", "mix_channels"]
+
+
+def exact_sigmoid(values: Tensor) -> Tensor:
+    """sigmoid(values) from `exp`, add and divide only: the same bits for every element wherever it
+    sits in the tensor (torch.sigmoid and F.silu differ in the last bit between their vectorised
+    and scalar kernels, ~4% of elements on AVX-512). exp(-|x|) never overflows."""
+    small = torch.exp(-values.abs())
+    return torch.where(values >= 0, torch.ones_like(small), small) / (1 + small)
+
+
+def mix_channels(values: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """bias + weight · values per position ([N, C, *] -> [N, O, *], weight [O, C], bias [O]):
+    products added channel by channel in a fixed order, so every position gets the same bits
+    whatever the batch, the thread count and its place in the tensor (a matmul or 1x1 convolution
+    blocks positions differently)."""
+    shape = (1, -1) + (1,) * (values.dim() - 2)
+    mixed = bias.view(shape)
+    for channel in range(values.shape[1]):
+        mixed = mixed + weight[:, channel].view(shape) * values[:, channel : channel + 1]
+    return mixed
 
 
 class PixelEncoder(nn.Module):
@@ -59,6 +86,51 @@ class PixelEncoder(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         height, width = images.shape[-2:]
-        coarse = self.down2(F.silu(self.down1(images)))
+        coarse = self.down2(_silu(self.down1(images)))
         coarse = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
-        return F.silu(self.pointwise(images) + coarse)
+        pointwise = mix_channels(images, self.pointwise.weight.flatten(1), self.pointwise.bias)
+        return _silu(pointwise + coarse)
+
+    def coarse_is_off(self) -> bool:
+        """True when the coarse branch adds exactly zero (its last convolution is all zero, as in
+        the bundled weights): each feature then reads only its own pixel."""
+        return not (bool(self.down2.weight.any()) or bool(self.down2.bias.any()))
+
+    def receptive_field(self, height: int, width: int) -> tuple[Tensor, Tensor]:
+        """Which input pixels each output pixel's features read at H x W.
+
+        Returns:
+            (rows [H, 2], columns [W, 2]) int64: the first and last input row (column) read by
+            every output row (column), inclusive; the pixel itself when the coarse branch is off.
+            With it on: two 3x3 stride-2 convolutions (replicate padding) reach 7 input pixels per
+            coarse pixel, and the bilinear upsampling reads two coarse pixels (up to +-7 pixels).
+        """
+        device = self.pointwise.weight.device
+        if self.coarse_is_off():
+            rows, cols = torch.arange(height, device=device), torch.arange(width, device=device)
+            return torch.stack([rows, rows], 1), torch.stack([cols, cols], 1)
+        return _coarse_reach(height, device), _coarse_reach(width, device)
+
+
+def _silu(values: Tensor) -> Tensor:
+    return values * exact_sigmoid(values)
+
+
+def _coarse_reach(size: int, device: torch.device) -> Tensor:
+    """[size, 2] first and last input index each output index of the coarse branch reads along one
+    axis (with the pixel itself, which the pointwise branch reads)."""
+    reach = torch.arange(size, device=device)[:, None].expand(size, 2)
+    for _ in range(2):  # 3x3, stride 2, padding 1 (replicate: indices clamp to the image)
+        last = reach.shape[0] - 1
+        centre = 2 * torch.arange((last + 2) // 2, device=device)
+        reach = torch.stack(
+            [reach[(centre - 1).clamp(0, last), 0], reach[(centre + 1).clamp(max=last), 1]], 1
+        )
+    # Bilinear, align_corners=False: output i reads coarse floor(s) and floor(s) + 1 with
+    # s = max(0, (i + 0.5) * coarse / size - 0.5); one more on each side covers float rounding.
+    last = reach.shape[0] - 1
+    index = torch.arange(size, device=device)
+    source = ((index + 0.5) * (last + 1) / size - 0.5).clamp(min=0).floor().long()
+    first = reach[(source - 1).clamp(0, last), 0]
+    final = reach[(source + 2).clamp(max=last), 1]
+    return torch.stack([torch.minimum(first, index), torch.maximum(final, index)], 1)

@@ -8,7 +8,7 @@ level's vertices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -18,8 +18,10 @@ from ...graph import connected_components
 __all__ = [
     "Links",
     "RegionGraph",
+    "flat_edges",
     "forest_components",
     "group_boxes",
+    "join_across",
     "link_confidence",
     "link_vertices",
     "pixel_graph",
@@ -121,6 +123,78 @@ def pixel_graph(features: Tensor) -> RegionGraph:
         dst=dst,
         edge_distance=torch.cat([right.flatten(), down.flatten()]),
         grid=(batch, height, width),
+    )
+
+
+def flat_edges(images: Tensor, rows: Tensor, columns: Tensor) -> Tensor:
+    """Which edges of `pixel_graph` join two pixels whose receptive fields are one colour.
+
+    Such pixels have equal features, and an exactly flat area must be one region: a border
+    through it would follow the merge order, not the image (docs/design.md, "dHT", step 2).
+
+    Args:
+        images: [B, C, H, W] the images the encoder reads.
+        rows: [H, 2] first and last input row each output row reads (inclusive).
+        columns: [W, 2] the same for columns (`PixelEncoder.receptive_field`).
+
+    Returns:
+        [E] bool in `pixel_graph`'s edge order (right edges, then down edges): both pixels'
+        receptive fields hold one colour, the same for both.
+    """
+    differ_right = (images[..., 1:] != images[..., :-1]).any(1)
+    differ_down = (images[..., 1:, :] != images[..., :-1, :]).any(1)
+    same_right, same_down = ~differ_right, ~differ_down
+    if bool((rows[:, 0] == rows[:, 1]).all()) and bool((columns[:, 0] == columns[:, 1]).all()):
+        # Each pixel reads only itself: a pixel pair is flat when the two colours are equal.
+        return torch.cat([same_right.flatten(), same_down.flatten()])
+    # A field is one colour when no two adjacent pixels inside it differ: count the differing
+    # pairs in every field with integral images (exact integer sums).
+    top, bottom = rows[:, 0], rows[:, 1]
+    left, right = columns[:, 0], columns[:, 1]
+    flat = (_window_count(differ_right, top, bottom, left, right - 1) == 0) & (
+        _window_count(differ_down, top, bottom - 1, left, right) == 0
+    )
+    same_right = same_right & flat[..., 1:] & flat[..., :-1]
+    same_down = same_down & flat[..., 1:, :] & flat[..., :-1, :]
+    return torch.cat([same_right.flatten(), same_down.flatten()])
+
+
+def _window_count(mask: Tensor, top: Tensor, bottom: Tensor, left: Tensor, right: Tensor) -> Tensor:
+    """[B, H, W] number of True in mask[b, top[y]:bottom[y]+1, left[x]:right[x]+1] (inclusive
+    bounds; an empty range counts 0), from one integral image of the [B, h, w] bool mask."""
+    batch, height, width = mask.shape
+    integral = mask.new_zeros((batch, height + 1, width + 1), dtype=torch.int64)
+    integral[:, 1:, 1:] = mask.long().cumsum(1).cumsum(2)
+    top, left = top[:, None], left[None, :]
+    bottom, right = (bottom + 1)[:, None], (right + 1)[None, :]
+    return (
+        integral[:, bottom, right]
+        - integral[:, top, right]
+        - integral[:, bottom, left]
+        + integral[:, top, left]
+    )
+
+
+def join_across(links: Links, graph: RegionGraph, joined: Tensor) -> Links:
+    """The links' components, also joined across the edges marked in `joined`.
+
+    Args:
+        links: the links made on `graph`.
+        graph: the level they were made on.
+        joined: [E] bool edges of `graph` whose ends must share a component.
+
+    Returns:
+        Links whose parent (and num_parents) are the joined components, numbered in order of
+        their smallest former component (so still grouped by image, in the same order).
+    """
+    first = links.parent.index_select(0, graph.src[joined])
+    second = links.parent.index_select(0, graph.dst[joined])
+    differ = first != second
+    if not bool(differ.any()):
+        return links
+    group = connected_components(links.num_parents, first[differ], second[differ])
+    return replace(
+        links, parent=group.index_select(0, links.parent), num_parents=int(group.max()) + 1
     )
 
 

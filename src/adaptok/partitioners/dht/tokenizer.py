@@ -24,11 +24,13 @@ from ...ops import imagenet_mean_std, summary_repr
 from ...regions import Partition
 from .budget import absorb_regions, enforce_budget
 from .criteria import check_criterion, information_criterion
-from .encoder import PixelEncoder
+from .encoder import PixelEncoder, exact_sigmoid, mix_channels
 from .merge import (
     Links,
     RegionGraph,
+    flat_edges,
     group_boxes,
+    join_across,
     link_confidence,
     link_vertices,
     pixel_graph,
@@ -449,12 +451,16 @@ class DHTTokenizer(nn.Module):
         )
 
     # ------------------------------------------------------------------------------ algorithm
-    def _hierarchy(self, features: Tensor, criterion: str) -> _Hierarchy:
+    def _hierarchy(self, images: Tensor, features: Tensor, criterion: str) -> _Hierarchy:
         """Merge levels and the information-criterion selection (no gradient: every choice here
         is discrete; `_log_weights` replays the merges with gradient).
 
         After level 1 every pixel's history is that of its level-1 region (its "atom"), so the
         selection is tracked per atom, not per pixel: a few times fewer elements per level.
+
+        Args:
+            images: [B, C, H, W] the images the encoder read (for its flat areas).
+            features: [B, d, H, W] their pixel features.
         """
         batch, _, height, width = features.shape
         pixels_per_image = height * width
@@ -466,6 +472,13 @@ class DHTTokenizer(nn.Module):
         # No self-edge at the pixel level: every pixel joins a neighbour (the authors' rule; a
         # pixel self-edge left single pixels alone, about 5x more regions on noise).
         links = link_vertices(graph, None, compactness=self.compactness)
+        # Pixels whose receptive fields are one colour (the same) share an atom, so a connected,
+        # exactly flat area is one atom and no later step can cut it: its links alone leave
+        # several atoms in it, bordered where the tie rule's chains happen to end, and the
+        # selection used to keep them at different levels, which drew straight seams through
+        # flat backgrounds (issue 20; docs/design.md, "dHT", step 2).
+        flat = flat_edges(images, *self.encoder.receptive_field(height, width))
+        links = join_across(links, graph, flat)
         atoms = pool_vertices(graph, links, pooling=self.pooling)
         num_atoms = atoms.num_vertices
         vertex = torch.arange(num_atoms, device=features.device)
@@ -550,8 +563,10 @@ class DHTTokenizer(nn.Module):
         return self.encoder(self._normalise(images))
 
     def _self_edge_of(self, variance: Tensor) -> Tensor:
-        """[V] self-edge value sigmoid(w · variance + b) of every vertex of a level."""
-        return torch.sigmoid(self.self_edge(variance)).squeeze(-1)
+        """[V] self-edge value sigmoid(w · variance + b) of every vertex of a level (the same bits
+        for a vertex whatever else is in the batch: see `mix_channels`)."""
+        logit = mix_channels(variance, self.self_edge.weight, self.self_edge.bias)
+        return exact_sigmoid(logit).squeeze(-1)
 
     def _log_weights(self, features: Tensor, tree: _Hierarchy) -> Tensor:
         """[A] log similarity weight of every atom in its selected region.
@@ -606,6 +621,7 @@ class DHTTokenizer(nn.Module):
     @torch.no_grad()
     def _partition(
         self,
+        images: Tensor,
         features: Tensor,
         cap: int | None,
         criterion: str,
@@ -615,13 +631,14 @@ class DHTTokenizer(nn.Module):
         """Hierarchy, selection, relabelling and budget (all discrete: no gradient).
 
         Args:
-            features: [B, d, H, W] pixel features from the encoder.
+            images: [B, C, H, W] the images the encoder read.
+            features: [B, d, H, W] their pixel features.
 
         Returns:
             (partition, hierarchy, pieces [A] selection piece of every atom).
         """
         batch, _, height, width = features.shape
-        tree = self._hierarchy(features, criterion)
+        tree = self._hierarchy(images, features, criterion)
         atoms = tree.atoms
         # Relabel into 4-connected pieces: atoms are connected, so pieces are the components of
         # the atom graph restricted to edges whose ends were selected into the same region.
@@ -742,7 +759,7 @@ class DHTTokenizer(nn.Module):
         """`forward` on one chunk of the batch (checked arguments)."""
         features = self._features(images)
         part, tree, pieces = self._partition(
-            features.detach(), cap, criterion, generator, sample_budget
+            images.detach(), features.detach(), cap, criterion, generator, sample_budget
         )
         log_weight = self._log_weights(features, tree).index_select(0, tree.atom_of_pixel)
         shape = part.labels.shape
@@ -794,7 +811,7 @@ class DHTTokenizer(nn.Module):
         cap, criterion = self._check(images, budget, criterion)
         sample = self.training if sample_budget is None else sample_budget
         parts = [
-            self._partition(self._features(chunk), cap, criterion, generator, sample)[0]
+            self._partition(chunk, self._features(chunk), cap, criterion, generator, sample)[0]
             for chunk in _chunks(images)
         ]
         return parts[0] if len(parts) == 1 else _concatenate(parts)
