@@ -23,7 +23,7 @@ from adaptok.train.datasets import FASHION_MNIST_ROOT, FashionMNIST
 from conftest import assert_gradients_reach
 
 SIZES = [(64, 64), (128, 128), (96, 160)]
-FASHION_ITEMS = [3, 11, 29]  # a shirt, trousers and a sneaker of the test split
+FASHION_ITEMS = [3, 11, 29]  # trousers, a sandal and a dress of the test split
 
 
 def _supersampled(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
