@@ -16,5 +16,5 @@ pip() {  # quiet pip that still fails loudly; drops this machine's noise about m
   grep -v "is ignored" "$log" || true
 }
 .venv/bin/python -c "import torch, torchvision" 2>/dev/null || pip install "torch==2.14.1" "torchvision==0.29.1"
-pip install -e ".[dev]"
+pip install -e ".[dev,bench]"  # bench: matplotlib for the benchmarks' plots
 .venv/bin/python -c "import adaptok, timm, torchvision" # fail loudly if the install is broken

@@ -1,30 +1,36 @@
-"""The accuracy benchmark's plan and verdicts (benchmarks/accuracy_vs_tokens.py).
+"""The accuracy benchmark's plan, verdicts, report and a smoke run (benchmarks/accuracy/).
 
-The README states each goal of the accuracy table from `goals()`, so the plan and the verdicts
-are tested like library code; the runs themselves are too long for CI."""
+The README states each goal of the accuracy table from `verdicts()`, so the plan and the
+verdicts are tested like library code, on numbers; the real runs are too long for CI."""
 
 from __future__ import annotations
 
-import importlib.util
+import csv
 import sys
+import types
 from pathlib import Path
 
 import pytest
 
 from adaptok.partitioners.quadtree import valid_budgets
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "accuracy_vs_tokens.py"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 CLUTTERED = "cluttered-fashion-mnist-128"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("accuracy_vs_tokens", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    """The benchmark's modules as one namespace (plan, runs and report names)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from accuracy import plan, report, runs
+
+        names = {}
+        for module in (plan, runs, report):
+            names.update({k: v for k, v in vars(module).items() if not k.startswith("_")})
+        yield types.SimpleNamespace(**names)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
 
 
 @pytest.mark.parametrize("profile", ["cpu-small", "cpu-long", "full", "smoke"])
@@ -79,22 +85,33 @@ def rows(tokenizer: str, values: list[float], *, tokens: int = 64, profile: str 
     ]
 
 
-def best_adaptive_verdict(bench, table: list[dict[str, str]]) -> str:
-    lines = bench.goals(bench.group_rows(table), "cpu-long")
-    return next(line for line in lines if "best adaptive" in line)
+def verdict(bench, table: list[dict[str, str]], key: str):
+    found = {v.key: v for v in bench.verdicts(bench.group_rows(table), "cpu-long")}
+    return found[key]
 
 
 def test_the_five_point_goal_needs_three_seeds_and_a_gap_beyond_the_spread(bench) -> None:
     grid = rows("grid", [0.449, 0.451, 0.431])
-    met = best_adaptive_verdict(bench, grid + rows("dht-learned", [0.534, 0.568, 0.532]))
-    assert "+10.1 points" in met and met.endswith("**met**")
-    one_seed = best_adaptive_verdict(bench, grid + rows("dht-learned", [0.55]))
-    assert "**not decided**" in one_seed
-    small = best_adaptive_verdict(bench, grid + rows("quadtree", [0.47, 0.48, 0.46]))
-    assert "+2.6 points" in small and small.endswith("**missed** by 2.4 points")
+    met = verdict(
+        bench, grid + rows("dht-learned", [0.534, 0.568, 0.532]), "cluttered-best-adaptive-64"
+    )
+    assert met.status == "met" and met.gap == pytest.approx(0.101, abs=1e-9)
+    one_seed = verdict(bench, grid + rows("dht-learned", [0.55]), "cluttered-best-adaptive-64")
+    assert one_seed.status == "not decided"
+    small = verdict(
+        bench, grid + rows("quadtree", [0.47, 0.48, 0.46]), "cluttered-best-adaptive-64"
+    )
+    assert small.status == "missed"
+    assert small.gap == pytest.approx(0.47 - 1.331 / 3)
+    assert small.shortfall == pytest.approx(0.05 - small.gap)
     # A big mean gap inside the seeds' spread is not a win either.
-    noisy = best_adaptive_verdict(bench, grid + rows("dht-learned", [0.40, 0.70, 0.55]))
-    assert "**missed**" in noisy
+    noisy = verdict(
+        bench, grid + rows("dht-learned", [0.40, 0.70, 0.55]), "cluttered-best-adaptive-64"
+    )
+    assert noisy.status == "missed" and noisy.gap > 0.05
+    assert noisy.shortfall == pytest.approx(2 * 0.15 - noisy.gap)
+    empty = verdict(bench, grid, "cluttered-best-adaptive-64")
+    assert empty.status == "not measured" and empty.gap is None
 
 
 def test_quadtree_goal_and_the_four_times_the_tokens_goal(bench) -> None:
@@ -104,20 +121,55 @@ def test_quadtree_goal_and_the_four_times_the_tokens_goal(bench) -> None:
         + rows("quadtree", [0.409])
         + rows("dht-learned", [0.534, 0.568, 0.532])
     )
-    lines = bench.goals(bench.group_rows(table), "cpu-long")
-    assert any(
-        line.startswith("- Cluttered, dHT (dht-learned) at 64 tokens vs grid at 256: +6.7")
-        and line.endswith("**met**")
-        for line in lines
-    )
-    assert any(
-        line.startswith("- Cluttered, quadtree vs grid at 64 tokens (1 vs 3 seeds): -3.1")
-        and line.endswith("**missed**")
-        for line in lines
-    )
-    # A mean above the grid but inside the seeds' spread is said to be no clear win.
-    close = bench.group_rows(
-        rows("grid", [0.449, 0.451, 0.431]) + rows("quadtree-cnn", [0.4465, 0.4515, 0.445])
-    )
-    line = next(x for x in bench.goals(close, "cpu-long") if "quadtree-cnn vs grid" in x)
-    assert "+0.4 points" in line and line.endswith("no clear win")
+    four = verdict(bench, table, "cluttered-dht-64-vs-grid-256")
+    assert four.status == "met" and four.gap == pytest.approx(1.634 / 3 - 0.478)
+    assert "dht-learned" in four.text
+    quad = verdict(bench, table, "cluttered-quadtree-vs-grid-64")
+    assert quad.status == "missed" and quad.gap == pytest.approx(-0.031) and not quad.note
+    # A mean above the grid but inside the seeds' spread is met, with the caveat.
+    close = rows("grid", [0.449, 0.451, 0.431]) + rows("quadtree-cnn", [0.4465, 0.4515, 0.445])
+    cnn = verdict(bench, close, "cluttered-quadtree-cnn-vs-grid-64")
+    assert cnn.status == "met" and cnn.gap == pytest.approx(0.004, abs=1e-9)
+    assert "no clear win" in cnn.note
+    # The report's line is made from the verdict.
+    assert cnn.line().startswith("- Cluttered, quadtree-cnn vs grid at 64 tokens (3 vs 3 seeds)")
+
+
+def test_the_report_reads_the_committed_table(bench, tmp_path) -> None:
+    """Every existing CSV row is read, grouped and reported (old rows included), the README
+    section leads with the converged profile, and the rerun note compares rows."""
+    table = bench.CSV_PATH
+    with open(table, newline="") as stream:
+        committed = list(csv.DictReader(stream))
+    groups = bench.group_rows(committed)
+    assert sum(len(g.values) for g in groups.values()) == len(committed)
+    decided = [v for v in bench.verdicts(groups, "cpu-long") if v.status != "not measured"]
+    assert decided and all(v.gap is not None for v in decided)
+    section = bench.readme_section(groups, sorted({r["profile"] for r in committed}), [])
+    assert "`cpu-long`" in section[2]  # it leads with the converged profile
+    # One list of goals, the converged profile's: no second (short-run) list to contradict it.
+    assert [line for line in section if "Goals" in line] == [
+        "Goals of issue 9 on the `cpu-long` rows:"
+    ]
+    short_run = set(bench.stated(groups, "cpu-small")) - set(bench.stated(groups, "cpu-long"))
+    assert short_run and not short_run & set(section)
+    rerun = dict(committed[0], value=str(float(committed[0]["value"]) + 0.01))
+    note = bench.rerun_section(groups, [rerun])
+    assert f"`{rerun['run_id']}`" in note[-2] and "+1.0" in note[-2]
+
+
+def test_a_smoke_row_trains_through_fit_and_resumes_as_done(bench, tmp_path) -> None:
+    """One row of the smoke profile end to end (generated shapes: no files needed): fit writes
+    its run folder, the row carries both dense metrics, and the CSV marks it done."""
+    profile = bench.PROFILES["smoke"]
+    run = next(r for r in bench.plan(profile) if r.run_id == "shapes/grid-16-s0")
+    lines: list[str] = []
+    rows = bench.execute(run, profile, tmp_path / "work", "cpu", lines.append)
+    assert {r["metric"] for r in rows} == {"miou", "boundary_f1"}
+    assert all(0 <= r["value"] <= 1 and r["steps"] == profile.steps for r in rows)
+    assert rows[0]["val_images"] == profile.val_images
+    folder = tmp_path / "work" / "runs" / "smoke" / run.run_id
+    assert (folder / "best.pt").is_file() and (folder / "curve.json").is_file()
+    table = tmp_path / "table.csv"
+    bench.append_rows(rows, table)
+    assert bench.done_ids(table, "smoke") == {run.run_id}

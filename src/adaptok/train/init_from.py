@@ -24,7 +24,7 @@ from ..models.config import default_partition_options
 from ..models.retrofitting import retrofit, retrofit_defaults
 from .checkpoint import load_checkpoint
 
-__all__ = ["init_from_checkpoint", "parent_config", "timm_vit_for"]
+__all__ = ["init_from_checkpoint", "init_from_model", "parent_config", "timm_vit_for"]
 
 TORCH_ACTIVATIONS = {
     "gelu": nn.GELU,
@@ -103,14 +103,35 @@ def init_from_checkpoint(
     position: str | None = None,
     position_grid: int | None = None,
 ) -> AdaptiveViT:
-    """A model on `method` tokens holding the weights of a checkpoint written by `adaptok
-    train` (see the module docstring for the two paths).
+    """`init_from_model` of the model a checkpoint written by `adaptok train` (or `fit`) holds
+    (last.pt or best.pt)."""
+    parent = model_from_checkpoint(load_checkpoint(path, map_location="cpu"), source=str(path))
+    return init_from_model(
+        parent, method, partition_options=partition_options, embedder=embedder,
+        proportional_attention=proportional_attention, position=position,
+        position_grid=position_grid, source=str(path),
+    )  # fmt: skip
 
-    The trunk, patch size, image size, channels, task and classes are the checkpoint's; the
+
+def init_from_model(
+    parent: AdaptiveViT,
+    method: str,
+    *,
+    partition_options: dict[str, object] | None = None,
+    embedder: str | None = None,
+    proportional_attention: bool | None = None,
+    position: str | None = None,
+    position_grid: int | None = None,
+    source: str = "the parent",
+) -> AdaptiveViT:
+    """A model on `method` tokens holding a trained AdaptiveViT's weights (see the module
+    docstring for the two paths).
+
+    The trunk, patch size, image size, channels, task and classes are the parent's; the
     arguments choose the tokens, as in `retrofit`.
 
     Args:
-        path: last.pt or best.pt of a run.
+        parent: the trained model (its `config` says how it was built).
         method: the new partitioner ("grid", "quadtree", "dht", ...).
         partition_options: its options, merged over the ones derived from the parent's image
             and patch size (as `retrofit` merges them).
@@ -119,6 +140,7 @@ def init_from_checkpoint(
             method).
         position: positions of the patch embedder (None: the parent's).
         position_grid: p of the dHT position histogram (None: the parent's patch grid).
+        source: what errors call the parent (its checkpoint's path).
 
     Returns:
         The AdaptiveViT in training mode; `model.config` records how to rebuild it.
@@ -127,7 +149,6 @@ def init_from_checkpoint(
         AdaptokError: the weights cannot be carried over (a parent with sinusoidal positions,
             a dHT embedder or a dense head, going to another embedder family).
     """
-    parent = model_from_checkpoint(load_checkpoint(path, map_location="cpu"), source=str(path))
     before: ModelConfig = parent.config  # type: ignore[assignment] (set by build_model)
     given = dict(partition_options or {})
     explicit = method == "quadtree" and {"min_patch", "max_patch"} <= given.keys()
@@ -157,7 +178,7 @@ def init_from_checkpoint(
         vit = export_timm(parent, timm_vit_for(before))
     except AdaptokError as error:
         raise AdaptokError(
-            f"{path}: its weights cannot go into a model with the {config.embedder_kind} "
+            f"{source}: its weights cannot go into a model with the {config.embedder_kind} "
             f"embedder ({error}); keep the parent's embedder (--embedder "
             f"{before.embedder_kind}), or train the parent with --position learned"
         ) from error

@@ -1,0 +1,259 @@
+"""The accuracy benchmark's plan: profiles (how much data and how many steps) and the runs of
+the table, most important first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "DATASET_SIZES",
+    "DATASET_TITLES",
+    "EMBEDDERS",
+    "MIDDLE",
+    "PROFILES",
+    "SUBSET_PROFILES",
+    "Profile",
+    "Run",
+    "plan",
+]
+
+# ------------------------------------------------------------------------------------ profiles
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much data and how many steps every run gets (the same for every row of a profile).
+
+    Attributes:
+        name: "cpu-small" or "full" (written in every CSV row).
+        train_images: training images (None: all of the training split but the validation
+            images). The first `train_images + val_images` images of the training split are
+            the pool from which `adaptok.train.holdout` (the library's one rule, a draw seeded
+            with 0 for every run) holds `val_images` out for model selection.
+        val_images: validation images held out of that pool.
+        test_images: first N images of the test split (None: all).
+        steps: optimiser steps of every from-scratch run (and of the retrofit parent).
+        batch_size: images per step.
+        eval_every: steps between validation evaluations (and checkpoints of the best model).
+        seeds_everywhere: three seeds for every row (True) or only at the middle token count.
+        shapes_train: images of the generated shapes training set.
+    """
+
+    name: str
+    train_images: int | None
+    val_images: int
+    test_images: int | None
+    steps: int
+    batch_size: int
+    eval_every: int
+    seeds_everywhere: bool
+    shapes_train: int
+    shapes_test: int
+
+
+PROFILES = {
+    # Fits the 2-core CPU machine in about an hour and a half with two worker processes.
+    "cpu-small": Profile("cpu-small", 8000, 1000, 2000, 400, 64, 50, False, 4000, 500),
+    # The whole table, for one H100/H200-class GPU.
+    "full": Profile("full", None, 5000, None, 3000, 128, 250, True, 20000, 2000),
+    # cpu-small's data at four times the steps, for the 64-token rows of one dataset (--only):
+    # do the cpu-small differences survive longer training?
+    "cpu-long": Profile("cpu-long", 8000, 1000, 2000, 1600, 64, 100, False, 4000, 500),
+    # A few steps on a few images: checks that every kind of row runs end to end.
+    "smoke": Profile("smoke", 256, 64, 128, 4, 32, 2, False, 256, 64),
+}
+# Profiles that run a chosen subset of the plan (no list of missing rows, no goal check).
+SUBSET_PROFILES = {
+    "cpu-long": "the 64-token rows of Fashion-MNIST and cluttered Fashion-MNIST, one seed "
+    "(`--profile cpu-long --only=fashion-mnist- --only=-64-s0`), then the rows that "
+    "decide a goal: the cluttered grid's and learned dHT's other seeds "
+    "(`--only=cluttered-fashion-mnist-128/grid-64-`, `--only=cluttered-fashion-mnist-128/"
+    "dht-learned-64-`), the grid at 256 tokens (`--only=cluttered-fashion-mnist-128/grid-256-`), "
+    "quadtree and learned dHT at 31 tokens on Fashion-MNIST (`--only=fashion-mnist-64/"
+    "quadtree-31-s0`, `--only=fashion-mnist-64/dht-learned-31-s0`) and the retrofits "
+    "(`--only=retrofit-`).",
+}
+LR = 1e-3
+WEIGHT_DECAY = 0.05
+WARMUP_FRACTION = 0.1
+FINETUNE_FRACTION = 0.1  # retrofit fine-tune: 10% of the pretraining steps
+FINETUNE_LR_FACTOR = 0.1  # fine-tuning a trained model: a tenth of the peak learning rate
+EMBED_DIM, DEPTH, HEADS = 128, 4, 4
+
+DATASET_SIZES = {"fashion-mnist-64": 64, "cluttered-fashion-mnist-128": 128, "shapes": 64}
+DATASET_TITLES = {
+    "cluttered-fashion-mnist-128": "Cluttered Fashion-MNIST 128x128",
+    "fashion-mnist-64": "Fashion-MNIST 64x64",
+    "shapes": "Shapes segmentation 64x64",
+}
+MIDDLE = 64  # the middle token count (three seeds)
+
+
+# ----------------------------------------------------------------------------------- the runs
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row group of the table.
+
+    Attributes:
+        dataset: "fashion-mnist-64", "cluttered-fashion-mnist-128" or "shapes".
+        tokenizer: "grid", "quadtree", "quadtree-cnn", "dht", "dht-learned", "retrofit-quadtree",
+            "retrofit-dht" (the dHT embedder that `retrofit` picks), "retrofit-dht-patch" (the
+            plain patch embedder: each region's box resampled to P x P, the learned position at
+            its centre).
+        tokens: the token target (the measured count is what the CSV reports).
+        seed: seeds the ViT initialisation and the data order.
+        patch: P, the ViT's patch side (every token is resampled to P x P).
+        options: the partitioner's options.
+        parent: run id of the grid model a retrofit row starts from.
+        finetune: retrofit rows: fine-tuning steps (0: no fine-tuning).
+        augment: random-resized crops and flips in training (`TrainConfig.augment`); every
+            planned row so far trains without (their numbers stay comparable), an augmented row
+            gets "-aug" in its run id.
+    """
+
+    dataset: str
+    tokenizer: str
+    tokens: int
+    seed: int
+    patch: int
+    options: dict = field(default_factory=dict, hash=False, compare=False)
+    parent: str = ""
+    finetune: int = 0
+    augment: bool = False
+
+    @property
+    def run_id(self) -> str:
+        tail = f"-ft{self.finetune}" if self.tokenizer.startswith("retrofit") else ""
+        tail += "-aug" if self.augment else ""
+        return f"{self.dataset}/{self.tokenizer}-{self.tokens}-s{self.seed}{tail}"
+
+    @property
+    def needs_dht(self) -> bool:
+        return "dht" in self.tokenizer
+
+
+def plan(profile: Profile) -> list[Run]:
+    """Every run of the table, most important first (two workers take them in this order)."""
+    runs: list[Run] = []
+    seeds_mid = (0, 1, 2)
+
+    def seeds(tokens: int) -> tuple[int, ...]:
+        return seeds_mid if tokens == MIDDLE or profile.seeds_everywhere else (0,)
+
+    for dataset in ("cluttered-fashion-mnist-128", "fashion-mnist-64", "shapes"):
+        size = DATASET_SIZES[dataset]
+        grid_patch = {16: size // 4, 64: size // 8, 256: size // 16}
+        # Quadtree: the smallest patch is the ViT patch P, the largest 4P (Quadformer's setting);
+        # 16 and 31 tokens start from the 4-patch grid at P = size/8, 64 tokens at P = size/16.
+        quad_patch = {16: size // 8, 31: size // 8, 64: size // 16}
+        counts = (16, 64) if dataset == "shapes" else (16, 31, 64)
+        first = []
+        for tokens in (64, 16, 256):
+            if dataset == "shapes" and tokens == 256:
+                continue
+            first.append(Run(dataset, "grid", tokens, 0, grid_patch[tokens]))
+        for tokens in counts:
+            p = quad_patch[tokens]
+            options = {"budget": tokens, "min_patch": p, "max_patch": 4 * p}
+            first.append(Run(dataset, "quadtree", tokens, 0, p, options))
+        runs += sorted(first, key=lambda r: (r.tokens != MIDDLE, r.tokens))
+        if dataset != "shapes":
+            parent = Run(dataset, "grid", 64, 0, grid_patch[64])
+            p = grid_patch[64]
+            options = {"budget": 31, "min_patch": p, "max_patch": 4 * p}
+            for finetune in (0, max(1, round(FINETUNE_FRACTION * profile.steps))):
+                runs.append(
+                    Run(dataset, "retrofit-quadtree", 31, 0, p, options, parent.run_id, finetune)
+                )
+        for tokens in (16, 31, 256):
+            for seed in seeds(tokens)[1:]:
+                if tokens in grid_patch and dataset != "shapes":
+                    runs.append(Run(dataset, "grid", tokens, seed, grid_patch[tokens]))
+        for seed in (1, 2):
+            runs.append(Run(dataset, "grid", 64, seed, grid_patch[64]))
+            p = quad_patch[64]
+            runs.append(
+                Run(
+                    dataset,
+                    "quadtree",
+                    64,
+                    seed,
+                    p,
+                    {"budget": 64, "min_patch": p, "max_patch": 4 * p},
+                )
+            )
+        if dataset == "cluttered-fashion-mnist-128":
+            # The paper's kind of scorer: a small CNN trained on the training split, frozen.
+            for tokens in (64, 16):
+                p = quad_patch[tokens]
+                for seed in seeds(tokens):
+                    options = {"budget": tokens, "min_patch": p, "max_patch": 4 * p}
+                    runs.append(Run(dataset, "quadtree-cnn", tokens, seed, p, options))
+    # dHT rows last (issue 8 changes the dHT partitions).
+    for dataset in ("cluttered-fashion-mnist-128", "fashion-mnist-64", "shapes"):
+        size = DATASET_SIZES[dataset]
+        p = size // 8
+        counts = (64, 16) if dataset == "shapes" else (64, 16, 31)
+        for tokens in counts:
+            for seed in seeds(tokens):
+                runs.append(Run(dataset, "dht", tokens, seed, p, {"budget": tokens}))
+        if dataset != "shapes":
+            runs.append(Run(dataset, "dht-learned", 64, 0, p, {"budget": 64}))
+            runs.append(Run(dataset, "dht-learned", 31, 0, p, {"budget": 31}))
+            parent = Run(dataset, "grid", 64, 0, p)
+            for finetune in (0, max(1, round(FINETUNE_FRACTION * profile.steps))):
+                runs.append(
+                    Run(dataset, "retrofit-dht", 31, 0, p, {"budget": 31}, parent.run_id, finetune)
+                )
+            for seed in seeds(64)[1:]:  # the middle count's other seeds, the costliest runs
+                runs.append(Run(dataset, "dht-learned", 64, seed, p, {"budget": 64}))
+    # The half-token goal on Fashion-MNIST compares the best adaptive row at 31 tokens with the
+    # grid at 64: three seeds for both candidates, as for the middle count.
+    size = DATASET_SIZES["fashion-mnist-64"]
+    for seed in seeds(MIDDLE)[1:]:
+        p = size // 8
+        options = {"budget": 31, "min_patch": p, "max_patch": 4 * p}
+        runs.append(Run("fashion-mnist-64", "quadtree", 31, seed, p, options))
+        runs.append(Run("fashion-mnist-64", "dht-learned", 31, seed, p, {"budget": 31}))
+    # Retrofits at the parent's own token count (64): a quadtree of P/2..2P patches (as the
+    # from-scratch quadtree-64 rows) and dHT capped at 64 regions, every token resampled to the
+    # parent's P.
+    for dataset in ("cluttered-fashion-mnist-128", "fashion-mnist-64"):
+        p = DATASET_SIZES[dataset] // 8
+        parent = Run(dataset, "grid", 64, 0, p)
+        matched = {
+            "retrofit-quadtree": {"budget": 64, "min_patch": p // 2, "max_patch": 2 * p},
+            "retrofit-dht": {"budget": 64},
+        }
+        for tokenizer, options in matched.items():
+            for finetune in (0, max(1, round(FINETUNE_FRACTION * profile.steps))):
+                runs.append(Run(dataset, tokenizer, 64, 0, p, options, parent.run_id, finetune))
+    # The dHT retrofit through the plain patch embedder: without fine-tuning it read Fashion-MNIST
+    # at 37% where the dHT embedder's masked boxes and position histograms gave 15%.
+    for dataset in ("fashion-mnist-64", "cluttered-fashion-mnist-128"):
+        p = DATASET_SIZES[dataset] // 8
+        parent = Run(dataset, "grid", 64, 0, p)
+        for finetune in (0, max(1, round(FINETUNE_FRACTION * profile.steps))):
+            runs.append(
+                Run(
+                    dataset, "retrofit-dht-patch", 31, 0, p, {"budget": 31}, parent.run_id, finetune
+                )
+            )
+    return runs
+
+
+# What each kind of row was measured with (embedder, size-aware attention), written out rather
+# than taken from `retrofit`'s defaults, which changed (pooled tokens, issue 18): a row keeps
+# meaning what it meant. New kinds of rows get new tokenizer names.
+EMBEDDERS: dict[str, tuple[str, bool]] = {
+    "grid": ("patch", False),
+    "quadtree": ("patch", False),
+    "quadtree-cnn": ("patch", False),
+    "dht": ("dht", False),
+    "dht-learned": ("dht", False),
+    "retrofit-quadtree": ("patch", False),
+    "retrofit-dht": ("dht", False),
+    "retrofit-dht-patch": ("patch", False),
+}
