@@ -191,6 +191,24 @@ def test_douglas_peucker_matches_recursive_oracle() -> None:
         np.testing.assert_array_equal(got, expected)
 
 
+def test_a_square_keeps_its_corners_wherever_its_loop_was_entered() -> None:
+    # Numbered this way, the tracer enters the square's loop mid-edge at (17, 16): the seam must
+    # not make the corner (16, 16) look like a one-pixel step (it was rounded into a bulge).
+    labels = np.ones((64, 64), dtype=np.int64)
+    labels[16:48, 16:48] = 0
+    boundaries = trace_boundaries(labels)
+    loop = int(np.nonzero(boundaries.closed)[0][0])
+    assert boundaries.points[boundaries.chain_offsets[loop]].tolist() == [17, 16]
+    part = Partition.from_labels(torch.as_tensor(labels)[None], relabel=False)
+    image = torch.ones(3, 64, 64)
+    image[:, 16:48, 16:48] = 0.5
+    for smoothness in (1.0, 3.0):
+        svg = vectorize(image, part, smoothness=smoothness)
+        assert not re.search(r"[cCsS]", svg.split("<path")[1])  # straight edges only
+    rendered = render_svg(vectorize(image, part))[..., :3]
+    assert np.array_equal(rendered, to_rgb8(image[None]))
+
+
 def test_refine_keeps_chain_ends_and_long_corners() -> None:
     # One open chain: a 45-degree staircase, then a long L corner.
     points = np.array([[0, 0], [1, 0], [1, 1], [2, 1], [2, 2], [8, 2], [8, 8]])
@@ -352,6 +370,15 @@ def png_header(width: int, height: int) -> bytes:
     )
 
 
+def test_image_messages_read_right_for_one_image_and_for_many() -> None:
+    with pytest.raises(AdaptokError, match=r"^image must be finite, but NaN or infinite values"):
+        vectorize(torch.full((3, 8, 8), float("nan")))
+    with pytest.raises(AdaptokError, match=r"^images must be finite, but NaN or infinite values"):
+        partition(torch.full((2, 3, 8, 8), float("inf")))
+    with pytest.raises(AdaptokError, match=r"^image must be at least 1x1 pixels, got 0x8"):
+        vectorize(torch.rand(3, 0, 8))
+
+
 def test_huge_images_are_refused_before_decoding(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(png_header(100_000, 100_000))
@@ -455,7 +482,8 @@ def test_read_image_keeps_transparency_and_16_bit_grey(tmp_path: Path) -> None:
     palette.save(tmp_path / "palette.png", transparency=0)
     assert load_image(tmp_path / "palette.png", mode=None).shape[1] in (2, 4)
     svg = vectorize(tmp_path / "rgba.png", "grid", patch_size=4)
-    assert svg.count("<path") == 4 and 'fill-opacity="0.5"' in svg
+    # four grid squares of one fill: one shape (merge_equal_fills)
+    assert svg.count("<path") == 1 and 'fill-opacity="0.5"' in svg
 
 
 @needs_resvg
@@ -484,6 +512,32 @@ def test_quadtree_on_a_size_that_needs_padding_covers_exactly_the_image() -> Non
     part = partition(image, "quadtree", **options)
     assert part.image_size == (72, 100)
     assert len(root.findall(f".//{SVG_NS}path")) == part.num_regions
+
+
+@pytest.mark.parametrize("method", ["dht", "grid", "quadtree", "slic"])
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_a_flat_image_is_one_path_whatever_the_method(method: str, channels: int) -> None:
+    flat = torch.ones(channels, 75, 101)
+    for options in ({}, {"background": True}):
+        svg = vectorize(flat, method, **options)
+        assert svg.count("<path") == 1 and '<path fill="#ffffff"' in svg
+        assert svg.count("<rect") == 0  # a background the colour of the one shape adds nothing
+
+
+def test_touching_regions_of_one_fill_are_one_shape_and_the_picture_is_unchanged() -> None:
+    # Two grey squares on white, the grid cuts each into 4 (and the white into 8): 4 shapes (the
+    # two white quadrants touch only at a corner), and the exact polygons still render to the
+    # partition's mean image.
+    image = torch.ones(3, 64, 64)
+    image[:, 0:32, 0:32] = 0.5
+    image[:, 32:64, 32:64] = 0.25
+    part = partition(image, "grid", patch_size=16)
+    svg = vectorize(image, "grid", patch_size=16, smoothness=0, tolerance=0)
+    fills = sorted(p.get("fill") for p in parse(svg).findall(f".//{SVG_NS}path"))
+    assert fills == ["#404040", "#808080", "#ffffff", "#ffffff"]
+    assert np.array_equal(render_svg(svg)[..., :3], to_rgb8(part.mean_image(image[None])))
+    # a ready Partition keeps one path per region (path i fills region i)
+    assert vectorize(image, part).count("<path") == part.num_regions == 16
 
 
 def test_vectorize_budget_none_lets_dht_follow_the_content() -> None:

@@ -38,13 +38,15 @@ def check_images(images: Tensor, *, min_size: int = 1, name: str = "images") -> 
         )
     batch, _, height, width = images.shape
     if batch == 0 or images.shape[1] == 0:
-        raise AdaptokError(f"{name} is empty: shape {tuple(images.shape)}")
+        raise AdaptokError(f"{name} must not be empty, got shape {tuple(images.shape)}")
     if height < min_size or width < min_size:
         raise AdaptokError(
-            f"{name} of size {height}x{width} are too small: at least {min_size}x{min_size} "
-            "is needed; resize or pad the images"
+            f"{name} must be at least {min_size}x{min_size} pixels, got {height}x{width} (too "
+            "small); resize or pad"
         )
     # NaN and infinity propagate through a sum: check the full tensor only when the sum is not
     # finite (a cheap reduction, several times faster than isfinite(images).all()).
     if not bool(torch.isfinite(images.sum())) and not bool(torch.isfinite(images).all()):
-        raise AdaptokError(f"{name} contain NaN or infinite values; clean the input first")
+        raise AdaptokError(
+            f"{name} must be finite, but NaN or infinite values were found; clean the input first"
+        )

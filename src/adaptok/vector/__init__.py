@@ -4,7 +4,8 @@ Pipeline (docs/design.md, "Raster to vector"): Partition -> boundaries shared be
 neighbouring regions (`trace_boundaries`, each boundary traced once) -> staircase removal,
 smoothing and Douglas-Peucker simplification of the shared chains (`refine_chains`, `smooth_chains`,
 `douglas_peucker`) -> cubic Béziers (`fit_beziers`) -> one path per region filled with its mean
-colour (`write_svg`).
+colour (`write_svg`); when `vectorize` partitions the image itself, touching regions of the same
+written fill are joined first (`merge_equal_fills`), so a flat image is one path.
 
 Why there are no gaps: every chain appears in exactly two rings, once in each direction, with the
 very same integer control points; the image border chains appear once. So at any point of the
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..errors import AdaptokError
+from ..graph import label_components
 from ..io import DEFAULT_MAX_PIXELS, ImageLike, as_images, composite_alpha
 from ..partitioners.registry import get_partitioner, partition
 from ..regions import Partition
@@ -39,6 +41,7 @@ __all__ = [
     "default_budget",
     "douglas_peucker",
     "fit_beziers",
+    "merge_equal_fills",
     "refine_chains",
     "render_svg",
     "smooth_chains",
@@ -110,7 +113,10 @@ def vectorize(
         **partition_options: further options of the partitioner (e.g. scorer for quadtree).
 
     Returns:
-        SVG 1.1 text with one filled path per region, in region order.
+        SVG 1.1 text with one filled path per region, in region order. With a method name,
+        touching regions whose 8-bit colours and opacities are equal are one path
+        (`merge_equal_fills`: a flat image is one path); a given Partition keeps one path per
+        region.
 
     Raises:
         AdaptokError: bad image, options or partition.
@@ -156,7 +162,8 @@ def vectorize_batch(
         images: [B, C, H, W] float in [0, 1], C in 1..4 (grey, grey + alpha, RGB, RGBA).
 
     Returns:
-        B SVG texts; text b has one path per region of image b, in region order.
+        B SVG texts; text b has one path per region of image b, in region order (with a method
+        name, touching regions of one written fill joined, see `merge_equal_fills`).
     """
     images = as_images(images, keep_alpha=True)
     channels = images.shape[1]
@@ -209,6 +216,7 @@ def vectorize_batch(
         units_per_pixel=units_per_pixel,
         background=background,
         crisp_edges=crisp_edges,
+        join_equal_fills=isinstance(method, str),  # a given Partition keeps path i = region i
     )
 
 
@@ -223,6 +231,7 @@ def _write_all(
     units_per_pixel: int,
     background: bool | str,
     crisp_edges: bool,
+    join_equal_fills: bool,
 ) -> list[str]:
     part = part.to("cpu")
     color, alpha = color.cpu(), None if alpha is None else alpha.cpu()
@@ -235,7 +244,11 @@ def _write_all(
         opacity = weight[:, 0].numpy()
     if mean.shape[1] == 1:
         mean = mean.expand(-1, 3)
-    colors = (mean.clamp(0, 1) * 255).round().to(torch.int64).numpy()
+    colors = (mean.clamp(0, 1) * 255).round().to(torch.int64)
+    if join_equal_fills:
+        part, colors, opacity = merge_equal_fills(part, colors, opacity)
+    else:
+        colors = colors.numpy()
     offsets = part.offsets.tolist()
     labels = part.labels.numpy()
     corners = corner_length if corner_length is not None else (0.0 if smoothness == 0 else 2.0)
@@ -259,11 +272,53 @@ def _write_all(
                 colors[first:last],
                 opacity=None if opacity is None else opacity[first:last],
                 units_per_pixel=units_per_pixel,
-                background=_background_color(background, colors[first:last], part.area[first:last]),
+                background=_background_color(
+                    background,
+                    colors[first:last],
+                    part.area[first:last],
+                    None if opacity is None else opacity[first:last],
+                ),
                 crisp_edges=crisp_edges,
             )
         )
     return texts
+
+
+def merge_equal_fills(
+    part: Partition, colors: Tensor, opacity: np.ndarray | None
+) -> tuple[Partition, np.ndarray, np.ndarray | None]:
+    """Join touching regions that would be written with the same fill into one shape.
+
+    Two neighbours of one 8-bit colour (and one written opacity, in hundredths) are
+    indistinguishable in the SVG; written apart they only cost bytes and, anti-aliased, show a
+    seam. A flat image is one path whatever the partition (the grid's 16 squares of a flat
+    64x64 image included).
+
+    Args:
+        part: the Partition (on the CPU).
+        colors: [N, 3] int64 0..255 fill of every region.
+        opacity: [N] float in [0, 1] fill opacity of every region, or None.
+
+    Returns:
+        The Partition of the shapes (4-connected unions of regions), and their [M, 3] colours and
+        [M] opacities (numpy), shapes numbered in raster order of their first pixel per image.
+    """
+    level = torch.zeros_like(colors[:, 0])
+    if opacity is not None:  # hundredths, as write_svg writes them
+        level = torch.from_numpy(np.rint(np.clip(opacity, 0, 1) * 100).astype(np.int64))
+    key = ((colors[:, 0] * 256 + colors[:, 1]) * 256 + colors[:, 2]) * 101 + level
+    key_map = key[part.labels]
+    shapes = Partition.from_labels(label_components(key_map), relabel=False)
+    if shapes.num_regions == part.num_regions:  # nothing to join: keep the region order
+        return part, colors.numpy(), opacity
+    # every pixel of a shape carries the same key: any of them gives the shape's fill
+    shape_key = key.new_zeros(shapes.num_regions).scatter_(
+        0, shapes.labels.flatten(), key_map.flatten()
+    )
+    level_of_shape, rgb = shape_key % 101, shape_key // 101
+    shape_colors = torch.stack([rgb // 65536, rgb // 256 % 256, rgb % 256], 1).numpy()
+    shape_opacity = None if opacity is None else (level_of_shape.double() / 100).numpy()
+    return shapes, shape_colors, shape_opacity
 
 
 def _split_alpha(images: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -274,11 +329,13 @@ def _split_alpha(images: Tensor) -> tuple[Tensor, Tensor | None]:
 
 
 def _background_color(
-    background: bool | str, colors: np.ndarray, area: Tensor
+    background: bool | str, colors: np.ndarray, area: Tensor, opacity: np.ndarray | None
 ) -> np.ndarray | None:
     if background is False or background is None:
         return None
     if background is True:
+        if len(colors) == 1 and (opacity is None or opacity[0] >= 1):
+            return None  # one opaque shape: no seams to hide, the same colour twice otherwise
         weights = area.numpy().astype(np.float64)
         return np.rint((colors * weights[:, None]).sum(0) / weights.sum()).astype(np.int64)
     return _parse_color(background)

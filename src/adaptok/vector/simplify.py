@@ -78,7 +78,7 @@ def refine_chains(
     Returns:
         The refined chains with their fixed points marked.
     """
-    points = points.astype(np.float64)
+    points, offsets = _start_closed_chains_at_a_turn(points.astype(np.float64), offsets, closed)
     num_chains = offsets.shape[0] - 1
     runs_per_chain = np.diff(offsets) - 1
     is_last_point = np.zeros(points.shape[0], dtype=bool)
@@ -130,6 +130,32 @@ def refine_chains(
     order = np.lexsort((item_rank, item_chain))
     new_offsets = np.concatenate([[0], np.cumsum(np.bincount(item_chain, minlength=num_chains))])
     return Chains(item_point[order], new_offsets, item_fixed[order], closed.copy())
+
+
+def _start_closed_chains_at_a_turn(
+    points: np.ndarray, offsets: np.ndarray, closed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A closed chain may start in the middle of a straight edge (where the tracer entered the
+    loop); its first and last runs are then one run cut in two, and the corner beside the cut
+    would look like a one-pixel step and be smoothed away. Such chains drop the seam point and
+    close at their second point (a genuine turn) instead."""
+    first, last = offsets[:-1], offsets[1:] - 1
+    # closed chains have at least 4 runs (a rectangle), so first + 1 and last - 1 exist there
+    candidates = np.nonzero(closed & (last - first >= 4))[0]
+    seam, after, before = first[candidates], first[candidates] + 1, last[candidates] - 1
+    incoming = points[seam] - points[before]
+    outgoing = points[after] - points[seam]
+    straight = incoming[:, 0] * outgoing[:, 1] - incoming[:, 1] * outgoing[:, 0] == 0
+    chains = candidates[straight]
+    if chains.shape[0] == 0:
+        return points, offsets
+    points = points.copy()
+    points[last[chains]] = points[first[chains] + 1]  # close at the second point
+    keep = np.ones(points.shape[0], dtype=bool)
+    keep[first[chains]] = False
+    removed = np.zeros(offsets.shape[0] - 1, dtype=np.int64)
+    removed[chains] = 1
+    return points[keep], offsets - np.concatenate([[0], np.cumsum(removed)])
 
 
 def smooth_chains(chains: Chains, passes: int, *, max_shift: float | None = None) -> Chains:
