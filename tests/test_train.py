@@ -428,3 +428,19 @@ def test_train_config_refuses_bad_optimiser_settings(field, value, message):
     # Before, a negative lr reached torch.optim and ended the CLI with a raw traceback.
     with pytest.raises(AdaptokError, match=message):
         TrainConfig(**{field: value})
+
+
+def test_a_run_saved_before_newer_fields_existed_resumes(tmp_path):
+    """A checkpoint without the augment field (older runs never augmented) resumes."""
+    _run(tmp_path, "run", stop_after=3, augment=False)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    del state["train_config"]["augment"], state["train_config"]["eval_batch_size"]
+    save_checkpoint(state, tmp_path / "run" / "last.pt")
+    assert _run(tmp_path, "run", augment=False).step == 8
+    # A missing field stands for its default: a run whose value differs from it is refused.
+    _run(tmp_path, "other", stop_after=3)
+    state = load_checkpoint(tmp_path / "other" / "last.pt")
+    del state["train_config"]["lr"]
+    save_checkpoint(state, tmp_path / "other" / "last.pt")
+    with pytest.raises(AdaptokError, match=r"lr: 0.001 -> 0.002"):
+        _run(tmp_path, "other")

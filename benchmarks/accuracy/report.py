@@ -571,7 +571,10 @@ def rerun_section(groups: dict[tuple, Group], reruns: list[dict[str, str]]) -> l
         "(`benchmarks/results/accuracy_vs_tokens_library_rerun.csv`, written with `--csv`; 1 "
         "thread, `nice -n 10`, on the busy 2-core machine), beside the table's value (the "
         "benchmark's own loop, the tail validation split). Seed spread: the sample std of the "
-        "table's three-seed rows of that profile and dataset, smallest to largest.",
+        "table's three-seed rows of that profile and dataset, smallest to largest; the difference "
+        "of two single-seed runs varies by about sqrt(2) times that, so a difference inside "
+        "twice the largest spread is seed noise. (The split, the data order and the loop all "
+        "changed, so no row can repeat bit for bit.)",
         "",
         "| run | profile | metric | table (%) | through fit (%) | difference | seed spread |",
         "|---|---|---|---:|---:|---:|---:|",

@@ -54,6 +54,9 @@ __all__ = [
 ]
 
 LAST_FILE, BEST_FILE = "last.pt", "best.pt"
+# TrainConfig fields whose default changed meaning since runs without them were saved: what
+# those runs did (they trained without augmentation).
+OLDER_RUNS = {"augment": False}
 RUN_FILES = (LAST_FILE, BEST_FILE, "train_metrics.csv", "eval_metrics.csv")
 
 
@@ -172,8 +175,11 @@ def check_resumable(
             "program, e.g. an older benchmark); start a new run with --overwrite or another --out"
         )
     saved_model = state.get("model_config") or {}
+    if saved_model:  # fields added since the run started take the values they stand for
+        saved_model = ModelConfig.from_dict(saved_model).to_dict()
     ours_model = model_config.to_dict() if model_config is not None else {}
-    saved_train = state["train_config"]
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    saved_train = {**defaults, **OLDER_RUNS, **state["train_config"]}
     ours_train = dataclasses.asdict(config)
     differing = [
         f"model.{name}: {saved_model.get(name)!r} -> {value!r}"
