@@ -173,3 +173,20 @@ def test_a_smoke_row_trains_through_fit_and_resumes_as_done(bench, tmp_path) -> 
     table = tmp_path / "table.csv"
     bench.append_rows(rows, table)
     assert bench.done_ids(table, "smoke") == {run.run_id}
+
+
+def test_augmented_rows_are_their_own_rows(bench) -> None:
+    """An augmented parent (the option the plan offers for issue 18) gets its own run id and its
+    own table row, after the plain one, and its retrofits find it by the parent id."""
+    plain = bench.Run("fashion-mnist-64", "grid", 64, 0, 8)
+    augmented = bench.Run("fashion-mnist-64", "grid", 64, 0, 8, augment=True)
+    assert augmented.run_id == plain.run_id + "-aug"
+    table = rows("grid", [0.44, 0.45, 0.43]) + [
+        dict(row, tokenizer="grid-aug", run_id=row["run_id"] + "-aug")
+        for row in rows("grid", [0.47, 0.48, 0.46])
+    ]
+    groups = bench.group_rows(table)
+    assert {k[2] for k in groups} == {"grid", "grid-aug"}
+    assert sorted(["grid-aug", "quadtree", "grid"], key=bench.tokenizer_rank) == [
+        "grid", "grid-aug", "quadtree"
+    ]  # fmt: skip

@@ -131,7 +131,7 @@ def plot_curves(plt, work: Path, profile: str, path: Path) -> str | None:
     if not datasets:
         return _kept(path)
     fig, axes = plt.subplots(len(datasets), 1, figsize=(8, 3.2 * len(datasets)), squeeze=False)
-    handles: dict[str, object] = {}
+    handles: dict[tuple[int, int], object] = {}
     for ax, dataset in zip(axes[:, 0], datasets, strict=True):
         for curve_file in sorted((work / "runs" / profile / dataset).glob("*/curve.json")):
             name = curve_file.parent.name
@@ -142,7 +142,7 @@ def plot_curves(plt, work: Path, profile: str, path: Path) -> str | None:
             if not curve or tokenizer not in TOKENIZER_LABELS:
                 continue
             style = {"16": ":", "31": "-.", "64": "-", "256": "--"}.get(tokens, "-")
-            label = f"{TOKENIZER_LABELS[tokenizer]}, {tokens} tokens"
+            label = (list(TOKENIZER_LABELS).index(tokenizer), int(tokens))
             (line,) = ax.plot(
                 [c[0] for c in curve],
                 [100 * c[1] for c in curve],
@@ -156,7 +156,9 @@ def plot_curves(plt, work: Path, profile: str, path: Path) -> str | None:
         ax.set_ylabel("validation " + ("mean IoU" if dataset == "shapes" else "accuracy") + " (%)")
         ax.grid(alpha=0.3)
     fig.suptitle(f"Validation score during training ({profile}, seed 0)", fontsize=11)
-    fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=8)
+    order = sorted(handles)  # tokenizer, then token count
+    labels = [f"{list(TOKENIZER_LABELS.values())[kind]}, {tokens} tokens" for kind, tokens in order]
+    fig.legend([handles[key] for key in order], labels, loc="center right", fontsize=8)
     fig.tight_layout(rect=(0, 0, 0.68, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)

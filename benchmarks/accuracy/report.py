@@ -9,6 +9,7 @@ from pathlib import Path
 from .plan import (
     DATASET_SIZES,
     DATASET_TITLES,
+    EMBEDDERS,
     LR,
     PROFILES,
     SUBSET_PROFILES,
@@ -28,16 +29,16 @@ __all__ = [
     "write_report",
 ]
 
-TOKENIZER_ORDER = [
-    "grid",
-    "quadtree",
-    "quadtree-cnn",
-    "dht",
-    "dht-learned",
-    "retrofit-quadtree",
-    "retrofit-dht",
-    "retrofit-dht-patch",
-]
+AUGMENTED = "-aug"  # the CSV's tokenizer of a row trained with augmentation ends so
+
+
+def tokenizer_rank(tokenizer: str) -> tuple[int, bool]:
+    """Where a tokenizer's rows go in the tables: the plan's order of row kinds, each kind's
+    augmented rows after its plain ones."""
+    kind = tokenizer.removesuffix(AUGMENTED)
+    return list(EMBEDDERS).index(kind), tokenizer != kind
+
+
 CLUTTER, FASHION = "cluttered-fashion-mnist-128", "fashion-mnist-64"
 
 
@@ -381,9 +382,7 @@ def _dataset_table(groups: dict[tuple, Group], profile: str, dataset: str) -> li
         header + " | train s | eval img/s | device |",
         "|---|---:|---:|---:|" + "---:|" * len(metrics) + "---:|---:|---|",
     ]
-    first = sorted(
-        {k[:5] for k in keys}, key=lambda k: (TOKENIZER_ORDER.index(k[2]), int(k[3]), k[4])
-    )
+    first = sorted({k[:5] for k in keys}, key=lambda k: (tokenizer_rank(k[2]), int(k[3]), k[4]))
     for k in first:
         cells = []
         main = None
@@ -540,7 +539,7 @@ def longer_training_section(groups: dict[tuple, Group], extra: str, base: str) -
         "|---|---|---:|---:|---:|---:|",
     ]
     for key, g in sorted(
-        groups.items(), key=lambda kv: (kv[0][1], TOKENIZER_ORDER.index(kv[0][2]), int(kv[0][3]))
+        groups.items(), key=lambda kv: (kv[0][1], tokenizer_rank(kv[0][2]), int(kv[0][3]))
     ):
         if key[0] != extra or key[2].startswith("retrofit") or key[5] != "accuracy":
             continue

@@ -304,8 +304,7 @@ def retrofitted(run: Run, profile: Profile, work: Path, num_classes: int) -> nn.
     from adaptok.models import model_from_checkpoint, retrofit
     from adaptok.train import init_from_model, load_checkpoint
 
-    parent_run = Run(run.dataset, "grid", 64, 0, run.patch)
-    best = work / "runs" / profile.name / parent_run.run_id / "best.pt"
+    best = work / "runs" / profile.name / run.parent / "best.pt"
     if not best.is_file():
         raise FileNotFoundError(best)
     state = load_checkpoint(best)
@@ -479,7 +478,7 @@ def execute(run: Run, profile: Profile, work: Path, device: str, log: Log) -> li
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
     common = {
         "dataset": run.dataset,
-        "tokenizer": run.tokenizer,
+        "tokenizer": run.tokenizer + ("-aug" if run.augment else ""),  # report.AUGMENTED
         "tokens_per_image": scored["tokens_per_image"],
         "seed": run.seed,
         "steps": run.finetune if retrofit_row else result.step,

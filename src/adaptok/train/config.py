@@ -55,7 +55,7 @@ class TrainConfig:
         eval_batch_size: images per evaluation forward pass (None: batch_size).
         num_workers: DataLoader worker processes (datasets without a `batch` method).
         device: "auto", "cpu" or "cuda".
-        progress: show a tqdm progress bar (main process only).
+        progress: show a tqdm progress bar (main process only, and only on a terminal).
         stop_after: stop after this many steps of this run, as if killed (for tests).
     """
 

@@ -506,7 +506,8 @@ def _train_steps(
         total=config.steps,
         initial=state.step,
         desc="train",
-        disable=not (config.progress and info.is_main),
+        # None: tqdm draws only on a terminal (no carriage-return lines in a log file).
+        disable=None if config.progress and info.is_main else True,
     )
     every_parameter = (
         [p for p in run.model.parameters() if p.requires_grad] if info.distributed else None

@@ -198,7 +198,8 @@ def evaluate(
     start = time.perf_counter()
     loader = batches(dataset, shard, batch_size)
     total = -(-len(shard) // batch_size)
-    for images, target in tqdm(loader, total=total, desc="eval", disable=not progress, leave=False):
+    bar = tqdm(loader, total=total, desc="eval", disable=None if progress else True, leave=False)
+    for images, target in bar:  # (a bar only on a terminal: none in log files)
         images, target = images.to(device), target.to(device)
         with autocast_context(device, amp):
             logits, counts = forward_counts(net, images)
