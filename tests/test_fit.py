@@ -261,3 +261,33 @@ def test_evaluate_scores_boundary_f1_of_dense_models() -> None:
     counts = sum(boundary_counts(prediction[i : i + 1], labels[i][None]) for i in range(6))
     assert result.boundary_f1 == pytest.approx(boundary_f1(counts))
     assert result.miou is not None and result.tokens_per_image == 16.0
+
+
+class Recorder(SmallCNN):
+    """Keeps every training batch it is shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.seen.append(images.detach().clone())
+        return super().forward(images)
+
+
+def test_fit_shows_the_model_its_batches_unchanged_unless_augmenting(tmp_path) -> None:
+    data = _data(count=16)
+    plain = Recorder()
+    fit(plain, data, None, _config(tmp_path, "plain", steps=4, augment=False, eval_every=0))
+    # The model saw exactly the dataset's images, in the sampler's seeded order.
+    shown = torch.cat(plain.seen)
+    assert shown.shape == (16, 3, 8, 8)
+    matches = (shown[:, None] == data.images[None].float()).flatten(2).all(-1)
+    assert matches.sum(1).tolist() == [1] * 16 and sorted(
+        matches.float().argmax(1).tolist()
+    ) == list(range(16))
+    augmented = Recorder()
+    fit(augmented, data, None, _config(tmp_path, "aug", steps=4, augment=True, eval_every=0))
+    assert not torch.equal(torch.cat(augmented.seen), shown)
+    assert torch.cat(augmented.seen).shape == shown.shape
