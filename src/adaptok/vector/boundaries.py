@@ -22,6 +22,7 @@ longest chain).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -99,12 +100,93 @@ def trace_boundaries(labels: np.ndarray) -> Boundaries:
         )
     if labels.min() < 0:
         raise AdaptokError("labels must be non-negative region ids (-1 is reserved for outside)")
-    labels = labels.astype(np.int64, copy=False)
-    height, width = labels.shape
-    row = width + 1  # vertex (x, y) has index y * row + x
-    padded = np.pad(labels, 1, constant_values=-1)
+    padded = np.pad(labels.astype(np.int64, copy=False), 1, constant_values=-1)
+    edges = _crack_edges(padded)
+    chains = _trace_chains(edges)
+    rings = _link_rings(padded, edges, chains)
+    return Boundaries(
+        height=edges.height,
+        width=edges.width,
+        points=chains.points,
+        chain_offsets=chains.offsets,
+        left=chains.left,
+        right=chains.right,
+        closed=chains.closed,
+        ring_chain=rings.instance // 2,
+        ring_reversed=(rings.instance % 2).astype(bool),
+        ring_region=rings.region,
+        ring_start=rings.start,
+    )
 
-    # --- crack edges --------------------------------------------------------------------------
+
+class _CrackEdges(NamedTuple):
+    """Crack edges of an H x W label map, each oriented with the smaller region on its left.
+
+    Lattice vertex (x, y) has index y * (W + 1) + x. Edge ids: the horizontal edges first, in
+    raster order of their left end, then the vertical ones, in raster order of their top end.
+
+    Attributes:
+        height, width: H and W.
+        start, end: [E] int64 vertex where each edge starts and ends.
+        left, right: [E] int64 region on each side (left < right; -1 = outside the image).
+        direction: [E] int64 direction of travel (0 right, 1 down, 2 left, 3 up).
+        junction: [V] bool vertices where the boundary branches, plus the image corners.
+        hy, hx: [E_h] int64 lattice position (y, x) of the horizontal edges' left ends.
+        vy, vx: [E_v] int64 lattice position of the vertical edges' top ends.
+    """
+
+    height: int
+    width: int
+    start: np.ndarray
+    end: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    direction: np.ndarray
+    junction: np.ndarray
+    hy: np.ndarray
+    hx: np.ndarray
+    vy: np.ndarray
+    vx: np.ndarray
+
+
+class _TracedChains(NamedTuple):
+    """The chains of `_trace_chains` (fields of `Boundaries`, plus what linking rings needs).
+
+    Attributes:
+        points, offsets, left, right, closed: as `Boundaries.points`, `chain_offsets`, `left`,
+            `right`, `closed`.
+        chain: [E] int64 chain of every crack edge.
+        first_edge, last_edge: [C] int64 first and last crack edge of every chain.
+    """
+
+    points: np.ndarray
+    offsets: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    closed: np.ndarray
+    chain: np.ndarray
+    first_edge: np.ndarray
+    last_edge: np.ndarray
+
+
+class _Rings(NamedTuple):
+    """Chain instances in drawing order (instance 2c walks chain c forwards, 2c + 1 backwards).
+
+    Attributes:
+        instance: [K] int64 instance id.
+        region: [K] int64 region whose outline it belongs to (non-decreasing).
+        start: [K] bool whether it begins a new ring.
+    """
+
+    instance: np.ndarray
+    region: np.ndarray
+    start: np.ndarray
+
+
+def _crack_edges(padded: np.ndarray) -> _CrackEdges:
+    """Every unit lattice edge between two different regions of a label map padded with -1."""
+    height, width = padded.shape[0] - 2, padded.shape[1] - 2
+    row = width + 1  # vertex (x, y) has index y * row + x
     # Horizontal edge from (x, y) to (x + 1, y): pixel above on its left, pixel below on its right.
     above, below = padded[:-1, 1:-1], padded[1:, 1:-1]
     hy, hx = np.nonzero(above != below)
@@ -123,18 +205,23 @@ def trace_boundaries(labels: np.ndarray) -> Boundaries:
     start, end = np.where(flip, end, start), np.where(flip, start, end)
     left, right = np.where(flip, right, left), np.where(flip, left, right)
     direction = np.where(flip, direction + 2, direction)
-    num_edges = start.shape[0]
     num_vertices = (height + 1) * row
-    edge_ids = np.arange(num_edges)
-
     degree = np.bincount(start, minlength=num_vertices) + np.bincount(end, minlength=num_vertices)
     junction = degree != 2
     junction[[0, width, height * row, height * row + width]] = True  # image corners stay put
+    return _CrackEdges(height, width, start, end, left, right, direction, junction, hy, hx, vy, vx)
 
-    # --- chains: successor arrays, cycle breaking, list ranking ---------------------------------
-    in_edge = np.full(num_vertices, -1, dtype=np.int64)
+
+def _trace_chains(edges: _CrackEdges) -> _TracedChains:
+    """Crack edges joined into chains between junctions: successor arrays, cycle breaking, list
+    ranking; each chain keeps only its turning points and ends."""
+    start, end, direction = edges.start, edges.end, edges.direction
+    row = edges.width + 1
+    num_edges = start.shape[0]
+    edge_ids = np.arange(num_edges)
+    in_edge = np.full(edges.junction.shape[0], -1, dtype=np.int64)
     in_edge[end] = edge_ids  # unique at non-junction vertices, which is all we read
-    previous = np.where(junction[start], -1, in_edge[start])
+    previous = np.where(edges.junction[start], -1, in_edge[start])
     previous = _break_cycles(previous)
     head, rank = _list_rank(previous)
     is_head = previous < 0
@@ -146,8 +233,7 @@ def trace_boundaries(labels: np.ndarray) -> Boundaries:
     order[(np.cumsum(edges_per_chain) - edges_per_chain)[chain] + rank] = edge_ids
     first_edge = order[np.cumsum(edges_per_chain) - edges_per_chain]
     last_edge = order[np.cumsum(edges_per_chain) - 1]
-    chain_left, chain_right = left[first_edge], right[first_edge]
-    closed = ~junction[start[first_edge]]  # a chain without junction is a closed loop
+    closed = ~edges.junction[start[first_edge]]  # a chain without junction is a closed loop
 
     # Chain vertices: the start of every edge in walking order, then the end of the last edge.
     sorted_chain = chain[order]
@@ -166,36 +252,40 @@ def trace_boundaries(labels: np.ndarray) -> Boundaries:
     keep_vertex[position + sorted_chain] = turns | is_first
     points_index = vertex[keep_vertex]
     kept_per_chain = np.add.reduceat(keep_vertex.astype(np.int64), vertex_offsets[:-1])
-    chain_offsets = np.concatenate([[0], np.cumsum(kept_per_chain)])
-    points = np.stack([points_index % row, points_index // row], 1)
+    return _TracedChains(
+        points=np.stack([points_index % row, points_index // row], 1),
+        offsets=np.concatenate([[0], np.cumsum(kept_per_chain)]),
+        left=edges.left[first_edge],
+        right=edges.right[first_edge],
+        closed=closed,
+        chain=chain,
+        first_edge=first_edge,
+        last_edge=last_edge,
+    )
 
-    # --- rings: chain instances linked at their end vertex by a local turning rule --------------
+
+def _link_rings(padded: np.ndarray, edges: _CrackEdges, chains: _TracedChains) -> _Rings:
+    """Chain instances linked at their end vertex by a local turning rule into rings, ordered
+    by region, then ring, then walking order."""
+    row = edges.width + 1
+    first_edge, last_edge = chains.first_edge, chains.last_edge
+    num_chains = first_edge.shape[0]
     # Instance 2c walks chain c forwards (region = left), 2c + 1 backwards (region = right).
-    inst_region = np.stack([chain_left, chain_right], 1).reshape(-1)
+    inst_region = np.stack([chains.left, chains.right], 1).reshape(-1)
     # Vertex where each instance ends and direction of its last step.
-    forward_end, forward_dir = end[last_edge], direction[last_edge]
-    backward_end, backward_dir = start[first_edge], (direction[first_edge] + 2) % 4
+    forward_end, forward_dir = edges.end[last_edge], edges.direction[last_edge]
+    backward_end, backward_dir = edges.start[first_edge], (edges.direction[first_edge] + 2) % 4
     inst_end = np.stack([forward_end, backward_end], 1).reshape(-1)
     inst_dir = np.stack([forward_dir, backward_dir], 1).reshape(-1)
     valid = inst_region >= 0
     valid_ids = np.nonzero(valid)[0]
     region = inst_region[valid_ids]
     out_dir = _turn(padded, inst_end[valid_ids], inst_dir[valid_ids], region, row)
-    out_edge = _edge_leaving(
-        inst_end[valid_ids],
-        out_dir,
-        num_horizontal=hy.shape[0],
-        hy=hy,
-        hx=hx,
-        vy=vy,
-        vx=vx,
-        height=height,
-        width=width,
-    )
+    out_edge = _edge_leaving(inst_end[valid_ids], out_dir, edges)
     if bool((out_edge < 0).any()):  # pragma: no cover - would be a bug in the turning rule
         raise AdaptokError("internal error: a ring could not be closed")
-    next_chain = chain[out_edge]
-    next_instance = 2 * next_chain + (chain_left[next_chain] != region)
+    next_chain = chains.chain[out_edge]
+    next_instance = 2 * next_chain + (chains.left[next_chain] != region)
     # Compact ids over the valid instances and rank each ring (cycles of `successor`).
     compact = np.full(2 * num_chains, -1, dtype=np.int64)
     compact[valid_ids] = np.arange(valid_ids.shape[0])
@@ -215,40 +305,21 @@ def trace_boundaries(labels: np.ndarray) -> Boundaries:
     ring_offset = (np.cumsum(sorted_length) - sorted_length)[ring_position]
     ring_order = np.empty_like(ring)
     ring_order[ring_offset[ring] + ring_rank] = np.arange(ring.shape[0])
-    ring_instance = valid_ids[ring_order]
-    return Boundaries(
-        height=height,
-        width=width,
-        points=points,
-        chain_offsets=chain_offsets,
-        left=chain_left,
-        right=chain_right,
-        closed=closed,
-        ring_chain=ring_instance // 2,
-        ring_reversed=(ring_instance % 2).astype(bool),
-        ring_region=region[ring_order],
-        ring_start=ring_rank[ring_order] == 0,
+    return _Rings(
+        instance=valid_ids[ring_order],
+        region=region[ring_order],
+        start=ring_rank[ring_order] == 0,
     )
 
 
-def _edge_leaving(
-    vertex: np.ndarray,
-    direction: np.ndarray,
-    *,
-    num_horizontal: int,
-    hy: np.ndarray,
-    hx: np.ndarray,
-    vy: np.ndarray,
-    vx: np.ndarray,
-    height: int,
-    width: int,
-) -> np.ndarray:
+def _edge_leaving(vertex: np.ndarray, direction: np.ndarray, edges: _CrackEdges) -> np.ndarray:
     """Id of the crack edge leaving each vertex in each direction (-1 if there is none).
 
-    Edge ids are those of `trace_boundaries`: horizontal edges first (in raster order of their
-    left end), then vertical ones (raster order of their top end); both lists are sorted, so a
-    binary search finds an edge from its lattice position without a dense per-vertex table.
+    Both edge lists (horizontal, vertical) are sorted by lattice position, so a binary search
+    finds an edge from its position without a dense per-vertex table.
     """
+    hy, hx, vy, vx, width = edges.hy, edges.hx, edges.vy, edges.vx, edges.width
+    num_horizontal = hy.shape[0]
     row = width + 1
     y, x = vertex // row, vertex % row
     horizontal = direction % 2 == 0

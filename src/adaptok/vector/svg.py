@@ -14,6 +14,7 @@ loop over regions, rings or segments.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -51,7 +52,69 @@ def write_svg(
     Returns:
         The SVG text; path i fills region i.
     """
-    scale = units_per_pixel
+    rows = _emitted_rows(boundaries, curves, units_per_pixel)
+    commands = _commands(rows, shorthand=shorthand)
+    paths = _path_elements(rows, commands, _path_headers(colors, opacity))
+    height, width, scale = boundaries.height, boundaries.width, units_per_pixel
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width * scale} {height * scale}">\n'
+    )
+    tail = "</svg>\n"
+    if crisp_edges:  # on a group: resvg ignores shape-rendering on the root element
+        head += '<g shape-rendering="crispEdges">\n'
+        tail = "</g>\n" + tail
+    if background is not None:
+        head += f'<rect width="100%" height="100%" fill="#{_hex(background)}"/>\n'
+    return head + paths + tail
+
+
+class _Rows(NamedTuple):
+    """The segments to write, one row each, in drawing order (region, ring, walking order).
+
+    Coordinates are integers in units of 1 / units_per_pixel pixel.
+
+    Attributes:
+        origin: [N, 2] int64 absolute point where the row's segment starts (as walked).
+        numbers: [N, 6] int64 first control, second control and end point, relative to origin.
+        straight: [N] bool segments that are lines (only numbers[:, 4:6] matter).
+        ring: [N] int64 ring of every row.
+        region: [N] int64 region of every row.
+    """
+
+    origin: np.ndarray
+    numbers: np.ndarray
+    straight: np.ndarray
+    ring: np.ndarray
+    region: np.ndarray
+
+
+class _Commands(NamedTuple):
+    """How every row is written: `[header] [M x y] [letter] numbers [z] [footer]`.
+
+    Attributes:
+        kind: [N] int64 0 c (curve), 1 l (line), 2 h, 3 v (horizontal / vertical line), 4 none
+            (a straight last row of a ring, left to the closing z), 5 s (smooth curve).
+        letter: [N] bool rows that write their command letter (the first of a run of one kind).
+        count: [N] int64 numbers written.
+        first_column: [N] int64 first column of `numbers` written.
+        ring_first, ring_last, region_first, region_last: [N] bool rows that open or close a
+            ring (M ... z) or a region's path element.
+    """
+
+    kind: np.ndarray
+    letter: np.ndarray
+    count: np.ndarray
+    first_column: np.ndarray
+    ring_first: np.ndarray
+    ring_last: np.ndarray
+    region_first: np.ndarray
+    region_last: np.ndarray
+
+
+def _emitted_rows(boundaries: Boundaries, curves: Curves, scale: int) -> _Rows:
+    """Round the curves to the integer grid and list the segments of every chain instance in
+    drawing order, each walked in the direction of its instance."""
     start = np.rint(curves.start * scale).astype(np.int64)
     end = np.rint(curves.end * scale).astype(np.int64)
     # Control points are rounded as offsets from their own end point, so the two handles of a
@@ -61,7 +124,6 @@ def write_svg(
     straight = _is_straight(start, control1, control2, end)
     empty = straight & (start == end).all(1)
 
-    # --- emitted rows: the segments of every chain instance, in drawing order ------------------
     chain = boundaries.ring_chain
     reverse = boundaries.ring_reversed
     segment_offsets = curves.offsets
@@ -79,7 +141,8 @@ def write_svg(
     )
     # Zero-length segments are dropped, unless a whole ring is made of them (the path of every
     # region must exist, even if simplification left it without area).
-    ring_of_row = (np.cumsum(boundaries.ring_start) - 1)[instance_of_row]
+    ring_of_instance = np.cumsum(boundaries.ring_start) - 1
+    ring_of_row = ring_of_instance[instance_of_row]
     ring_has_length = np.bincount(ring_of_row, weights=~empty[segment]) > 0
     keep = ~empty[segment] | ~ring_has_length[ring_of_row]
     segment, row_reverse, instance_of_row = segment[keep], row_reverse[keep], instance_of_row[keep]
@@ -87,22 +150,29 @@ def write_svg(
     first_control = np.where(row_reverse[:, None], control2[segment], control1[segment])
     second_control = np.where(row_reverse[:, None], control1[segment], control2[segment])
     target = np.where(row_reverse[:, None], start[segment], end[segment])
-    numbers = np.concatenate(
-        [first_control - origin, second_control - origin, target - origin], 1
-    )  # [rows, 6]; straight rows use only the last two
-    row_straight = straight[segment]
+    return _Rows(
+        origin=origin,
+        numbers=np.concatenate(
+            [first_control - origin, second_control - origin, target - origin], 1
+        ),
+        straight=straight[segment],
+        ring=ring_of_instance[instance_of_row],
+        region=boundaries.ring_region[instance_of_row],
+    )
 
-    ring_of_instance = np.cumsum(boundaries.ring_start) - 1
-    ring = ring_of_instance[instance_of_row]
-    region = boundaries.ring_region[instance_of_row]
-    rows = segment.shape[0]
-    ring_first = np.ones(rows, dtype=bool)
+
+def _commands(rows: _Rows, *, shorthand: bool) -> _Commands:
+    """The shortest command of every row (c, s, l, h, v, or none before z) and where rings and
+    regions open and close."""
+    numbers, ring, region, row_straight = rows.numbers, rows.ring, rows.region, rows.straight
+    count = ring.shape[0]
+    ring_first = np.ones(count, dtype=bool)
     ring_first[1:] = ring[1:] != ring[:-1]
-    ring_last = np.ones(rows, dtype=bool)
+    ring_last = np.ones(count, dtype=bool)
     ring_last[:-1] = ring[1:] != ring[:-1]
-    region_first = np.ones(rows, dtype=bool)
+    region_first = np.ones(count, dtype=bool)
     region_first[1:] = region[1:] != region[:-1]
-    region_last = np.ones(rows, dtype=bool)
+    region_last = np.ones(count, dtype=bool)
     region_last[:-1] = region[1:] != region[:-1]
     # Command of every row: c (curve), l (line), h / v (horizontal / vertical line), s (smooth
     # curve); a straight last row of a ring is left to the closing z.
@@ -111,27 +181,41 @@ def write_svg(
     )
     # s: a curve whose first handle mirrors the previous curve's second one (or, after a line,
     # sits on the current point), as SVG's smooth curveto assumes.
-    previous_curve = np.zeros(rows, dtype=bool)
+    previous_curve = np.zeros(count, dtype=bool)
     previous_curve[1:] = (kind[:-1] == 0) & ~ring_first[1:]
-    mirror = np.zeros((rows, 2), dtype=np.int64)
+    mirror = np.zeros((count, 2), dtype=np.int64)
     mirror[1:] = numbers[:-1, 4:6] - numbers[:-1, 2:4]
     mirror[~previous_curve] = 0
     smooth = (kind == 0) & (numbers[:, 0:2] == mirror).all(1) & shorthand
     kind = np.where(ring_last & row_straight & ~ring_first, 4, kind)
     kind = np.where(smooth, 5, kind)
-    count_numbers = np.array([6, 2, 1, 1, 0, 4])[kind]
-    first_column = np.array([0, 4, 4, 5, 0, 2])[kind]
     letter = ring_first.copy()
     letter[1:] |= kind[1:] != kind[:-1]
     letter &= kind != 4
+    return _Commands(
+        kind=kind,
+        letter=letter,
+        count=np.array([6, 2, 1, 1, 0, 4])[kind],
+        first_column=np.array([0, 4, 4, 5, 0, 2])[kind],
+        ring_first=ring_first,
+        ring_last=ring_last,
+        region_first=region_first,
+        region_last=region_last,
+    )
 
-    # --- pieces per row: [header] [M x y] [letter] numbers [z] [footer] -------------------------
+
+def _path_elements(rows: _Rows, commands: _Commands, headers: np.ndarray) -> str:
+    """The `<path .../>` lines of all regions: one flat array of string pieces whose positions
+    come from cumulative sums, joined once."""
+    numbers, origin, region = rows.numbers, rows.origin, rows.region
+    kind, letter, count_numbers = commands.kind, commands.letter, commands.count
+    ring_first, ring_last = commands.ring_first, commands.ring_last
+    region_first, region_last = commands.region_first, commands.region_last
     sizes = region_first + 3 * ring_first + letter + count_numbers + ring_last + region_last
     base = np.cumsum(sizes) - sizes
     pieces = np.empty(int(sizes.sum()), dtype=object)
     cursor = base.copy()
 
-    headers = _path_headers(colors, opacity)
     pieces[cursor[region_first]] = headers[region[region_first]]
     cursor += region_first
     low = int(min(numbers.min(initial=0), 0))
@@ -146,7 +230,7 @@ def write_svg(
     cursor += letter
     for slot in range(6):
         has = count_numbers > slot
-        value = numbers[np.nonzero(has)[0], first_column[has] + slot]
+        value = numbers[np.nonzero(has)[0], commands.first_column[has] + slot]
         table = np.where(letter[has] & (slot == 0), 0, 1)
         text = np.where(table == 0, plain[value - low], spaced[value - low])
         pieces[cursor[has] + slot] = text
@@ -154,19 +238,7 @@ def write_svg(
     pieces[cursor[ring_last]] = "z"
     cursor += ring_last
     pieces[cursor[region_last]] = '"/>\n'
-
-    height, width = boundaries.height, boundaries.width
-    head = (
-        f'<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width * scale} {height * scale}">\n'
-    )
-    tail = "</svg>\n"
-    if crisp_edges:  # on a group: resvg ignores shape-rendering on the root element
-        head += '<g shape-rendering="crispEdges">\n'
-        tail = "</g>\n" + tail
-    if background is not None:
-        head += f'<rect width="100%" height="100%" fill="#{_hex(background)}"/>\n'
-    return head + "".join(pieces.tolist()) + tail
+    return "".join(pieces.tolist())
 
 
 def _is_straight(
