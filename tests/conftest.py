@@ -7,6 +7,22 @@ import torch
 import torch.nn.functional as F
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The device markers (registered in pyproject.toml): `cuda` tests need a CUDA device,
+    `no_cuda` tests check what happens without one; each is skipped, with one reason, where its
+    device is wrong."""
+    has_cuda = torch.cuda.is_available()
+    skip = {
+        "cuda": pytest.mark.skip(reason="needs a CUDA device"),
+        "no_cuda": pytest.mark.skip(reason="checks the no-CUDA error; a CUDA device is present"),
+    }
+    for item in items:
+        if item.get_closest_marker("cuda") and not has_cuda:
+            item.add_marker(skip["cuda"])
+        if item.get_closest_marker("no_cuda") and has_cuda:
+            item.add_marker(skip["no_cuda"])
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_one_thread():
     """Seed every test, and run it on one intra-op thread: the suite is many small ops, where

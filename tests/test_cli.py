@@ -173,17 +173,12 @@ def _error_line(capsys) -> str:
         (["train", "--dataset", "shapes", "--steps", "0", "--out", "{tmp}/r"], "steps"),
         (["train", "--dataset", "shapes", "--partition-options", "{{bad", "--out", "{tmp}/r"],
          "not valid JSON"),
-        (["train", "--dataset", "shapes", "--device", "cuda", "--out", "{tmp}/r"],
-         "no CUDA device"),
+        pytest.param(["train", "--dataset", "shapes", "--device", "cuda", "--out", "{tmp}/r"],
+                     "no CUDA device", marks=pytest.mark.no_cuda),
         (["eval", "{tmp}/missing.pt"], "missing.pt"),
     ],
 )  # fmt: skip
 def test_ordinary_mistakes_end_in_one_line(argv, message, image_files, tmp_path, capsys):
-    if "cuda" in argv:
-        import torch
-
-        if torch.cuda.is_available():
-            pytest.skip("a CUDA device is present")
     argv = [a.format(img=image_files[0], tmp=tmp_path) for a in argv]
     assert main(argv) == 2
     assert message in _error_line(capsys)
@@ -313,18 +308,17 @@ def test_vectorize_says_which_default_budget_it_used(image_files, tmp_path, caps
         (["bench", "--size", "128", "--repeats", "0"], "--repeats must be a positive integer"),
         (["bench", "--size", "128", "--threads", "0"], "--threads must be a positive integer"),
         (["bench", "--size", "128", "--device", "gpu"], "unknown --device 'gpu'"),
-        (["bench", "--size", "128", "--device", "cuda"], "no CUDA device"),
+        pytest.param(
+            ["bench", "--size", "128", "--device", "cuda"],
+            "no CUDA device",
+            marks=pytest.mark.no_cuda,
+        ),
         (["train", "--dataset", "shapes", "--threads", "0", "--out", "{tmp}/r"], "--threads"),
         (["train", "--dataset", "shapes", "--device", "gpu", "--out", "{tmp}/r"], "'gpu'"),
         (["eval", "{tmp}/missing.pt", "--threads", "0"], "--threads"),
     ],
 )
 def test_options_that_would_crash_or_be_ignored_are_refused(argv, message, tmp_path, capsys):
-    if "cuda" in argv:
-        import torch
-
-        if torch.cuda.is_available():
-            pytest.skip("a CUDA device is present")
     assert main([a.format(tmp=tmp_path) for a in argv]) == 2
     assert message in _error_line(capsys)
 

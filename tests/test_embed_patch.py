@@ -154,9 +154,8 @@ def test_rejects_tokens_of_another_patch_size() -> None:
         embed_patches(grid_tokens(torch.rand(1, 3, 64, 64)), torch.zeros(8, 10))
 
 
+@pytest.mark.cuda
 def test_same_embedding_on_cuda() -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
     images = photo("astronaut", (64, 64))
     part = quadtree_partition(images, budget=10, min_patch=16, max_patch=32)
     tokens = adaptok.extract_tokens(images, part, patch_size=16)

@@ -297,7 +297,7 @@ def test_square_partitions_stay_exact_whatever_else_is_asked() -> None:
     torch.testing.assert_close(extra.position.sum(-1), torch.ones(1, 1))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_matches_cpu() -> None:
     part = random_partition(2, 40, 36, classes=3, seed=6)
     images = torch.rand(2, 3, 40, 36)

@@ -1,5 +1,6 @@
 """The public surface: the names users rely on must not vanish, and nothing else leaks in."""
 
+import ast
 import re
 import subprocess
 import sys
@@ -145,21 +146,109 @@ def test_imagenet_constants_are_timms() -> None:
     assert imagenet_mean_std() == (tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
 
 
-def test_no_import_cycles_between_layers() -> None:
-    # Lower layers never import higher ones: partition < tokens < embed < models < train < cli.
-    import ast
-    from pathlib import Path
+# Lower layers never import higher ones: partition < tokens < embed < models < train < cli.
+LAYERS = ["partitioners", "tokens", "embed", "models", "train", "cli"]
 
+
+def imported_modules(
+    source: str, module: str, *, is_package: bool = False
+) -> list[tuple[int, str]]:
+    """(line, absolute dotted name) of everything a source file imports, in every form: `import
+    adaptok.x`, `from adaptok.x import y`, relative imports of any depth, imports inside
+    functions. For `from p import a` both `p` and `p.a` are listed (`a` may be a submodule), and a
+    top-level name such as `adaptok.retrofit` is resolved to the subpackage that defines it."""
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            name = ".".join(base + ([node.module] if node.module else []))
+            found.append((node.lineno, name))
+            found += [(node.lineno, f"{name}.{alias.name}") for alias in node.names]
+    resolved = []
+    for line, name in found:
+        parts = name.split(".")
+        if parts[0] == "adaptok" and len(parts) > 1 and parts[1] in adaptok._HOME:
+            name = adaptok._HOME[parts[1]]
+        resolved.append((line, name))
+    return resolved
+
+
+def layer_of(module: str) -> str:
+    """'models' for adaptok.models.vit; '' outside adaptok's subpackages."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "adaptok" and len(parts) > 1 else ""
+
+
+def layer_violations(source: str, module: str, *, is_package: bool = False) -> list[str]:
+    """'module:line imports adaptok.higher...' for every import of a higher layer."""
+    if layer_of(module) not in LAYERS:
+        return []
+    higher = set(LAYERS[LAYERS.index(layer_of(module)) + 1 :])
+    return [
+        f"{module}:{line} imports {name}"
+        for line, name in imported_modules(source, module, is_package=is_package)
+        if layer_of(name) in higher
+    ]
+
+
+def test_no_import_runs_up_the_layers() -> None:
     root = Path(adaptok.__file__).parent
-    order = ["partitioners", "tokens", "embed", "models", "train", "cli"]
-    for index, layer in enumerate(order):
-        for path in (root / layer).rglob("*.py"):
-            tree = ast.parse(path.read_text())
-            for node in ast.walk(tree):
-                if isinstance(node, ast.ImportFrom) and node.level >= 1 and node.module:
-                    top = node.module.split(".")[0]
-                    if node.level == 2 and top in order[index + 1 :]:
-                        raise AssertionError(f"{path.relative_to(root)} imports higher layer {top}")
+    checked, violations = 0, []
+    for path in sorted(root.rglob("*.py")):
+        parts = ("adaptok", *path.relative_to(root).with_suffix("").parts)
+        is_package = parts[-1] == "__init__"
+        module = ".".join(parts[:-1] if is_package else parts)
+        violations += layer_violations(path.read_text(), module, is_package=is_package)
+        checked += layer_of(module) in LAYERS
+    assert checked > 30  # the walk found the layered packages
+    assert not violations
+
+
+@pytest.mark.parametrize(
+    ("module", "source"),
+    [
+        ("adaptok.partitioners.grid", "from adaptok.models import retrofit"),
+        ("adaptok.partitioners.grid", "import adaptok.train.loop"),
+        ("adaptok.partitioners.grid", "import adaptok.cli as cli"),
+        ("adaptok.partitioners.grid", "from adaptok import retrofit"),
+        ("adaptok.partitioners.grid", "from adaptok import embed"),
+        ("adaptok.tokens.extract", "from ..embed import PatchEmbedder"),
+        ("adaptok.tokens.extract", "from .. import models"),
+        ("adaptok.partitioners.dht.tokenizer", "from ...train.fit import fit"),
+        ("adaptok.embed.patch", "def build():\n    from ..models.vit import AdaptiveViT\n"),
+        ("adaptok.models.vit", "class A:\n    def f(self):\n        import adaptok.cli.main\n"),
+    ],
+)
+def test_layer_check_catches_every_import_form(module: str, source: str) -> None:
+    assert len(layer_violations(source, module)) >= 1, source
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "is_package"),
+    [
+        ("adaptok.cli.main", "from adaptok.models import retrofit\nfrom ..train import fit", False),
+        (
+            "adaptok.embed.patch",
+            "from ..tokens import Tokens\nfrom ..regions import Partition",
+            False,
+        ),
+        (
+            "adaptok.partitioners.dht.tokenizer",
+            "from . import hierarchy\nfrom .. import grid",
+            False,
+        ),
+        ("adaptok.partitioners.dht", "from .tokenizer import DHTTokenizer", True),
+        ("adaptok.partitioners", "from . import dht", True),
+        ("adaptok.models.vit", "import torch\nfrom adaptok import partition", False),
+    ],
+)
+def test_layer_check_accepts_imports_down_or_sideways(
+    module: str, source: str, is_package: bool
+) -> None:
+    assert layer_violations(source, module, is_package=is_package) == []
 
 
 def test_readme_python_example_runs() -> None:

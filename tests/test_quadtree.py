@@ -237,9 +237,8 @@ def test_gradient_reaches_the_patch_embedding() -> None:
     assert images.grad is not None and images.grad.abs().sum() > 0
 
 
+@pytest.mark.cuda
 def test_same_result_on_cuda() -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
     images = photos_batch((128, 192))
     options = {"budget": 60, "min_patch": 16, "max_patch": 64}
     # the scores agree to rounding; the split on the same scores agrees exactly

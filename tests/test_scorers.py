@@ -318,9 +318,8 @@ def test_registry_and_protocol() -> None:
     assert part.num_regions == 10
 
 
+@pytest.mark.cuda
 def test_scorers_run_on_cuda() -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
     images = torch.cat([photo("astronaut", (64, 64)), photo("coffee", (64, 64))])
     scorer = FeatureScorer(StrideNet(16))
     expected = scorer(images, min_patch=8, max_patch=32)
