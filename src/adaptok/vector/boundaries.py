@@ -131,6 +131,8 @@ class _CrackEdges(NamedTuple):
         left, right: [E] int64 region on each side (left < right; -1 = outside the image).
         direction: [E] int64 direction of travel (0 right, 1 down, 2 left, 3 up).
         junction: [V] bool vertices where the boundary branches, plus the image corners.
+        longest_chain: most crack edges around one region: a bound on the length of every chain
+            (all its edges have the same region on their right) and of every ring (in chains).
         hy, hx: [E_h] int64 lattice position (y, x) of the horizontal edges' left ends.
         vy, vx: [E_v] int64 lattice position of the vertical edges' top ends.
     """
@@ -143,6 +145,7 @@ class _CrackEdges(NamedTuple):
     right: np.ndarray
     direction: np.ndarray
     junction: np.ndarray
+    longest_chain: int
     hy: np.ndarray
     hx: np.ndarray
     vy: np.ndarray
@@ -209,7 +212,23 @@ def _crack_edges(padded: np.ndarray) -> _CrackEdges:
     degree = np.bincount(start, minlength=num_vertices) + np.bincount(end, minlength=num_vertices)
     junction = degree != 2
     junction[[0, width, height * row, height * row + width]] = True  # image corners stay put
-    return _CrackEdges(height, width, start, end, left, right, direction, junction, hy, hx, vy, vx)
+    regions = int(right.max(initial=-1)) + 1
+    around = np.bincount(right, minlength=regions) + np.bincount(left[left >= 0], minlength=regions)
+    return _CrackEdges(
+        height=height,
+        width=width,
+        start=start,
+        end=end,
+        left=left,
+        right=right,
+        direction=direction,
+        junction=junction,
+        longest_chain=int(around.max(initial=0)),
+        hy=hy,
+        hx=hx,
+        vy=vy,
+        vx=vx,
+    )
 
 
 def _trace_chains(edges: _CrackEdges) -> _TracedChains:
@@ -222,7 +241,7 @@ def _trace_chains(edges: _CrackEdges) -> _TracedChains:
     in_edge = np.full(edges.junction.shape[0], -1, dtype=np.int64)
     in_edge[end] = edge_ids  # unique at non-junction vertices, which is all we read
     previous = np.where(edges.junction[start], -1, in_edge[start])
-    previous = _break_cycles(previous)
+    previous = _break_cycles(previous, longest=edges.longest_chain)
     head, rank = _list_rank(previous)
     is_head = previous < 0
     chain = (np.cumsum(is_head) - 1)[head]  # [E] chain id of every edge, numbered by head edge
@@ -292,7 +311,8 @@ def _link_rings(padded: np.ndarray, edges: _CrackEdges, chains: _TracedChains) -
     successor = compact[next_instance]
     predecessor = np.empty_like(successor)
     predecessor[successor] = np.arange(successor.shape[0])
-    predecessor = _break_cycles(predecessor, all_cycles=True)
+    # A ring of a region has at most as many chain instances as the region has crack edges.
+    predecessor = _break_cycles(predecessor, all_cycles=True, longest=edges.longest_chain)
     ring_head, ring_rank = _list_rank(predecessor)
     # Drawing order without a big sort: rings ordered by region (stable), instances by rank.
     ring_is_head = predecessor < 0
@@ -360,11 +380,13 @@ def _turn(
     return choice
 
 
-def _break_cycles(previous: np.ndarray, *, all_cycles: bool = False) -> np.ndarray:
+def _break_cycles(previous: np.ndarray, *, longest: int, all_cycles: bool = False) -> np.ndarray:
     """Cut every cycle of a predecessor array at its smallest element (-1 = no predecessor).
 
     Pointer doubling: after k rounds every element knows the minimum over its 2^k predecessors,
-    which for an element on a cycle is, once 2^k exceeds the cycle length, the cycle's minimum.
+    which for an element on a cycle is, once 2^k exceeds the cycle length, the cycle's minimum;
+    an element of an open list has then reached its head. `longest` bounds the length of every
+    list and cycle, so log2(longest) + 1 rounds are enough (more rounds change nothing).
     """
     n = previous.shape[0]
     ids = np.arange(n)
@@ -372,7 +394,7 @@ def _break_cycles(previous: np.ndarray, *, all_cycles: bool = False) -> np.ndarr
         return previous
     jump = np.where(previous < 0, ids, previous)
     smallest = ids.copy()
-    for _ in range(max(1, int(np.ceil(np.log2(n))) + 1)):
+    for _ in range(max(1, int(np.ceil(np.log2(max(min(longest, n), 1)))) + 1)):
         smallest = np.minimum(smallest, smallest[jump])
         jump = jump[jump]
     # Elements of open chains have reached their head, whose predecessor is -1.

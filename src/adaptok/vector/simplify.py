@@ -228,22 +228,29 @@ def douglas_peucker(chains: Chains, tolerance: float) -> Chains:
     loop = (last - first >= 3) & (points[first] == points[last]).all(1)
     for quarter in (1, 2, 3):
         keep[first[loop] + quarter * (last[loop] - first[loop]) // 4] = True
-    # Points still undecided: not kept, and in a segment that may still be split.
+    # Points still undecided: not kept, and in a segment that may still be split. Coordinates
+    # as separate contiguous columns: the distances are elementwise work on 1-D arrays.
+    x, y = np.ascontiguousarray(points[:, 0]), np.ascontiguousarray(points[:, 1])
     open_points = np.nonzero(~keep)[0]
     while open_points.shape[0]:
         kept = np.nonzero(keep)[0]
         slot = np.searchsorted(kept, open_points)  # segment kept[slot - 1] .. kept[slot]
         before, after = kept[slot - 1], kept[slot]
-        distance = _segment_distance(points[open_points], points[before], points[after])
+        distance = _segment_distance(
+            x[open_points], y[open_points], x[before], y[before], x[after], y[after]
+        )
         # Open points are sorted, so each segment's points are one contiguous run.
-        run_start = np.nonzero(np.r_[True, slot[1:] != slot[:-1]])[0]
+        new_run = slot[1:] != slot[:-1]
+        run_start = np.nonzero(np.r_[True, new_run])[0]
         run_max = np.maximum.reduceat(distance, run_start)
-        run_of_point = np.cumsum(np.r_[False, slot[1:] != slot[:-1]])
+        run_of_point = np.cumsum(np.r_[False, new_run])
         splits = run_max > tolerance
         # First point reaching its run's maximum, in runs that must split.
-        at_max = (distance == run_max[run_of_point]) & splits[run_of_point]
-        first = np.unique(run_of_point[at_max], return_index=True)[1]
-        keep[open_points[np.nonzero(at_max)[0][first]]] = True
+        at_max = np.nonzero((distance == run_max[run_of_point]) & splits[run_of_point])[0]
+        run_of_max = run_of_point[at_max]
+        first = np.ones(at_max.shape[0], dtype=bool)
+        first[1:] = run_of_max[1:] != run_of_max[:-1]
+        keep[open_points[at_max[first]]] = True
         still_open = splits[run_of_point] & ~keep[open_points]
         open_points = open_points[still_open]
     kept_chain = chains.chain_of_point()[keep]
@@ -253,11 +260,20 @@ def douglas_peucker(chains: Chains, tolerance: float) -> Chains:
     return Chains(points[keep], offsets, chains.fixed[keep], chains.closed)
 
 
-def _segment_distance(point: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """[P] distance of each point to the segment start-end (to `start` if it has no length)."""
-    direction = end - start
-    length2 = (direction**2).sum(1)
-    t = ((point - start) * direction).sum(1) / np.maximum(length2, 1e-12)
+def _segment_distance(
+    x: np.ndarray,
+    y: np.ndarray,
+    start_x: np.ndarray,
+    start_y: np.ndarray,
+    end_x: np.ndarray,
+    end_y: np.ndarray,
+) -> np.ndarray:
+    """[P] distance of each point (x, y) to its segment start-end (to `start` if it has no
+    length)."""
+    direction_x, direction_y = end_x - start_x, end_y - start_y
+    length2 = direction_x * direction_x + direction_y * direction_y
+    t = ((x - start_x) * direction_x + (y - start_y) * direction_y) / np.maximum(length2, 1e-12)
     t = np.clip(np.where(length2 > 0, t, 0.0), 0.0, 1.0)
-    nearest = start + t[:, None] * direction
-    return np.sqrt(((point - nearest) ** 2).sum(1))
+    offset_x = x - (start_x + t * direction_x)
+    offset_y = y - (start_y + t * direction_y)
+    return np.sqrt(offset_x * offset_x + offset_y * offset_y)

@@ -6,9 +6,9 @@ accordingly, so the picture keeps its pixel size): no decimal points, and relati
 same absolute control points, so their shared curve is identical down to the last unit, and every
 ring closes exactly (its integer deltas sum to zero).
 
-The document is assembled as one flat array of string pieces whose positions come from cumulative
-sums (one block per emitted segment); number strings come from a lookup table. There is no Python
-loop over regions, rings or segments.
+The document is assembled as one flat array of entries of a string table (header parts, letters,
+numbers) whose positions come from cumulative sums (one block per emitted segment), and turned into
+text by one gather of the table's bytes. There is no Python loop over regions, rings or segments.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from .bezier import Curves
 from .boundaries import Boundaries
 
 __all__ = ["write_svg"]
-
-_HEX = np.array([f"{i:02x}" for i in range(256)], dtype=object)
 
 
 def write_svg(
@@ -54,7 +52,7 @@ def write_svg(
     """
     rows = _emitted_rows(boundaries, curves, units_per_pixel)
     commands = _commands(rows, shorthand=shorthand)
-    paths = _path_elements(rows, commands, _path_headers(colors, opacity))
+    paths = _path_elements(rows, commands, colors, opacity)
     height, width, scale = boundaries.height, boundaries.width, units_per_pixel
     head = (
         f'<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{width}" '
@@ -204,41 +202,133 @@ def _commands(rows: _Rows, *, shorthand: bool) -> _Commands:
     )
 
 
-def _path_elements(rows: _Rows, commands: _Commands, headers: np.ndarray) -> str:
-    """The `<path .../>` lines of all regions: one flat array of string pieces whose positions
-    come from cumulative sums, joined once."""
+def _path_elements(
+    rows: _Rows, commands: _Commands, colors: np.ndarray, opacity: np.ndarray | None
+) -> str:
+    """The `<path .../>` lines of all regions.
+
+    Every piece of text (a header part, `M`, a command letter, a number, `z`, a footer) is an
+    entry of one string table; each row writes its pieces at positions from cumulative sums, and
+    one ragged gather of the table's bytes makes the text.
+    """
     numbers, origin, region = rows.numbers, rows.origin, rows.region
     kind, letter, count_numbers = commands.kind, commands.letter, commands.count
     ring_first, ring_last = commands.ring_first, commands.ring_last
     region_first, region_last = commands.region_first, commands.region_last
-    sizes = region_first + 3 * ring_first + letter + count_numbers + ring_last + region_last
-    base = np.cumsum(sizes) - sizes
-    pieces = np.empty(int(sizes.sum()), dtype=object)
-    cursor = base.copy()
-
-    pieces[cursor[region_first]] = headers[region[region_first]]
-    cursor += region_first
     low = int(min(numbers.min(initial=0), 0))
     high = int(max(numbers.max(initial=0), origin.max(initial=0), 0))
-    plain, spaced = _number_tables(low, high)
+    table = _StringTable.for_numbers(low, high)
+    plain, spaced = table.plain - low, table.spaced - low  # entry of value v: plain + v
+
+    header = 5 * region_first
+    sizes = header + 3 * ring_first + letter + count_numbers + ring_last + region_last
+    pieces = np.empty(int(sizes.sum()), dtype=np.int64)
+    cursor = np.cumsum(sizes) - sizes
+    at, first_region = cursor[region_first], region[region_first]
+    for slot, entry in enumerate(_header_entries(colors, opacity, table)):
+        pieces[at + slot] = entry[first_region]
+    cursor += header
     at = cursor[ring_first]
-    pieces[at] = "M"
-    pieces[at + 1] = plain[origin[ring_first, 0] - low]
-    pieces[at + 2] = spaced[origin[ring_first, 1] - low]
+    pieces[at] = table.move
+    pieces[at + 1] = plain + origin[ring_first, 0]
+    pieces[at + 2] = spaced + origin[ring_first, 1]
     cursor += 3 * ring_first
-    pieces[cursor[letter]] = np.array(["c", "l", "h", "v", "", "s"], dtype=object)[kind[letter]]
+    pieces[cursor[letter]] = table.letters[kind[letter]]
     cursor += letter
     for slot in range(6):
         has = count_numbers > slot
         value = numbers[np.nonzero(has)[0], commands.first_column[has] + slot]
-        table = np.where(letter[has] & (slot == 0), 0, 1)
-        text = np.where(table == 0, plain[value - low], spaced[value - low])
-        pieces[cursor[has] + slot] = text
+        bare = letter[has] if slot == 0 else np.zeros(value.shape[0], dtype=bool)
+        pieces[cursor[has] + slot] = np.where(bare, plain, spaced) + value
     cursor += count_numbers
-    pieces[cursor[ring_last]] = "z"
+    pieces[cursor[ring_last]] = table.close
     cursor += ring_last
-    pieces[cursor[region_last]] = '"/>\n'
-    return "".join(pieces.tolist())
+    pieces[cursor[region_last]] = table.footer
+    return table.join(pieces)
+
+
+class _StringTable(NamedTuple):
+    """Every string a path element is made of, stored as one byte buffer.
+
+    Attributes:
+        data: [bytes] uint8 all entries, back to back.
+        start: [T] int64 first byte of every entry.
+        length: [T] int64 bytes of every entry.
+        move, close, footer, path_open: entry ids of "M", "z", '"/>\\n' and '<path fill="#'.
+        letters: [6] entry ids of the command letters c, l, h, v, (none), s.
+        hex: [256] entry ids of "00".."ff".
+        fill_end: [102] entry ids closing the fill attribute and opening d: '" d="' (entry 0) and
+            '" fill-opacity="v" d="' for opacity levels v = 0, 0.01, .., 1 (entries 1..101).
+        plain, spaced: entry ids of the number `low` written bare and with the separator a number
+            needs after another (a space, none before a minus); `low + i` follows at `+ i`.
+    """
+
+    data: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+    move: int
+    close: int
+    footer: int
+    path_open: int
+    letters: np.ndarray
+    hex: np.ndarray
+    fill_end: np.ndarray
+    plain: int
+    spaced: int
+
+    @staticmethod
+    @lru_cache(maxsize=8)
+    def for_numbers(low: int, high: int) -> _StringTable:
+        """The table with the numbers low..high."""
+        fixed = ["M", "z", '"/>\n', '<path fill="#', "c", "l", "h", "v", "", "s"]
+        hexes = [f"{i:02x}" for i in range(256)]
+        fill_end = ['" d="'] + [f'" fill-opacity="{v / 100:g}" d="' for v in range(101)]
+        plain = [str(v) for v in range(low, high + 1)]
+        spaced = [(" " if v >= 0 else "") + str(v) for v in range(low, high + 1)]
+        entries = fixed + hexes + fill_end + plain + spaced
+        length = np.array([len(text) for text in entries], dtype=np.int64)
+        ids = np.cumsum([0, len(fixed), len(hexes), len(fill_end), len(plain)])
+        return _StringTable(
+            data=np.frombuffer("".join(entries).encode("ascii"), dtype=np.uint8),
+            start=np.cumsum(length) - length,
+            length=length,
+            move=0,
+            close=1,
+            footer=2,
+            path_open=3,
+            letters=np.arange(4, 10),
+            hex=ids[1] + np.arange(256),
+            fill_end=ids[2] + np.arange(102),
+            plain=int(ids[3]),
+            spaced=int(ids[4]),
+        )
+
+    def join(self, pieces: np.ndarray) -> str:
+        """The text of the entries `pieces`, one after the other."""
+        length = self.length[pieces]
+        total = int(length.sum())
+        shift = self.start[pieces] - (np.cumsum(length) - length)
+        return self.data[np.repeat(shift, length) + np.arange(total)].tobytes().decode("ascii")
+
+
+def _header_entries(
+    colors: np.ndarray, opacity: np.ndarray | None, table: _StringTable
+) -> list[np.ndarray]:
+    """Five [R] entry ids per region: '<path fill="#', rr, gg, bb, then '" d="' (with
+    fill-opacity when a region is not opaque)."""
+    colors = np.asarray(colors, dtype=np.int64)
+    count = colors.shape[0]
+    fill_end = np.full(count, table.fill_end[0])
+    if opacity is not None:
+        level = np.rint(np.clip(opacity, 0, 1) * 100).astype(np.int64)
+        fill_end = np.where(level < 100, table.fill_end[1 + level.clip(0, 100)], fill_end)
+    return [
+        np.full(count, table.path_open),
+        table.hex[colors[:, 0]],
+        table.hex[colors[:, 1]],
+        table.hex[colors[:, 2]],
+        fill_end,
+    ]
 
 
 def _is_straight(
@@ -256,27 +346,5 @@ def _is_straight(
     return straight
 
 
-def _path_headers(colors: np.ndarray, opacity: np.ndarray | None) -> np.ndarray:
-    """[R] object array of '<path fill="#rrggbb" d="' strings (with fill-opacity if needed)."""
-    colors = np.asarray(colors, dtype=np.int64)
-    hexes = _HEX[colors[:, 0]] + _HEX[colors[:, 1]] + _HEX[colors[:, 2]]
-    middle = np.full(colors.shape[0], '"', dtype=object)
-    if opacity is not None:
-        level = np.rint(np.clip(opacity, 0, 1) * 100).astype(np.int64)
-        texts = np.array([f'" fill-opacity="{v / 100:g}"' for v in range(101)], dtype=object)
-        middle = np.where(level < 100, texts[level], middle)
-    return '<path fill="#' + hexes + middle + ' d="'
-
-
-@lru_cache(maxsize=8)
-def _number_tables(low: int, high: int) -> tuple[np.ndarray, np.ndarray]:
-    """Strings of the integers low..high, bare and with the separator they need after a number."""
-    plain = np.array([str(v) for v in range(low, high + 1)], dtype=object)
-    spaced = np.array(
-        [(" " if v >= 0 else "") + str(v) for v in range(low, high + 1)], dtype=object
-    )
-    return plain, spaced
-
-
 def _hex(color: np.ndarray) -> str:
-    return "".join(_HEX[int(c)] for c in np.asarray(color).reshape(-1)[:3])
+    return "".join(f"{int(c):02x}" for c in np.asarray(color).reshape(-1)[:3])
