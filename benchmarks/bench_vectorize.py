@@ -10,18 +10,31 @@ and the fraction of the canvas the shapes cover (rendered alpha = 255 on a trans
     nice python benchmarks/bench_vectorize.py --method quadtree --option min_patch=1 \
         --option max_patch=32 --pixels-per-region 16
 
+With --stages: where adaptok.vectorize's time goes (partition, region colours, boundary tracing,
+simplification, Béziers, SVG writing) beside vtracer's defaults, the tools timed in turn within
+every repeat (medians over repeats, then means over the photos). --baseline DIR adds an older copy
+of src/adaptok/vector (e.g. `git archive COMMIT src/adaptok/vector | tar -x -C /tmp/old`) timed in
+the same loop, and checks that it writes the same SVG text:
+
+    nice python benchmarks/bench_vectorize.py --stages --repeats 7 \
+        --baseline /tmp/old/src/adaptok/vector
+
 Needs: pip install resvg-py vtracer
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
+import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from importlib.metadata import version
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -109,7 +122,16 @@ def main() -> int:
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (after one warm-up)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--stages", action="store_true", help="time the stages of vectorize beside vtracer"
+    )
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="with --stages: an older src/adaptok/vector"
+    )
     args = parser.parse_args()
+    if args.stages:
+        torch.set_num_threads(args.threads)
+        return stages(args)
     torch.set_num_threads(args.threads)
     options = dict(_parse_option(text) for text in args.option)
     if args.untrained_dht:
@@ -180,6 +202,127 @@ def main() -> int:
                 f"{size:4d} {tool:18s} {mean[0]:8.1f} {mean[1]:8.1f} {mean[2]:7.0f} "
                 f"{mean[3]:6.2f} {100 * mean[4]:6.2f}%"
             )
+    return 0
+
+
+# Stage -> the names vectorize's module calls for it (wrapped with a timer in --stages).
+STAGES = {
+    "partition": ["partition"],
+    "trace": ["trace_boundaries"],
+    "simplify": ["refine_chains", "smooth_chains", "douglas_peucker"],
+    "bezier": ["fit_beziers"],
+    "svg": ["write_svg"],
+}
+
+
+class StageTimer:
+    """Wraps the stage functions that `vectorize`'s own module looks up, summing their times."""
+
+    def __init__(self, vectorize_function: Callable[..., str]) -> None:
+        self.module = sys.modules[vectorize_function.__module__]
+        self.spent = dict.fromkeys(STAGES, 0.0)
+        for stage, names in STAGES.items():
+            for name in names:
+                setattr(self.module, name, self._timed(stage, getattr(self.module, name)))
+
+    def _timed(self, stage: str, function: Callable) -> Callable:
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.spent[stage] += time.perf_counter() - start
+
+        return wrapper
+
+    def run(self, *args, **kwargs) -> tuple[str, float, dict[str, float]]:
+        """(SVG, total ms, ms per stage) of one call of the module's vectorize."""
+        self.spent = dict.fromkeys(STAGES, 0.0)
+        start = time.perf_counter()
+        svg = self.module.vectorize(*args, **kwargs)
+        total = 1000 * (time.perf_counter() - start)
+        return svg, total, {k: 1000 * v for k, v in self.spent.items()}
+
+
+def load_baseline(path: Path) -> ModuleType:
+    """An older copy of adaptok/vector imported as adaptok._baseline_vector (its relative
+    imports reach the current adaptok for everything outside vector/)."""
+    spec = importlib.util.spec_from_file_location(
+        "adaptok._baseline_vector", path / "__init__.py", submodule_search_locations=[str(path)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def stages(args: argparse.Namespace) -> int:
+    import vtracer
+
+    options = dict(_parse_option(text) for text in args.option)
+    timers = {"adaptok": StageTimer(vectorize)}
+    if args.baseline is not None:
+        timers = {"adaptok before": StageTimer(load_baseline(args.baseline).vectorize), **timers}
+    print(f"# adaptok.vectorize stages vs vtracer defaults · method={args.method} · its defaults")
+    print(f"# {machine_header()}")
+    print(
+        f"# adaptok {adaptok.__version__} · vtracer {version('vtracer')} · numpy {np.__version__}"
+    )
+    tools = ["vtracer default", *timers]
+    for size in args.sizes:
+        inputs = {}
+        for name in args.photos:
+            image = load_photo(name, size)
+            buffer = io.BytesIO()
+            Image.fromarray(to_rgb8(image)).save(buffer, format="PNG")
+            inputs[name] = (image, buffer.getvalue())
+        times: dict[tuple[str, str], list[dict[str, float]]] = {}
+        last: dict[tuple[str, str], str] = {}
+        loads = []
+        for repeat in range(args.repeats + 1):  # repeat 0 warms up (imports, caches, weights)
+            loads.append(os.getloadavg()[0])
+            for name, (image, png) in inputs.items():
+                for tool in tools:  # in turn, so a burst of load hits every tool alike
+                    with torch.no_grad():
+                        if tool == "vtracer default":
+                            start = time.perf_counter()
+                            svg = vtracer.convert_raw_image_to_svg(
+                                png, img_format="png", colormode="color"
+                            )
+                            spent = {"total": 1000 * (time.perf_counter() - start)}
+                        else:
+                            svg, total, spent = timers[tool].run(image, args.method, **options)
+                            spent["total"] = total
+                    if repeat:
+                        times.setdefault((name, tool), []).append(spent)
+                    last[(name, tool)] = svg
+        if args.baseline is not None:
+            differ = [n for n in inputs if last[(n, "adaptok")] != last[(n, "adaptok before")]]
+            print(f"\n{size}x{size}: SVG text identical before/after: {not differ} {differ or ''}")
+        print(
+            f"\n{size}x{size}, {len(inputs)} photos, {args.repeats} repeats, 1-minute load "
+            f"{min(loads):.1f}..{max(loads):.1f} on {os.cpu_count()} cores; ms = mean over the "
+            "photos of each photo's median"
+        )
+        columns = ["total", *STAGES, "rest"]
+        print(f"{'tool':16s} " + " ".join(f"{c:>9s}" for c in columns) + "      KiB   PSNR")
+        for tool in tools:
+            row, nan = [], float("nan")
+            for column in columns:
+                per_photo = []
+                for name in inputs:
+                    runs = times[(name, tool)]
+                    if column == "rest":  # region colours, option checks, image conversion
+                        values = [r["total"] - sum(r.get(k, nan) for k in STAGES) for r in runs]
+                    else:
+                        values = [r.get(column, nan) for r in runs]
+                    per_photo.append(statistics.median(values))
+                row.append(statistics.mean(per_photo))
+            quality = [measure(last[(n, tool)], to_rgb8(inputs[n][0])) for n in inputs]
+            kib = statistics.mean(len(last[(n, tool)].encode()) / 1024 for n in inputs)
+            psnr = statistics.mean(q[0] for q in quality)
+            cells = " ".join("        -" if v != v else f"{v:9.1f}" for v in row)
+            print(f"{tool:16s} {cells} {kib:8.1f} {psnr:6.2f}")
     return 0
 
 
