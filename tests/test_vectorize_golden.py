@@ -8,8 +8,9 @@ intra-op thread matters; it is set here again to make the hashes independent of 
 
 The hashes were produced by the code at commit d465cc9 (before `vector/` was split into modules
 by role and `trace_boundaries` / `write_svg` at their seams) with
-`PYTHONPATH=src:tests python tests/test_vectorize_golden.py`, which prints the table below. A
-change that is meant to alter the SVG text must say so in its commit and refresh the table.
+`PYTHONPATH=src:tests python tests/test_vectorize_golden.py`, which prints the table below; the
+code at 3f0600f (the flat-image fixes of issue 22, landed beside the split) prints the same table.
+A change that is meant to alter the SVG text must say so in its commit and refresh the table.
 """
 
 from __future__ import annotations
