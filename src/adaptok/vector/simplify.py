@@ -92,44 +92,41 @@ def refine_chains(
     midpoint = points[run_start] + delta / 2
     # The corner after run i sits between run i and run i + 1 (run 0 again for closed chains).
     is_final_run = run_local == run_count - 1
-    next_run = np.where(is_final_run, run_start - run_local, run_start + 1)
-    next_run_index = np.searchsorted(run_start, next_run)
+    run_ids = np.arange(run_start.shape[0])
+    next_run_index = np.where(is_final_run, run_ids - run_local, run_ids + 1)
     long_turn = (length >= corner_length) & (length[next_run_index] >= corner_length)
     chain_closed = closed[run_chain]
     junction_end = is_final_run & ~chain_closed
     keep_corner = junction_end | (long_turn & (~is_final_run | chain_closed))
-    corner = points[run_start + 1]
 
-    # Items in walking order, sorted by (chain, rank): an open chain starts at its first point
-    # (rank -1); run i contributes its midpoint (rank 2i) and the corner after it (rank 2i + 1);
-    # a closed chain ends by repeating the midpoint of its run 0 (rank 2n).
+    # Items in walking order: an open chain starts at its first point; run i contributes its
+    # midpoint and, if kept, the corner after it; a closed chain ends by repeating the midpoint
+    # of its run 0. Every item's place follows from counts, without sorting.
+    starts_open = (~closed).astype(np.int64)
+    corners_per_chain = np.bincount(run_chain[keep_corner], minlength=num_chains)
+    items_per_chain = starts_open + runs_per_chain + corners_per_chain + closed
+    new_offsets = np.concatenate([[0], np.cumsum(items_per_chain)])
+    corners_before = np.cumsum(keep_corner) - keep_corner  # kept corners of earlier runs
+    chain_corners_before = np.cumsum(corners_per_chain) - corners_per_chain
+    midpoint_at = (
+        new_offsets[run_chain]
+        + starts_open[run_chain]
+        + run_local
+        + corners_before
+        - chain_corners_before[run_chain]
+    )
     open_chains = np.nonzero(~closed)[0]
+    closed_chains = np.nonzero(closed)[0]
     closed_first_runs = np.nonzero(chain_closed & (run_local == 0))[0]
-    item_chain = np.concatenate(
-        [open_chains, run_chain, run_chain[keep_corner], run_chain[closed_first_runs]]
-    )
-    item_rank = np.concatenate(
-        [
-            np.full(open_chains.shape[0], -1),
-            2 * run_local,
-            2 * run_local[keep_corner] + 1,
-            2 * run_count[closed_first_runs],
-        ]
-    )
-    item_point = np.concatenate(
-        [points[offsets[open_chains]], midpoint, corner[keep_corner], midpoint[closed_first_runs]]
-    )
-    item_fixed = np.concatenate(
-        [
-            np.ones(open_chains.shape[0], dtype=bool),
-            np.zeros(run_chain.shape[0], dtype=bool),
-            np.ones(int(keep_corner.sum()), dtype=bool),
-            np.zeros(closed_first_runs.shape[0], dtype=bool),
-        ]
-    )
-    order = np.lexsort((item_rank, item_chain))
-    new_offsets = np.concatenate([[0], np.cumsum(np.bincount(item_chain, minlength=num_chains))])
-    return Chains(item_point[order], new_offsets, item_fixed[order], closed.copy())
+    new_points = np.empty((int(new_offsets[-1]), 2))
+    fixed = np.zeros(new_points.shape[0], dtype=bool)
+    new_points[new_offsets[open_chains]] = points[offsets[open_chains]]
+    fixed[new_offsets[open_chains]] = True
+    new_points[midpoint_at] = midpoint
+    new_points[midpoint_at[keep_corner] + 1] = points[run_start[keep_corner] + 1]
+    fixed[midpoint_at[keep_corner] + 1] = True
+    new_points[new_offsets[closed_chains + 1] - 1] = midpoint[closed_first_runs]
+    return Chains(new_points, new_offsets, fixed, closed.copy())
 
 
 def _start_closed_chains_at_a_turn(
