@@ -465,6 +465,19 @@ def test_constant_image_gives_constant_features(weights: str) -> None:
         torch.testing.assert_close(features, expected, atol=1e-5, rtol=0)
 
 
+def test_a_coarse_branch_that_is_off_is_skipped_without_changing_the_features() -> None:
+    """The bundled encoder's coarse branch adds exactly zero: without gradient it is not computed
+    (a third of the encoder's time), with gradient it is (its last convolution may learn)."""
+    model = load_default_tokenizer()
+    assert model.encoder.coarse_is_off()
+    images = smooth_images(2, 30, 22, seed=2)
+    with torch.no_grad():
+        skipped = model.encoder(images)
+    computed = model.encoder(images)
+    assert computed.requires_grad
+    assert torch.equal(skipped, computed.detach())
+
+
 def test_function_and_module_agree() -> None:
     images = smooth_images(2, 20, 28, seed=7)
     model = tokenizer()

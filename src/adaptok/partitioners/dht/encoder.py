@@ -27,9 +27,19 @@ __all__ = ["PixelEncoder", "exact_sigmoid", "mix_channels"]
 def exact_sigmoid(values: Tensor) -> Tensor:
     """sigmoid(values) from `exp`, add and divide only: the same bits for every element wherever it
     sits in the tensor (torch.sigmoid and F.silu differ in the last bit between their vectorised
-    and scalar kernels, ~4% of elements on AVX-512). exp(-|x|) never overflows."""
-    small = torch.exp(-values.abs())
-    return torch.where(values >= 0, torch.ones_like(small), small) / (1 + small)
+    and scalar kernels, ~4% of elements on AVX-512; torch.exp does not)."""
+    return 1 / _one_plus_exp_neg(values)
+
+
+def _one_plus_exp_neg(values: Tensor) -> Tensor:
+    """1 + exp(-x), with x clamped at -80 so that exp cannot overflow (sigmoid is below 1e-34
+    there, and SiLU's gradient no NaN)."""
+    return 1 + torch.exp(-values.clamp(min=-80))
+
+
+def _silu(values: Tensor) -> Tensor:
+    """x sigmoid(x) with `exact_sigmoid`'s arithmetic, in one division."""
+    return values / _one_plus_exp_neg(values)
 
 
 def mix_channels(values: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
@@ -86,10 +96,16 @@ class PixelEncoder(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         height, width = images.shape[-2:]
-        coarse = self.down2(_silu(self.down1(images)))
-        coarse = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
         pointwise = mix_channels(images, self.pointwise.weight.flatten(1), self.pointwise.bias)
-        return _silu(pointwise + coarse)
+        learns = torch.is_grad_enabled() and self.down2.weight.requires_grad
+        if learns or not self.coarse_is_off():
+            # (A coarse branch that is off adds exactly zero: skipped unless it may learn.)
+            coarse = self.down2(_silu(self.down1(images)))
+            coarse = F.interpolate(
+                coarse, size=(height, width), mode="bilinear", align_corners=False
+            )
+            pointwise = pointwise + coarse
+        return _silu(pointwise)
 
     def coarse_is_off(self) -> bool:
         """True when the coarse branch adds exactly zero (its last convolution is all zero, as in
@@ -110,10 +126,6 @@ class PixelEncoder(nn.Module):
             rows, cols = torch.arange(height, device=device), torch.arange(width, device=device)
             return torch.stack([rows, rows], 1), torch.stack([cols, cols], 1)
         return _coarse_reach(height, device), _coarse_reach(width, device)
-
-
-def _silu(values: Tensor) -> Tensor:
-    return values * exact_sigmoid(values)
 
 
 def _coarse_reach(size: int, device: torch.device) -> Tensor:

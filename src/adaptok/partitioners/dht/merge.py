@@ -141,9 +141,8 @@ def flat_edges(images: Tensor, rows: Tensor, columns: Tensor) -> Tensor:
         [E] bool in `pixel_graph`'s edge order (right edges, then down edges): both pixels'
         receptive fields hold one colour, the same for both.
     """
-    differ_right = (images[..., 1:] != images[..., :-1]).any(1)
-    differ_down = (images[..., 1:, :] != images[..., :-1, :]).any(1)
-    same_right, same_down = ~differ_right, ~differ_down
+    same_right = (images[..., 1:] == images[..., :-1]).all(1)
+    same_down = (images[..., 1:, :] == images[..., :-1, :]).all(1)
     if bool((rows[:, 0] == rows[:, 1]).all()) and bool((columns[:, 0] == columns[:, 1]).all()):
         # Each pixel reads only itself: a pixel pair is flat when the two colours are equal.
         return torch.cat([same_right.flatten(), same_down.flatten()])
@@ -151,8 +150,8 @@ def flat_edges(images: Tensor, rows: Tensor, columns: Tensor) -> Tensor:
     # pairs in every field with integral images (exact integer sums).
     top, bottom = rows[:, 0], rows[:, 1]
     left, right = columns[:, 0], columns[:, 1]
-    flat = (_window_count(differ_right, top, bottom, left, right - 1) == 0) & (
-        _window_count(differ_down, top, bottom - 1, left, right) == 0
+    flat = (_window_count(~same_right, top, bottom, left, right - 1) == 0) & (
+        _window_count(~same_down, top, bottom - 1, left, right) == 0
     )
     same_right = same_right & flat[..., 1:] & flat[..., :-1]
     same_down = same_down & flat[..., 1:, :] & flat[..., :-1, :]
