@@ -141,8 +141,8 @@ def flat_edges(images: Tensor, rows: Tensor, columns: Tensor) -> Tensor:
         [E] bool in `pixel_graph`'s edge order (right edges, then down edges): both pixels'
         receptive fields hold one colour, the same for both.
     """
-    same_right = (images[..., 1:] == images[..., :-1]).all(1)
-    same_down = (images[..., 1:, :] == images[..., :-1, :]).all(1)
+    same_right = _same_colour(images[..., 1:], images[..., :-1])
+    same_down = _same_colour(images[..., 1:, :], images[..., :-1, :])
     if bool((rows[:, 0] == rows[:, 1]).all()) and bool((columns[:, 0] == columns[:, 1]).all()):
         # Each pixel reads only itself: a pixel pair is flat when the two colours are equal.
         return torch.cat([same_right.flatten(), same_down.flatten()])
@@ -156,6 +156,15 @@ def flat_edges(images: Tensor, rows: Tensor, columns: Tensor) -> Tensor:
     same_right = same_right & flat[..., 1:] & flat[..., :-1]
     same_down = same_down & flat[..., 1:, :] & flat[..., :-1, :]
     return torch.cat([same_right.flatten(), same_down.flatten()])
+
+
+def _same_colour(first: Tensor, second: Tensor) -> Tensor:
+    """[B, H, W] bool: every channel equal ([B, C, H, W] inputs; channel by channel, about twice
+    as fast as `.all(1)`)."""
+    same = first[:, 0] == second[:, 0]
+    for channel in range(1, first.shape[1]):
+        same &= first[:, channel] == second[:, channel]
+    return same
 
 
 def _window_count(mask: Tensor, top: Tensor, bottom: Tensor, left: Tensor, right: Tensor) -> Tensor:
@@ -186,8 +195,9 @@ def join_across(links: Links, graph: RegionGraph, joined: Tensor) -> Links:
         Links whose parent (and num_parents) are the joined components, numbered in order of
         their smallest former component (so still grouped by image, in the same order).
     """
-    first = links.parent.index_select(0, graph.src[joined])
-    second = links.parent.index_select(0, graph.dst[joined])
+    edges = torch.nonzero(joined).flatten()
+    first = links.parent.index_select(0, graph.src.index_select(0, edges))
+    second = links.parent.index_select(0, graph.dst.index_select(0, edges))
     differ = first != second
     if not bool(differ.any()):
         return links
