@@ -17,4 +17,14 @@ pip() {  # quiet pip that still fails loudly; drops this machine's noise about m
 }
 .venv/bin/python -c "import torch, torchvision" 2>/dev/null || pip install "torch==2.14.1" "torchvision==0.29.1"
 pip install -e ".[dev,bench]"  # bench: matplotlib for the benchmarks' plots
+# Fashion-MNIST (Debian's dataset-fashion-mnist, 30 MB, offline once installed): the default
+# training set, and a handful of its test items are objects on flat grounds for the dHT tests.
+if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null 2>&1 \
+         && $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } \
+    || echo "setup: could not install dataset-fashion-mnist; pass --data-root to a folder" \
+            "of its idx files" >&2
+fi
 .venv/bin/python -c "import adaptok, timm, torchvision" # fail loudly if the install is broken

@@ -190,3 +190,72 @@ def test_augmented_rows_are_their_own_rows(bench) -> None:
     assert sorted(["grid-aug", "quadtree", "grid"], key=bench.tokenizer_rank) == [
         "grid", "grid-aug", "quadtree"
     ]  # fmt: skip
+
+
+def retrofit_rows(tokenizer: str, values, *, tokens: int, steps: int, speed: float = 100.0):
+    """Issue-18 rows on Fashion-MNIST: a parent ("grid-aug"), retrofits, ToMe."""
+    return [
+        {
+            "profile": "cpu-long",
+            "dataset": "fashion-mnist-64",
+            "tokenizer": tokenizer,
+            "run_id": f"fashion-mnist-64/{tokenizer}-{tokens}-s{seed}-ft{steps}",
+            "steps": str(steps),
+            "metric": "accuracy",
+            "value": str(value),
+            "tokens_per_image": str(tokens),
+            "train_seconds": "1",
+            "eval_images_per_second": str(speed),
+            "device": "cpu",
+        }
+        for seed, value in enumerate(values)
+    ]
+
+
+def test_the_retrofit_goals_are_decided_on_numbers(bench) -> None:
+    parent = retrofit_rows("grid-aug", [0.85], tokens=64, steps=1600, speed=300)
+    table = (
+        parent
+        + retrofit_rows("retrofit-quadtree-pooled", [0.80], tokens=31, steps=0, speed=600)
+        + retrofit_rows(
+            "retrofit-quadtree-pooled", [0.848, 0.846, 0.85], tokens=31, steps=125, speed=600
+        )
+        + retrofit_rows("retrofit-dht-pooled", [0.70], tokens=31, steps=0, speed=200)
+        + retrofit_rows("retrofit-dht-pooled", [0.86], tokens=31, steps=125, speed=200)
+        + retrofit_rows("tome", [0.84], tokens=31, steps=0, speed=400)
+    )
+    found = {v.key: v for v in bench.verdicts(bench.group_rows(table), "cpu-long")}
+    key = "retrofit18-fashion-mnist-64"
+    zero = found[f"{key}-quadtree-zero-shot"]  # 0.80 >= 0.9 * 0.85 = 0.765
+    assert zero.status == "met" and zero.gap == pytest.approx(0.80 - 0.765)
+    assert found[f"{key}-dht-zero-shot"].status == "missed"  # 0.70 < 0.765
+    tuned = found[f"{key}-quadtree-one-epoch"]  # mean 0.848, within half a point, 3 seeds
+    assert tuned.status == "met" and tuned.gap == pytest.approx(-0.002)
+    one_seed = found[f"{key}-dht-one-epoch"]  # above the parent, but one seed
+    assert one_seed.status == "not decided" and "3" in one_seed.note
+    # ToMe: the quadtree is faster and (tuned) more accurate: met; untuned, faster but less
+    # accurate: equal throughput is not measured; dHT is slower and less accurate untuned.
+    assert found[f"{key}-quadtree-vs-tome-one-epoch"].status == "met"
+    assert found[f"{key}-quadtree-vs-tome-zero-shot"].status == "not decided"
+    assert found[f"{key}-dht-vs-tome-zero-shot"].status == "missed"
+    assert found["retrofit18-cluttered-fashion-mnist-128-dht-zero-shot"].status == "not measured"
+
+
+def test_retrofit_and_tome_rows_run_from_an_augmented_parent(bench, tmp_path) -> None:
+    """The smoke profile's issue-18 rows end to end: the augmented grid parent trains through
+    fit, a pooled retrofit and ToMe start from its best.pt, each with measured tokens."""
+    from adaptok.train.datasets import FASHION_MNIST_ROOT
+
+    if not Path(FASHION_MNIST_ROOT).is_dir():
+        pytest.fail(f"Fashion-MNIST missing at {FASHION_MNIST_ROOT}: run scripts/setup.sh")
+    profile = bench.PROFILES["smoke"]
+    planned = {r.run_id: r for r in bench.plan(profile)}
+    work = tmp_path / "work"
+    parent = planned["fashion-mnist-64/grid-64-s0-aug"]
+    assert parent.augment
+    bench.execute(parent, profile, work, "cpu", print)
+    for run_id in ("fashion-mnist-64/tome-31-s0", "fashion-mnist-64/retrofit-dht-pooled-31-s0-ft0"):
+        rows = bench.execute(planned[run_id], profile, work, "cpu", print)
+        assert rows[0]["parent"] == parent.run_id
+        assert 20 <= rows[0]["tokens_per_image"] <= 31, run_id
+        assert 0 <= rows[0]["value"] <= 1 and rows[0]["eval_images_per_second"] > 0

@@ -99,9 +99,11 @@ class Run:
     Attributes:
         dataset: "fashion-mnist-64", "cluttered-fashion-mnist-128" or "shapes".
         tokenizer: "grid", "quadtree", "quadtree-cnn", "dht", "dht-learned", "retrofit-quadtree",
-            "retrofit-dht" (the dHT embedder that `retrofit` picks), "retrofit-dht-patch" (the
-            plain patch embedder: each region's box resampled to P x P, the learned position at
-            its centre).
+            "retrofit-dht" (the dHT embedder that `retrofit` picked before issue 18),
+            "retrofit-dht-patch" (the plain patch embedder: each region's box resampled to P x P,
+            the learned position at its centre), "retrofit-quadtree-pooled" and
+            "retrofit-dht-pooled" (`retrofit`'s defaults since issue 18: pooled tokens and
+            size-aware attention), "tome" (the parent run with token merging, no training).
         tokens: the token target (the measured count is what the CSV reports).
         seed: seeds the ViT initialisation and the data order.
         patch: P, the ViT's patch side (every token is resampled to P x P).
@@ -241,6 +243,44 @@ def plan(profile: Profile) -> list[Run]:
                     dataset, "retrofit-dht-patch", 31, 0, p, {"budget": 31}, parent.run_id, finetune
                 )
             )
+    runs += retrofit_plan(profile)
+    return runs
+
+
+FASHION_MNIST_TRAIN = 60000  # images in the training split (plain and cluttered)
+
+
+def retrofit_plan(profile: Profile) -> list[Run]:
+    """Issue 18: a grid parent trained with scale augmentation (as real ViTs are pretrained),
+    retrofitted with `retrofit`'s defaults (pooled tokens, size-aware attention) onto quadtree
+    and dHT tokens at about half (31) and all (64) of its 64 tokens, scored without fine-tuning
+    and after one epoch of it (three seeds at half), beside ToMe on the same parent merged down
+    to the same final count (no training)."""
+    runs: list[Run] = []
+    train_images = profile.train_images or FASHION_MNIST_TRAIN - profile.val_images
+    epoch = max(1, train_images // profile.batch_size)
+    for dataset in ("fashion-mnist-64", "cluttered-fashion-mnist-128"):
+        p = DATASET_SIZES[dataset] // 8
+        parent = Run(dataset, "grid", 64, 0, p, augment=True)
+        runs.append(parent)
+        half = {
+            "retrofit-quadtree-pooled": {"budget": 31, "min_patch": p, "max_patch": 4 * p},
+            "retrofit-dht-pooled": {"budget": 31},
+        }
+        full = {
+            "retrofit-quadtree-pooled": {"budget": 64, "min_patch": p // 2, "max_patch": 2 * p},
+            "retrofit-dht-pooled": {"budget": 64},
+        }
+        runs.append(Run(dataset, "tome", 31, 0, p, {"final_tokens": 31}, parent.run_id))
+        for tokenizer, options in half.items():
+            runs.append(Run(dataset, tokenizer, 31, 0, p, options, parent.run_id, 0))
+            runs.append(Run(dataset, tokenizer, 31, 0, p, options, parent.run_id, epoch))
+        for tokenizer, options in full.items():
+            runs.append(Run(dataset, tokenizer, 64, 0, p, options, parent.run_id, 0))
+            runs.append(Run(dataset, tokenizer, 64, 0, p, options, parent.run_id, epoch))
+        for seed in (1, 2):
+            for tokenizer, options in half.items():
+                runs.append(Run(dataset, tokenizer, 31, seed, p, options, parent.run_id, epoch))
     return runs
 
 
@@ -256,4 +296,7 @@ EMBEDDERS: dict[str, tuple[str, bool]] = {
     "retrofit-quadtree": ("patch", False),
     "retrofit-dht": ("dht", False),
     "retrofit-dht-patch": ("patch", False),
+    "retrofit-quadtree-pooled": ("pooled", True),
+    "retrofit-dht-pooled": ("pooled", True),
+    "tome": ("patch", False),  # the parent's own embedding; ToMe merges inside the trunk
 }

@@ -301,20 +301,10 @@ def retrofitted(run: Run, profile: Profile, work: Path, num_classes: int) -> nn.
     Raises:
         FileNotFoundError: the parent has not finished yet.
     """
-    from adaptok.models import model_from_checkpoint, retrofit
-    from adaptok.train import init_from_model, load_checkpoint
+    from adaptok.train import init_from_model
 
+    parent = parent_model(run, profile, work, num_classes)
     best = work / "runs" / profile.name / run.parent / "best.pt"
-    if not best.is_file():
-        raise FileNotFoundError(best)
-    state = load_checkpoint(best)
-    if "model_config" in state:
-        parent = model_from_checkpoint(state, source=str(best))
-    else:  # a parent trained before the benchmark went through fit: weights only
-        size = DATASET_SIZES[run.dataset]
-        vit = make_vit(size, run.patch, num_classes, 0)
-        parent = retrofit(vit, "grid", embedder="patch", position="learned")
-        parent.load_state_dict(state["model"], strict=True)
     method = run.tokenizer.removeprefix("retrofit-").partition("-")[0]
     embedder, attention = EMBEDDERS[run.tokenizer]
     return init_from_model(
@@ -326,6 +316,58 @@ def retrofitted(run: Run, profile: Profile, work: Path, num_classes: int) -> nn.
         position="learned",
         source=str(best),
     )
+
+
+class ToMeModel(nn.Module):
+    """A timm ViT run with token merging down to `final_tokens` (`adaptok.models.tome_forward`),
+    shaped like an AdaptiveViT for `evaluate` (logits, and tokens per image on request)."""
+
+    tokenizer = None  # ToMe tokenizes on the grid; it merges inside the trunk
+
+    def __init__(self, vit: nn.Module, final_tokens: int) -> None:
+        super().__init__()
+        self.vit = vit
+        self.final_tokens = final_tokens
+
+    def forward(self, images: Tensor, *, return_counts: bool = False):
+        from adaptok.models import tome_forward
+
+        logits = tome_forward(self.vit, images, final_tokens=self.final_tokens)
+        if not return_counts:
+            return logits
+        return logits, torch.full((images.shape[0],), self.final_tokens, device=images.device)
+
+
+def parent_model(run: Run, profile: Profile, work: Path, num_classes: int) -> nn.Module:
+    """The grid parent (an AdaptiveViT) of a retrofit or ToMe row, from its best.pt.
+
+    Raises:
+        FileNotFoundError: the parent has not finished yet.
+    """
+    from adaptok.models import model_from_checkpoint, retrofit
+    from adaptok.train import load_checkpoint
+
+    best = work / "runs" / profile.name / run.parent / "best.pt"
+    if not best.is_file():
+        raise FileNotFoundError(best)
+    state = load_checkpoint(best)
+    if "model_config" in state:
+        return model_from_checkpoint(state, source=str(best))
+    # A parent trained before the benchmark went through fit: weights only.
+    size = DATASET_SIZES[run.dataset]
+    vit = make_vit(size, run.patch, num_classes, 0)
+    parent = retrofit(vit, "grid", embedder="patch", position="learned")
+    parent.load_state_dict(state["model"], strict=True)
+    return parent
+
+
+def tome_model(run: Run, profile: Profile, work: Path, num_classes: int) -> nn.Module:
+    """A ToMe row's model: the parent exported to a timm ViT, merged to the row's count."""
+    from adaptok.models import export_timm
+
+    parent = parent_model(run, profile, work, num_classes)
+    vit = export_timm(parent, make_vit(DATASET_SIZES[run.dataset], run.patch, num_classes, 0))
+    return ToMeModel(vit.eval(), int(run.options["final_tokens"]))
 
 
 def score(model: nn.Module, data: dict[str, Dataset], device: str) -> dict[str, object]:
@@ -341,7 +383,10 @@ def score(model: nn.Module, data: dict[str, Dataset], device: str) -> dict[str, 
         metrics = {"accuracy": result.accuracy}
     return {
         "metrics": metrics,
-        "tokens_per_image": result.tokens_per_image,
+        # evaluate counts an AdaptiveViT's tokens; ToMe ends every image at its final count.
+        "tokens_per_image": result.tokens_per_image
+        if result.tokens_per_image is not None
+        else float(model.final_tokens),
         "eval_images_per_second": result.images_per_second,
         "test_images": result.images,
     }
@@ -449,7 +494,10 @@ def execute(run: Run, profile: Profile, work: Path, device: str, log: Log) -> li
     info = data["train"].info  # type: ignore[attr-defined]
     folder = work / "runs" / profile.name / run.run_id
     retrofit_row = run.tokenizer.startswith("retrofit")
-    if retrofit_row:
+    if run.tokenizer == "tome":
+        model = tome_model(run, profile, work, info.num_classes).to(device)
+        steps, lr, eval_every = 0, LR, 1
+    elif retrofit_row:
         model = retrofitted(run, profile, work, info.num_classes).to(device)
         steps = run.finetune
         lr, eval_every = LR * FINETUNE_LR_FACTOR, max(1, run.finetune // 2)
@@ -481,7 +529,7 @@ def execute(run: Run, profile: Profile, work: Path, device: str, log: Log) -> li
         "tokenizer": run.tokenizer + ("-aug" if run.augment else ""),  # report.AUGMENTED
         "tokens_per_image": scored["tokens_per_image"],
         "seed": run.seed,
-        "steps": run.finetune if retrofit_row else result.step,
+        "steps": run.finetune if retrofit_row else result.step if result else 0,
         "train_seconds": result.train_seconds if result else 0.0,
         "eval_images_per_second": scored["eval_images_per_second"],
         "device": _device_name(device),

@@ -15,7 +15,7 @@ from .datasets import (
 )
 from .distributed import DistInfo, init_distributed
 from .fit import TrainingInterrupted, TrainResult, fit
-from .init_from import init_from_checkpoint
+from .init_from import init_from_checkpoint, init_from_model
 from .loop import EvalResult, evaluate
 from .metrics import ConfusionMatrix, CsvLog
 from .runs import train
@@ -40,6 +40,7 @@ __all__ = [
     "holdout",
     "init_distributed",
     "init_from_checkpoint",
+    "init_from_model",
     "load_checkpoint",
     "save_checkpoint",
     "train",
