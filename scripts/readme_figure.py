@@ -2,7 +2,9 @@
 
 Top: the bundled photo, quadtree | dHT | dHT mean colours | SVG rendered back.
 Bottom: a Fashion-MNIST item (flat background), grid | quadtree | dHT without a cap | dHT mean
-colours: where the image is flat the adaptive tokenizers spend one big token.
+colours: where the image is flat the adaptive tokenizers spend one big token. Every panel is
+titled with its method and token count; boundaries are black over light pixels and white over
+dark ones (`adaptok.visualize.draw_boundaries`).
 
 python scripts/readme_figure.py [--size 256] [-o docs/demo.png]
 """
@@ -17,9 +19,10 @@ import torch.nn.functional as F
 
 import adaptok
 from adaptok.io import from_array, sample_image, save_image
+from adaptok.ops import counted
 from adaptok.train.datasets import FashionMNIST
 from adaptok.vector.render import render_svg
-from adaptok.visualize import draw_boundaries, side_by_side
+from adaptok.visualize import draw_boundaries, side_by_side, titled
 
 
 def fashion_item(size: int, index: int = 0) -> torch.Tensor:
@@ -48,17 +51,23 @@ def main() -> None:
         item_dht = adaptok.partition(item, method="dht", budget=None)
     svg = adaptok.vectorize(image, dht)
     rendered = from_array(render_svg(svg, background="#ffffff"))[:, :3]
+
+    def tokens(name: str, images: torch.Tensor, part: adaptok.Partition) -> torch.Tensor:
+        return titled(
+            draw_boundaries(images, part), f"{name} · {counted(part.num_regions, 'token')}"
+        )
+
     top = side_by_side(
-        draw_boundaries(image, quadtree),
-        draw_boundaries(image, dht),
-        dht.mean_image(image),
-        rendered,
+        tokens("quadtree", image, quadtree),
+        tokens("dHT", image, dht),
+        titled(dht.mean_image(image), "dHT · mean colour of each token"),
+        titled(rendered, f"SVG of the dHT photo · {counted(svg.count('<path'), 'path')}"),
     )
     bottom = side_by_side(
-        draw_boundaries(item, item_grid),
-        draw_boundaries(item, item_quadtree),
-        draw_boundaries(item, item_dht),
-        item_dht.mean_image(item),
+        tokens("grid", item, item_grid),
+        tokens("quadtree", item, item_quadtree),
+        tokens("dHT, no cap", item, item_dht),
+        titled(item_dht.mean_image(item), "dHT, no cap · mean colours"),
     )
     gap = torch.ones(1, 3, 4, top.shape[-1])
     args.output.parent.mkdir(parents=True, exist_ok=True)
