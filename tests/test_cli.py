@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from adaptok.cli.main import COMMANDS, main
 from adaptok.errors import AdaptokError
+from adaptok.visualize import titled
 
 
 @pytest.fixture
@@ -100,9 +102,12 @@ def test_demo_writes_into_its_own_folder_and_prints_what_it_asked(
     assert main(["demo", "--size", "128"]) == 0
     assert [p.name for p in tmp_path.iterdir()] == ["adaptok-demo"]  # nothing else in the cwd
     out = tmp_path / "adaptok-demo"
+    strip = titled(torch.zeros(1, 3, 128, 128), "title").shape[2] - 128  # the title's height
     for method in ("grid", "quadtree", "dht", "slic"):
         picture = np.asarray(Image.open(out / f"demo_{method}.png"))
-        assert picture.shape == (128, 2 * 128 + 4, 3)
+        assert picture.shape == (strip + 128, 2 * 128 + 4, 3)
+        title = picture[:strip, :128]  # black text on white above the token panel
+        assert (title == 255).mean() > 0.5 and (title < 64).any()
     assert (out / "demo.svg").read_text().startswith("<svg")
     printed = capsys.readouterr().out
     assert "16 tokens (budget=16, min_patch=16, max_patch=128)" in printed  # (128 / 32)^2
@@ -110,7 +115,8 @@ def test_demo_writes_into_its_own_folder_and_prints_what_it_asked(
     assert "start-up" in printed
     # The flat-background item: dHT without a cap spends fewer tokens than the 8x8 grid.
     flat = np.asarray(Image.open(out / "demo_flat_background.png"))
-    assert flat.shape == (4 * 64, 4 * (4 * 64 + 3 * 4), 3)
+    strip = titled(torch.zeros(1, 3, 256, 256), "title").shape[2] - 256
+    assert flat.shape == (strip + 4 * 64, 4 * (4 * 64 + 3 * 4), 3)
     counts = re.search(r"grid (\d+) tokens \| dht without a cap (\d+) regions", printed)
     assert counts is not None and int(counts[2]) < int(counts[1]) == 64
 
@@ -399,3 +405,118 @@ def test_tokenize_refuses_a_bad_quadtree_option_once(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count(message) == 1 and "images failed" not in err
+
+
+# ----------------------------------------------------------- options every command takes
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_threads_and_debug_are_declared_once_and_taken_before_or_after_the_command(
+    command,
+) -> None:
+    from adaptok.cli.main import build_parser
+
+    parser = build_parser(command)
+    sub = parser._subparsers._group_actions[0].choices[command]
+    for flag in ("--threads", "--debug"):
+        assert sum(flag in action.option_strings for action in sub._actions) == 1, flag
+    positional = {"tokenize": ["x.png"], "vectorize": ["x.png"], "eval": ["x.pt"]}.get(command, [])
+    if command == "train":
+        positional = ["--dataset", "shapes"]
+    after = parser.parse_args([command, *positional, "--threads", "3", "--debug"])
+    before = parser.parse_args(["--threads", "3", "--debug", command, *positional])
+    plain = parser.parse_args([command, *positional])
+    assert (after.threads, after.debug) == (before.threads, before.debug) == (3, True)
+    assert (plain.threads, plain.debug) == (None, False)
+
+
+def test_debug_after_the_command_shows_the_traceback(image_files):
+    argv = ["tokenize", str(image_files[0]), "--method", "grid", "--budget", "7"]
+    assert main(argv) == 2
+    with pytest.raises(AdaptokError):
+        main([*argv, "--debug"])
+
+
+def test_threads_is_applied_before_the_command_runs(image_files, tmp_path, monkeypatch) -> None:
+    import adaptok.cli.tokenize as tokenize
+
+    seen = []
+    monkeypatch.setattr(tokenize, "run", lambda args: seen.append(torch.get_num_threads()) or 0)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert main(["tokenize", str(image_files[0]), "--threads", "2"]) == 0
+    monkeypatch.setattr(sys.modules["adaptok.cli.main"], "default_threads", lambda: 3)
+    assert main(["tokenize", str(image_files[0])]) == 0
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # an explicit environment is left to torch
+    torch.set_num_threads(5)
+    assert main(["tokenize", str(image_files[0])]) == 0
+    assert seen == [2, 3, 5]
+
+
+@pytest.mark.parametrize(
+    ("cpus", "torch_default", "load", "expected"),
+    [
+        (2, 2, 0.1, 2),  # idle: every CPU
+        (2, 2, 1.0, 1),  # one busy process on 2 cores: 1 thread
+        (2, 2, 0.4, 1),  # a busy process started seconds ago (the load average lags)
+        (2, 2, 6.3, 1),  # crowded: never below 1
+        (16, 8, 2.0, 6),  # at most torch's own default (physical cores), less the busy ones
+        (16, 16, 2.0, 14),
+    ],
+)
+def test_default_threads_leaves_the_busy_cpus_alone(
+    cpus, torch_default, load, expected, monkeypatch
+) -> None:
+    cli_main = sys.modules["adaptok.cli.main"]  # (adaptok.cli.main is also the function)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: torch_default)
+    assert cli_main.default_threads() == expected
+
+
+def test_warnings_print_as_one_line(image_files, monkeypatch, capsys) -> None:
+    import warnings
+
+    import adaptok.cli.tokenize as tokenize
+
+    def run(args) -> int:
+        warnings.warn("vit.pth: classifier head has another number of classes", stacklevel=1)
+        warnings.warn("an old option", DeprecationWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(tokenize, "run", run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main(["tokenize", str(image_files[0])]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "adaptok tokenize: warning: vit.pth: classifier head has another number of classes",
+        "adaptok tokenize: warning: an old option (DeprecationWarning)",
+    ]
+
+
+@pytest.mark.parametrize("command", ["tokenize", "vectorize"])
+def test_no_progress_bar_where_it_would_only_clutter_a_log(
+    command, image_files, tmp_path, capsys
+) -> None:
+    argv = [command, *map(str, image_files), "--method", "grid", "-o", str(tmp_path / command)]
+    assert main(argv) == 0  # stderr is captured here, not a terminal: no bar
+    assert "\r" not in capsys.readouterr().err
+    assert main([*argv, "--no-progress"]) == 0
+    assert "\r" not in capsys.readouterr().err
+
+
+def test_progress_bar_shows_on_a_terminal_unless_switched_off(monkeypatch) -> None:
+    import argparse
+
+    from adaptok.cli.outputs import progress_bar
+
+    class Terminal:
+        def isatty(self) -> bool:
+            return True
+
+        def write(self, text: str) -> None: ...
+
+        def flush(self) -> None: ...
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    shown = argparse.Namespace(no_progress=False)
+    assert not progress_bar(range(3), 3, shown).disable
+    assert progress_bar(range(1), 1, shown).disable  # one file: nothing to follow
+    assert progress_bar(range(3), 3, argparse.Namespace(no_progress=True)).disable

@@ -64,3 +64,11 @@ def test_bad_input(photos: torch.Tensor) -> None:
         adaptok.partition(photos, method="slic", n_segments=10)
     with pytest.raises(AdaptokError, match="B, C, H, W"):
         slic_partition(photos[0])
+
+
+def test_budget_none_is_the_default_as_vectorize_documents(photos: torch.Tensor) -> None:
+    # vectorize(..., budget=None) passes None on: "the token default for quadtree and slic"
+    default = adaptok.partition(photos, "slic")
+    assert torch.equal(adaptok.partition(photos, "slic", budget=None).labels, default.labels)
+    svg = adaptok.vectorize(photos[:1], "slic", budget=None)
+    assert svg.count("<path") <= default.counts[0]

@@ -20,7 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=512, help="image side (a multiple of 128)")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=5)
 
 
@@ -30,8 +29,6 @@ def run(args: argparse.Namespace) -> int:
         check_int("--batch", batch)
     check_int("--repeats", args.repeats)
     device = str(check_device(args.device))
-    if args.threads is not None:
-        torch.set_num_threads(check_int("--threads", args.threads))
     print(f"adaptok bench · {machine_header(device)}")
     print(
         f"bundled photo at {args.size}x{args.size}; median of {args.repeats} runs; "

@@ -11,8 +11,9 @@ import torch
 
 from ..errors import AdaptokError
 from ..io import FLAT_SAMPLE, sample_image, save_image
+from ..ops import counted
 from ..partitioners.registry import partition
-from ..visualize import side_by_side, token_picture
+from ..visualize import draw_boundaries, side_by_side, titled, token_picture
 
 DEFAULT_OUTPUT = Path("adaptok-demo")
 
@@ -69,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
             part = partition(image, method=method, **options)
         elapsed = 1000 * (time.perf_counter() - start)
         target = args.output / f"demo_{method}.png"
-        save_image(token_picture(image, part), target)
+        title = f"{method} · {counted(part.num_regions, 'token')}"
+        save_image(token_picture(image, part, title=title), target)
         asked = ", ".join(f"{name}={value}" for name, value in options.items())
         print(
             f"{method:>9}: {part.num_regions:4d} tokens ({asked}) in {elapsed:6.1f} ms -> {target}"
@@ -86,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         f"{elapsed:.0f} ms -> {target}"
     )
     flat_background(args.output)
+    print(f"pictures and SVG in {args.output.resolve()}")
     return 0
 
 
@@ -97,9 +100,18 @@ def flat_background(output: Path, size: int = 64, zoom: int = 4) -> None:
     with torch.no_grad():
         grid = partition(item, method="grid", patch_size=8)
         dht = partition(item, method="dht", budget=None)
-    picture = side_by_side(token_picture(item, grid), token_picture(item, dht))
+    panels = []
+    for name, part in (("grid", grid), ("dht, no cap", dht)):
+        # enlarged before the titles are written, so that the text stays sharp
+        for panel, what in (
+            (draw_boundaries(item, part), "tokens"),
+            (part.mean_image(item), "colours"),
+        ):
+            big = panel.clamp(0, 1).repeat_interleave(zoom, 2).repeat_interleave(zoom, 3)
+            count = counted(part.num_regions, "token") if what == "tokens" else "mean colours"
+            panels.append(titled(big, f"{name} · {count}"))
     target = output / "demo_flat_background.png"
-    save_image(picture.repeat_interleave(zoom, 2).repeat_interleave(zoom, 3), target)
+    save_image(side_by_side(*panels, gap=4 * zoom), target)
     print(
         f"Fashion-MNIST item (bundled, {size}x{size}): grid {grid.num_regions} tokens | "
         f"dht without a cap {dht.num_regions} regions -> {target}"

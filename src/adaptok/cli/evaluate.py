@@ -7,8 +7,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import torch
-
 from ..errors import AdaptokError
 from ..models import model_from_checkpoint
 from ..train.checkpoint import load_checkpoint
@@ -16,7 +14,6 @@ from ..train.datasets import DATASETS, build_dataset
 from ..train.distributed import cleanup_distributed, init_distributed
 from ..train.loop import evaluate
 from ..train.metrics import CsvLog
-from ..validate import check_int
 
 __all__ = ["add_arguments", "check_compatible", "run"]
 
@@ -35,7 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--csv", default=None, help="append the metrics to this CSV file")
 
 
@@ -54,8 +50,6 @@ def check_compatible(config, info, dataset_name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        torch.set_num_threads(check_int("--threads", args.threads))
     info = init_distributed(args.device)
     try:
         state = load_checkpoint(args.checkpoint, map_location="cpu")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from ..errors import AdaptokError
 from ..io import display_name
 
-__all__ = ["file_error", "output_paths"]
+__all__ = ["add_progress_option", "file_error", "output_paths", "progress_bar"]
 
 NAME_MAX = 255
 
@@ -65,3 +68,22 @@ def file_error(source: Path, error: Exception) -> str:
     messages about a file already start with its name)."""
     name, message = display_name(source), display_name(str(error))
     return f"error: {message}" if name in message else f"error: {name}: {message}"
+
+
+def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    """`--no-progress`, for commands that show a progress bar over their input files."""
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (there is none for one file, nor when stderr is not a terminal)",
+    )
+
+
+def progress_bar(items: Iterable[Any], count: int, args: argparse.Namespace) -> Any:
+    """A tqdm bar over `count` input files, shown only where it helps: not for one file, not
+    with --no-progress, and not when stderr is not a terminal (a log file or a pipe would get
+    every refresh as a line of carriage returns; tqdm's `disable=None`)."""
+    from tqdm import tqdm
+
+    off = args.no_progress or count < 2
+    return tqdm(items, total=count, unit="image", disable=True if off else None)

@@ -17,7 +17,7 @@ from ..partitioners.registry import available_methods, padded_size, partition
 from ..regions import Partition
 from ..validate import check_int
 from ..visualize import token_picture
-from .outputs import file_error, output_paths
+from .outputs import add_progress_option, file_error, output_paths, progress_bar
 
 # Options of the command line, and the methods that take each (others refuse them).
 METHOD_OPTIONS = {
@@ -110,6 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_PIXELS,
         help="refuse larger images (width x height)",
     )
+    add_progress_option(parser)
 
 
 def partition_options(args: argparse.Namespace) -> dict[str, object]:
@@ -180,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     if args.budget is None:
         print(f"{args.method}: {DEFAULTS[args.method]} (the default)", file=sys.stderr)
     failures = 0
-    files = tqdm(args.images, unit="image", disable=len(args.images) < 2)
+    files = progress_bar(args.images, len(args.images), args)
     for source, target in zip(files, targets, strict=True):
         try:
             image = as_images(source, max_pixels=args.max_pixels)

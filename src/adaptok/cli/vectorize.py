@@ -16,7 +16,7 @@ from ..ops import counted
 from ..partitioners.registry import available_methods, get_partitioner
 from ..validate import accepted_options
 from ..vector import DEFAULT_METHOD, PIXELS_PER_REGION, check_style, render_svg, vectorize
-from .outputs import file_error, output_paths
+from .outputs import add_progress_option, file_error, output_paths, progress_bar
 from .tokenize import budget_argument, budget_option
 
 
@@ -85,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_PIXELS,
         help=f"refuse larger images (default {DEFAULT_MAX_PIXELS:,} pixels)",
     )
+    add_progress_option(parser)
 
 
 def preview_path(target: Path) -> Path:
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     budget = "auto" if args.budget is None else budget_option(args.method, args.budget)
     background: bool | str = args.background_color or args.background
     failures = 0
-    bar = tqdm(list(zip(images, targets, strict=True)), unit="image", disable=len(images) < 2)
+    bar = progress_bar(zip(images, targets, strict=True), len(images), args)
     for source, target in bar:
         try:
             with torch.no_grad():

@@ -468,7 +468,10 @@ def pixel_map_pyramid(
     if found[0] != batch or (found[1:] != (height, width) and padded != (height, width)):
         raise AdaptokError(
             f"the pixel importance map must have shape [{batch}, {height}, {width}] (or "
-            f"[{height}, {width}] for every image), the images' size; got {list(found)}"
+            f"[{height}, {width}] for every image), the images' size; got {list(found)}. A "
+            "coarser map (e.g. a ViT's 14x14 Grad-CAM): resize it to the images' size first, "
+            f"torch.nn.functional.interpolate(cam[:, None], size=({height}, {width}), "
+            'mode="bilinear")[:, 0]'
         )
     if found[1:] != (height, width):
         pad = (0, width - found[2], 0, height - found[1])

@@ -14,10 +14,14 @@ from ..validate import check_int
 __all__ = ["slic_partition"]
 
 
+# SLIC's default target: as many segments as a 224x224 image has 16-pixel patches
+DEFAULT_SEGMENTS = 196
+
+
 def slic_partition(
     images: Tensor,
     *,
-    budget: int = 196,
+    budget: int | None = DEFAULT_SEGMENTS,
     compactness: float = 10.0,
     max_iterations: int = 10,
     sigma: float = 0.0,
@@ -38,7 +42,8 @@ def slic_partition(
 
     Args:
         images: [B, C, H, W] float images in [0, 1] (RGB when C == 3).
-        budget: target number of superpixels per image, 1 <= budget <= H*W.
+        budget: target number of superpixels per image, 1 <= budget <= H*W; None means the
+            default, DEFAULT_SEGMENTS (as for the quadtree, whose None is its default too).
         compactness: balance of colour against space (higher: squarer superpixels). The scale
             assumes Lab colours (C == 3); for other inputs scale it to your value range.
         max_iterations: k-means iterations.
@@ -50,7 +55,9 @@ def slic_partition(
     """
     check_images(images)
     _, channels, height, width = images.shape
-    check_int("budget", budget, hint="(segments per image)")
+    budget = check_int(
+        "budget", DEFAULT_SEGMENTS if budget is None else budget, hint="(segments per image)"
+    )
     if budget > height * width:
         raise AdaptokError(
             f"budget {budget} exceeds the {height}x{width} = {height * width} pixels of each "
