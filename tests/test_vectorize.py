@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import struct
@@ -23,6 +24,7 @@ from adaptok.vector import (
     default_budget,
     douglas_peucker,
     fit_beziers,
+    merge_equal_fills,
     refine_chains,
     render_svg,
     smooth_chains,
@@ -538,6 +540,40 @@ def test_touching_regions_of_one_fill_are_one_shape_and_the_picture_is_unchanged
     assert np.array_equal(render_svg(svg)[..., :3], to_rgb8(part.mean_image(image[None])))
     # a ready Partition keeps one path per region (path i fills region i)
     assert vectorize(image, part).count("<path") == part.num_regions == 16
+
+
+@pytest.mark.parametrize("with_opacity", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_merge_equal_fills_matches_pixel_components_oracle(seed: int, with_opacity: bool) -> None:
+    # The region-graph merge equals the obvious pixel-level one: 4-connected components of the
+    # map of written fills (colour and opacity level), numbered in raster order, per image.
+    from conftest import random_partition
+
+    part = random_partition(2, 30, 41, classes=4, block=2, seed=seed)  # 4-connected regions
+    generator = torch.Generator().manual_seed(seed)
+    # region ids in no raster order (shuffled within each image), as a partitioner may number them
+    bounds = itertools.pairwise(part.offsets.tolist())
+    shuffled = torch.cat([lo + torch.randperm(hi - lo, generator=generator) for lo, hi in bounds])
+    part = Partition.from_labels(shuffled[part.labels], relabel=False)
+    palette = torch.tensor([[0, 0, 0], [255, 255, 255], [10, 20, 30]])
+    colors = palette[torch.randint(0, 3, (part.num_regions,), generator=generator)]
+    opacity = None
+    if with_opacity:
+        opacity = (torch.randint(0, 3, (part.num_regions,), generator=generator) / 2).numpy()
+    shapes, shape_colors, shape_opacity = merge_equal_fills(part, colors, opacity)
+
+    level = np.zeros(part.num_regions, dtype=np.int64) if opacity is None else opacity * 100
+    key = colors.numpy() @ np.array([65536, 256, 1]) * 101 + np.rint(level).astype(np.int64)
+    key_map = torch.from_numpy(key)[part.labels]
+    expected = label_components(key_map)
+    assert shapes.num_regions < part.num_regions
+    assert torch.equal(shapes.labels, expected)
+    pixel_key = key_map.flatten().numpy()
+    first_pixel = np.unique(expected.flatten().numpy(), return_index=True)[1]
+    shape_key = shape_colors @ np.array([65536, 256, 1]) * 101
+    if shape_opacity is not None:
+        shape_key = shape_key + np.rint(shape_opacity * 100).astype(np.int64)
+    assert np.array_equal(shape_key, pixel_key[first_pixel])
 
 
 def test_vectorize_budget_none_lets_dht_follow_the_content() -> None:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..errors import AdaptokError
-from ..graph import label_components
+from ..graph import connected_components
 from ..io import DEFAULT_MAX_PIXELS, ImageLike, as_images, composite_alpha
 from ..partitioners.registry import get_partitioner, partition
 from ..regions import Partition
@@ -264,7 +264,8 @@ def merge_equal_fills(
     Two neighbours of one 8-bit colour (and one written opacity, in hundredths) are
     indistinguishable in the SVG; written apart they only cost bytes and, anti-aliased, show a
     seam. A flat image is one path whatever the partition (the grid's 16 squares of a flat
-    64x64 image included).
+    64x64 image included). The work is on the region graph: only pixel pairs across a region
+    border are compared, and the common case (no two neighbours of one fill) returns at once.
 
     Args:
         part: the Partition (on the CPU).
@@ -272,21 +273,33 @@ def merge_equal_fills(
         opacity: [N] float in [0, 1] fill opacity of every region, or None.
 
     Returns:
-        The Partition of the shapes (4-connected unions of regions), and their [M, 3] colours and
-        [M] opacities (numpy), shapes numbered in raster order of their first pixel per image.
+        The Partition of the shapes (unions of regions joined through touching neighbours of one
+        fill; 4-connected when the regions are), and their [M, 3] colours and [M] opacities
+        (numpy), shapes numbered in raster order of their first pixel per image.
     """
     level = torch.zeros_like(colors[:, 0])
     if opacity is not None:  # hundredths, as write_svg writes them
         level = torch.from_numpy(np.rint(np.clip(opacity, 0, 1) * 100).astype(np.int64))
     key = ((colors[:, 0] * 256 + colors[:, 1]) * 256 + colors[:, 2]) * 101 + level
-    key_map = key[part.labels]
-    shapes = Partition.from_labels(label_components(key_map), relabel=False)
-    if shapes.num_regions == part.num_regions:  # nothing to join: keep the region order
+    labels = part.labels
+    sources, targets = [], []
+    for first, second in (
+        (labels[:, :, 1:], labels[:, :, :-1]),  # horizontal neighbours
+        (labels[:, 1:, :], labels[:, :-1, :]),  # vertical neighbours
+    ):
+        border = first != second
+        first, second = first[border], second[border]
+        same_fill = key[first] == key[second]
+        sources.append(first[same_fill])
+        targets.append(second[same_fill])
+    source, target = torch.cat(sources), torch.cat(targets)
+    if source.numel() == 0:  # nothing to join: keep the region order
         return part, colors.numpy(), opacity
-    # every pixel of a shape carries the same key: any of them gives the shape's fill
-    shape_key = key.new_zeros(shapes.num_regions).scatter_(
-        0, shapes.labels.flatten(), key_map.flatten()
-    )
+    group = connected_components(part.num_regions, source, target)
+    shapes = Partition.from_labels(group[labels], relabel=True)
+    shape_of_region = torch.zeros_like(key).scatter_(0, labels.flatten(), shapes.labels.flatten())
+    # every region of a shape has the same key: any of them gives the shape's fill
+    shape_key = key.new_zeros(shapes.num_regions).scatter_(0, shape_of_region, key)
     level_of_shape, rgb = shape_key % 101, shape_key // 101
     shape_colors = torch.stack([rgb // 65536, rgb // 256 % 256, rgb % 256], 1).numpy()
     shape_opacity = None if opacity is None else (level_of_shape.double() / 100).numpy()
