@@ -568,6 +568,9 @@ def test_merge_equal_fills_matches_pixel_components_oracle(seed: int, with_opaci
     expected = label_components(key_map)
     assert shapes.num_regions < part.num_regions
     assert torch.equal(shapes.labels, expected)
+    derived = Partition.from_labels(expected, relabel=False)
+    for field in ("batch_index", "box", "area"):
+        assert torch.equal(getattr(shapes, field), getattr(derived, field)), field
     pixel_key = key_map.flatten().numpy()
     first_pixel = np.unique(expected.flatten().numpy(), return_index=True)[1]
     shape_key = shape_colors @ np.array([65536, 256, 1]) * 101

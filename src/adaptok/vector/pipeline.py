@@ -282,28 +282,59 @@ def merge_equal_fills(
         level = torch.from_numpy(np.rint(np.clip(opacity, 0, 1) * 100).astype(np.int64))
     key = ((colors[:, 0] * 256 + colors[:, 1]) * 256 + colors[:, 2]) * 101 + level
     labels = part.labels
+    key_map = key[labels]
     sources, targets = [], []
-    for first, second in (
-        (labels[:, :, 1:], labels[:, :, :-1]),  # horizontal neighbours
-        (labels[:, 1:, :], labels[:, :-1, :]),  # vertical neighbours
-    ):
-        border = first != second
-        first, second = first[border], second[border]
-        same_fill = key[first] == key[second]
-        sources.append(first[same_fill])
-        targets.append(second[same_fill])
+    for first, second, first_key, second_key in (
+        (labels[:, :, 1:], labels[:, :, :-1], key_map[:, :, 1:], key_map[:, :, :-1]),
+        (labels[:, 1:, :], labels[:, :-1, :], key_map[:, 1:, :], key_map[:, :-1, :]),
+    ):  # horizontal, then vertical neighbours of another region with the same fill (rare)
+        joined = (first != second) & (first_key == second_key)
+        sources.append(first[joined])
+        targets.append(second[joined])
     source, target = torch.cat(sources), torch.cat(targets)
     if source.numel() == 0:  # nothing to join: keep the region order
         return part, colors.numpy(), opacity
     group = connected_components(part.num_regions, source, target)
-    shapes = Partition.from_labels(group[labels], relabel=True)
-    shape_of_region = torch.zeros_like(key).scatter_(0, labels.flatten(), shapes.labels.flatten())
+    shapes, shape_of_region = _join_regions(part, group)
     # every region of a shape has the same key: any of them gives the shape's fill
     shape_key = key.new_zeros(shapes.num_regions).scatter_(0, shape_of_region, key)
     level_of_shape, rgb = shape_key % 101, shape_key // 101
     shape_colors = torch.stack([rgb // 65536, rgb // 256 % 256, rgb % 256], 1).numpy()
     shape_opacity = None if opacity is None else (level_of_shape.double() / 100).numpy()
     return shapes, shape_colors, shape_opacity
+
+
+def _join_regions(part: Partition, group: Tensor) -> tuple[Partition, Tensor]:
+    """The Partition of the unions of regions given by `group` ([N] int64 group of every region,
+    0..M-1), numbered as `Partition.from_labels` numbers them (image by image, in raster order of
+    each union's first pixel), and [N] the new id of every region. Only the first pixel of
+    every region and the final label map are pixel work; areas and boxes follow from the
+    regions'."""
+    labels, count = part.labels, part.labels.numel()
+    num_groups = int(group.max()) + 1
+    pixel = torch.arange(count)
+    region_first = torch.full((part.num_regions,), count).scatter_reduce_(
+        0, labels.flatten(), pixel, reduce="amin"
+    )
+    group_first = torch.full((num_groups,), count).scatter_reduce_(
+        0, group, region_first, reduce="amin"
+    )
+    new_id = torch.empty(num_groups, dtype=torch.long)
+    new_id[torch.argsort(group_first)] = torch.arange(num_groups)  # flat index: image-major
+    shape_of_region = new_id[group]
+    index = shape_of_region[:, None].expand(-1, 2)
+    corner = max(part.image_size) + 1
+    low = torch.full((num_groups, 2), corner).scatter_reduce_(0, index, part.box[:, :2], "amin")
+    high = torch.full((num_groups, 2), -1).scatter_reduce_(0, index, part.box[:, 2:], "amax")
+    shapes = Partition(
+        labels=shape_of_region[labels],
+        batch_index=part.batch_index.new_zeros(num_groups).scatter_(
+            0, shape_of_region, part.batch_index
+        ),
+        box=torch.cat([low, high], 1),
+        area=part.area.new_zeros(num_groups).index_add_(0, shape_of_region, part.area),
+    )
+    return shapes, shape_of_region
 
 
 def _split_alpha(images: Tensor) -> tuple[Tensor, Tensor | None]:
