@@ -119,7 +119,8 @@ class PixelEncoder(nn.Module):
             (rows [H, 2], columns [W, 2]) int64: the first and last input row (column) read by
             every output row (column), inclusive; the pixel itself when the coarse branch is off.
             With it on: two 3x3 stride-2 convolutions (replicate padding) reach 7 input pixels per
-            coarse pixel, and the bilinear upsampling reads two coarse pixels (up to +-7 pixels).
+            coarse pixel and the bilinear upsampling reads two coarse pixels; with one more coarse
+            pixel on each side for float rounding, a field spans up to 19 rows and columns.
         """
         device = self.pointwise.weight.device
         if self.coarse_is_off():

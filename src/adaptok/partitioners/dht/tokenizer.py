@@ -1,11 +1,11 @@
 """The differentiable hierarchical tokenizer (∂HT): pixels -> hierarchy -> IC selection -> tokens.
 
 Pipeline (docs/design.md, "dHT"): pixel encoder -> merge levels (Gaussian kernel, ties to the
-largest neighbour, no self-edge at the pixel level, a learned self-edge above, optional
-compactness) -> selection by information criterion up the hierarchy, the whole image the last
-candidate (per pixel, the best IC along its path: compare="each"; or optimal pruning:
-compare="total") -> relabel into 4-connected regions, thin pieces absorbed -> token budget
-("auto", an int, or None for no cap) -> mean injection.
+largest neighbour, no self-edge at the pixel level and exactly flat areas joined there, a learned
+self-edge above, optional compactness) -> selection by information criterion up the
+hierarchy, the whole image the last candidate (per pixel, the best IC along its path:
+compare="each"; or optimal pruning: compare="total") -> relabel into 4-connected regions, thin
+pieces absorbed -> token budget ("auto", an int, or None for no cap) -> mean injection.
 The partition is discrete; gradients reach the encoder, the self-edge projection and the
 injection map through the similarity-weighted region features used by the mean injection.
 """
