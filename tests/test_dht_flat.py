@@ -199,6 +199,24 @@ def test_flat_areas_are_never_cut(size: tuple[int, int], budget: int | None) -> 
         assert torch.equal(part.select([index]).labels, Partition.from_labels(alone.labels).labels)
 
 
+def test_a_coarse_branch_that_is_on_keeps_its_flat_fields_whole() -> None:
+    """A fresh tokenizer (coarse branch on, fields up to 19 pixels wide): no border between two
+    pixels whose whole fields are one colour, which leaves many such pairs on these grounds."""
+    torch.manual_seed(0)
+    model = DHTTokenizer().eval()
+    images = objects_on_flat_grounds(96, 160)
+    labels = model.partition(images, budget=None).labels
+    flat = flat_edges(images, *model.encoder.receptive_field(96, 160))
+    cut = torch.cat(
+        [
+            (labels[:, :, 1:] != labels[:, :, :-1]).flatten(),
+            (labels[:, 1:] != labels[:, :-1]).flatten(),
+        ]
+    )
+    assert int(flat.sum()) > images[:, 0].numel() // 4
+    assert not bool((flat & cut).any())
+
+
 @pytest.mark.parametrize("sample_budget", [False, True])
 def test_training_forward_keeps_flat_areas_whole(sample_budget: bool) -> None:
     """The training forward (deterministic or sampled budget): the same flat-area guarantee, nested
