@@ -132,7 +132,7 @@ class _CrackEdges(NamedTuple):
         direction: [E] int64 direction of travel (0 right, 1 down, 2 left, 3 up).
         junction: [V] bool vertices where the boundary branches, plus the image corners.
         longest_chain: most crack edges around one region: a bound on the length of every chain
-            (all its edges have the same region on their right) and of every ring (in chains).
+            (all its edges have the same region on their right).
         hy, hx: [E_h] int64 lattice position (y, x) of the horizontal edges' left ends.
         vy, vx: [E_v] int64 lattice position of the vertical edges' top ends.
     """
@@ -311,8 +311,9 @@ def _link_rings(padded: np.ndarray, edges: _CrackEdges, chains: _TracedChains) -
     successor = compact[next_instance]
     predecessor = np.empty_like(successor)
     predecessor[successor] = np.arange(successor.shape[0])
-    # A ring of a region has at most as many chain instances as the region has crack edges.
-    predecessor = _break_cycles(predecessor, all_cycles=True, longest=edges.longest_chain)
+    # A ring has at most as many chain instances as its region has.
+    longest_ring = int(np.bincount(region).max(initial=0))
+    predecessor = _break_cycles(predecessor, all_cycles=True, longest=longest_ring)
     ring_head, ring_rank = _list_rank(predecessor)
     # Drawing order without a big sort: rings ordered by region (stable), instances by rank.
     ring_is_head = predecessor < 0

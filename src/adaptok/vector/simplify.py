@@ -165,41 +165,45 @@ def smooth_chains(chains: Chains, passes: int, *, max_shift: float | None = None
     if passes <= 0:
         return chains
     previous, following = chains.neighbours()
-    points = chains.points
     free = ~chains.fixed
+    # Coordinates as separate contiguous columns: all the work below is elementwise.
+    start_x, start_y = np.ascontiguousarray(chains.points.T)
+    x, y = start_x, start_y
     for _ in range(passes):
-        smoothed = (points[previous] + 2 * points + points[following]) / 4
-        points = np.where(free[:, None], smoothed, points)
+        x = np.where(free, (x[previous] + 2 * x + x[following]) / 4, x)
+        y = np.where(free, (y[previous] + 2 * y + y[following]) / 4, y)
     if max_shift is not None:
         # Keep every point within max_shift pixels of where it started (on the pixel boundary).
-        shift = points - chains.points
-        length = np.linalg.norm(shift, axis=1, keepdims=True)
-        points = chains.points + shift * np.minimum(1.0, max_shift / np.maximum(length, 1e-12))
+        shift_x, shift_y = x - start_x, y - start_y
+        length = np.sqrt(shift_x * shift_x + shift_y * shift_y)
+        factor = np.minimum(1.0, max_shift / np.maximum(length, 1e-12))
+        x, y = start_x + shift_x * factor, start_y + shift_y * factor
     first, last = chains.offsets[:-1], chains.offsets[1:] - 1
-    loop = (last - first >= 3) & (chains.points[first] == chains.points[last]).all(1)
+    loop = (
+        (last - first >= 3) & (start_x[first] == start_x[last]) & (start_y[first] == start_y[last])
+    )
     if loop.any():
         chain = chains.chain_of_point()
-        before, after = _loop_areas(chains.points, chains), _loop_areas(points, chains)
+        before = _loop_areas(start_x, start_y, chains.offsets)
+        after = _loop_areas(x, y, chains.offsets)
         scale = np.sqrt(np.abs(before) / np.maximum(np.abs(after), 1e-12)).clip(1.0, 4.0)
-        scale = np.where(loop, scale, 1.0)
+        scale = np.where(loop, scale, 1.0)[chain]
         # Anchor: the junction of a hanging loop, the centroid of an island.
         count = np.maximum(np.diff(chains.offsets) - 1, 1)
-        centroid = (
-            np.stack([np.add.reduceat(points[:, k], first) - points[last, k] for k in range(2)], 1)
-            / count[:, None]
-        )
-        anchor = np.where(chains.closed[:, None], centroid, points[first])
-        points = anchor[chain] + scale[chain, None] * (points - anchor[chain])
-    return chains._replace(points=points)
+        centroid_x = (np.add.reduceat(x, first) - x[last]) / count
+        centroid_y = (np.add.reduceat(y, first) - y[last]) / count
+        anchor_x = np.where(chains.closed, centroid_x, x[first])[chain]
+        anchor_y = np.where(chains.closed, centroid_y, y[first])[chain]
+        x, y = anchor_x + scale * (x - anchor_x), anchor_y + scale * (y - anchor_y)
+    return chains._replace(points=np.stack([x, y], 1))
 
 
-def _loop_areas(points: np.ndarray, chains: Chains) -> np.ndarray:
+def _loop_areas(x: np.ndarray, y: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """[C] signed area enclosed by every chain's polyline closed back to its start."""
-    following = np.arange(1, points.shape[0] + 1)
-    last = chains.offsets[1:] - 1
-    following[last] = chains.offsets[:-1]
-    cross = points[:, 0] * points[following, 1] - points[following, 0] * points[:, 1]
-    return 0.5 * np.add.reduceat(cross, chains.offsets[:-1])
+    following = np.arange(1, x.shape[0] + 1)
+    following[offsets[1:] - 1] = offsets[:-1]
+    cross = x * y[following] - x[following] * y
+    return 0.5 * np.add.reduceat(cross, offsets[:-1])
 
 
 def douglas_peucker(chains: Chains, tolerance: float) -> Chains:
