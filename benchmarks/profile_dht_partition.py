@@ -63,29 +63,31 @@ def instrument(timer: StageTimer) -> None:
     def level(graph, *args, **kwargs) -> str:
         return "pixel level" if graph.grid is not None else "levels 2+"
 
-    for name, label in (
-        ("pixel_graph", "pixel graph (edge distances)"),
-        ("flat_edges", "flat edges (receptive fields one colour)"),
-        ("join_across", "join flat atoms"),
-        ("connected_components", "relabel into 4-connected pieces"),
-        ("enforce_budget", "budget (rank, absorb)"),
-    ):
-        if hasattr(dht_tokenizer, name):
-            setattr(dht_tokenizer, name, timer.wrap(label, getattr(dht_tokenizer, name)))
+    stages = {
+        dht_tokenizer: {
+            "pixel_graph": "pixel graph (edge distances)",
+            "flat_edges": "flat edges (receptive fields one colour)",
+            "join_across": "join flat atoms",
+            "connected_components": "relabel into 4-connected pieces",
+            "enforce_budget": "budget (rank, absorb)",
+        },
+        DHTTokenizer: {
+            "_features": "pixel encoder",
+            "_partition": "partition: other (selection keys, partition from atoms)",
+            "_hierarchy": "hierarchy: other (selection bookkeeping)",
+            "_ic": "information criterion",
+            "_whole_image_ic": "information criterion",
+            "_self_edge_of": "self-edges",
+            "_absorb_thin": "thin-piece absorption",
+        },
+    }
+    for owner, labels in stages.items():
+        for name, label in labels.items():
+            if hasattr(owner, name):
+                setattr(owner, name, timer.wrap(label, getattr(owner, name)))
     link, pool = dht_tokenizer.link_vertices, dht_tokenizer.pool_vertices
     dht_tokenizer.link_vertices = timer.wrap(lambda g, *a, **k: f"links, {level(g)}", link)
     dht_tokenizer.pool_vertices = timer.wrap(lambda g, *a, **k: f"pool, {level(g)}", pool)
-    for name, label in (
-        ("_features", "pixel encoder"),
-        ("_partition", "partition: other (selection keys, partition from atoms)"),
-        ("_hierarchy", "hierarchy: other (selection bookkeeping)"),
-        ("_ic", "information criterion"),
-        ("_whole_image_ic", "information criterion"),
-        ("_self_edge_of", "self-edges"),
-        ("_absorb_thin", "thin-piece absorption"),
-    ):
-        if hasattr(DHTTokenizer, name):
-            setattr(DHTTokenizer, name, timer.wrap(label, getattr(DHTTokenizer, name)))
 
 
 def main() -> None:
