@@ -5,14 +5,16 @@ input. Columns: wall time (median of --repeats runs; ours includes the partition
 number of <path> elements, PSNR (dB, 0-255, the render composited over black against the input)
 and the fraction of the canvas the shapes cover (rendered alpha = 255 on a transparent canvas).
 
-    nice python benchmarks/bench_vectorize.py                   # slic partitions, 224 and 512
-    nice python benchmarks/bench_vectorize.py --method dht      # the default method
+    nice python benchmarks/bench_vectorize.py                   # dht (the default), 224 and 512
+    nice python benchmarks/bench_vectorize.py --method slic     # slic partitions
     nice python benchmarks/bench_vectorize.py --method quadtree --option min_patch=1 \
         --option max_patch=32 --pixels-per-region 16
 
 With --stages: where adaptok.vectorize's time goes (partition, region colours, boundary tracing,
 simplification, Béziers, SVG writing) beside vtracer's defaults, the tools timed in turn within
-every repeat (medians over repeats, then means over the photos). --baseline DIR adds an older copy
+every repeat (medians over repeats, then means over the photos), as elapsed time and as the
+calling thread's CPU time (everything runs in that thread on one torch thread; CPU time leaves
+out the other processes of a busy machine). --baseline DIR adds an older copy
 of src/adaptok/vector (e.g. `git archive COMMIT src/adaptok/vector | tar -x -C /tmp/old`) timed in
 the same loop, and checks that it writes the same SVG text:
 
@@ -25,13 +27,14 @@ Needs: pip install resvg-py vtracer
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import io
 import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
@@ -227,21 +230,32 @@ class StageTimer:
 
     def _timed(self, stage: str, function: Callable) -> Callable:
         def wrapper(*args, **kwargs):
-            start = time.perf_counter()
+            start = time.thread_time()
             try:
                 return function(*args, **kwargs)
             finally:
-                self.spent[stage] += time.perf_counter() - start
+                self.spent[stage] += time.thread_time() - start
 
         return wrapper
 
-    def run(self, *args, **kwargs) -> tuple[str, float, dict[str, float]]:
-        """(SVG, total ms, ms per stage) of one call of the module's vectorize."""
+    def run(self, *args, **kwargs) -> tuple[str, dict[str, float]]:
+        """(SVG, ms per stage plus "cpu" and "wall" totals) of one call of the module's
+        vectorize; stages and "cpu" count this thread's CPU time."""
         self.spent = dict.fromkeys(STAGES, 0.0)
-        start = time.perf_counter()
-        svg = self.module.vectorize(*args, **kwargs)
-        total = 1000 * (time.perf_counter() - start)
-        return svg, total, {k: 1000 * v for k, v in self.spent.items()}
+        with clocks() as spent:
+            svg = self.module.vectorize(*args, **kwargs)
+        return svg, {**{k: 1000 * v for k, v in self.spent.items()}, **spent}
+
+
+@contextlib.contextmanager
+def clocks() -> Iterator[dict[str, float]]:
+    """Fills {"wall": ms, "cpu": ms of this thread} for the block (torch on one thread, numpy
+    and vtracer all run in the calling thread, so CPU time leaves out other processes' load)."""
+    spent: dict[str, float] = {}
+    wall, cpu = time.perf_counter(), time.thread_time()
+    yield spent
+    spent["wall"] = 1000 * (time.perf_counter() - wall)
+    spent["cpu"] = 1000 * (time.thread_time() - cpu)
 
 
 def load_baseline(path: Path) -> ModuleType:
@@ -285,14 +299,12 @@ def stages(args: argparse.Namespace) -> int:
                 for tool in tools:  # in turn, so a burst of load hits every tool alike
                     with torch.no_grad():
                         if tool == "vtracer default":
-                            start = time.perf_counter()
-                            svg = vtracer.convert_raw_image_to_svg(
-                                png, img_format="png", colormode="color"
-                            )
-                            spent = {"total": 1000 * (time.perf_counter() - start)}
+                            with clocks() as spent:
+                                svg = vtracer.convert_raw_image_to_svg(
+                                    png, img_format="png", colormode="color"
+                                )
                         else:
-                            svg, total, spent = timers[tool].run(image, args.method, **options)
-                            spent["total"] = total
+                            svg, spent = timers[tool].run(image, args.method, **options)
                     if repeat:
                         times.setdefault((name, tool), []).append(spent)
                     last[(name, tool)] = svg
@@ -302,9 +314,9 @@ def stages(args: argparse.Namespace) -> int:
         print(
             f"\n{size}x{size}, {len(inputs)} photos, {args.repeats} repeats, 1-minute load "
             f"{min(loads):.1f}..{max(loads):.1f} on {os.cpu_count()} cores; ms = mean over the "
-            "photos of each photo's median"
+            "photos of each photo's median; wall = elapsed, the rest = this thread's CPU time"
         )
-        columns = ["total", *STAGES, "rest"]
+        columns = ["wall", "cpu", *STAGES, "rest"]
         print(f"{'tool':16s} " + " ".join(f"{c:>9s}" for c in columns) + "      KiB   PSNR")
         for tool in tools:
             row, nan = [], float("nan")
@@ -313,7 +325,7 @@ def stages(args: argparse.Namespace) -> int:
                 for name in inputs:
                     runs = times[(name, tool)]
                     if column == "rest":  # region colours, option checks, image conversion
-                        values = [r["total"] - sum(r.get(k, nan) for k in STAGES) for r in runs]
+                        values = [r["cpu"] - sum(r.get(k, nan) for k in STAGES) for r in runs]
                     else:
                         values = [r.get(column, nan) for r in runs]
                     per_photo.append(statistics.median(values))
