@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from adaptok import load_model
 from adaptok.cli.main import main
-from adaptok.errors import AdaptokError
 from adaptok.train import (
     DatasetInfo,
     TensorImages,
@@ -218,13 +218,18 @@ def test_init_from_goes_through_timm_to_another_embedder(tmp_path) -> None:
     embedder, attention = retrofit_defaults("dht")
     assert default.config.embedder == embedder
     assert default.config.encoder.proportional_attention == attention
-    # A parent with sinusoidal positions has no timm counterpart for the dHT embedder.
+    # A parent with sinusoidal positions (adaptok train's from-scratch default) goes through a
+    # table of its sinusoids: on its grid the pooled child is the parent, and dHT tokens work.
     sincos = tmp_path / "sincos"
     assert _train(data, sincos, *TINY, "--patch-size", "4") == 0
-    with pytest.raises(AdaptokError, match="--position learned"):
-        init_from_checkpoint(
-            sincos / "best.pt", "dht", embedder="dht", partition_options={"weights": "none"}
-        )
+    parent_model = load_model(sincos / "best.pt")
+    assert parent_model.embedder.position == "sincos"
+    child = init_from_checkpoint(sincos / "best.pt", "grid", embedder="pooled").eval()
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(child(images), parent_model(images), atol=1e-5, rtol=0)
+    dht = init_from_checkpoint(sincos / "best.pt", "dht", partition_options={"weights": "none"})
+    assert dht.config.embedder == embedder and dht(images).shape == child(images).shape
 
 
 def test_a_train_command_that_fails_its_checks_writes_nothing(tmp_path, capsys) -> None:

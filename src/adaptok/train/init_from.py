@@ -16,15 +16,24 @@ import dataclasses
 import functools
 from pathlib import Path
 
+import torch
 from torch import nn
 
+from ..embed import PatchEmbedder
 from ..errors import AdaptokError
 from ..models import AdaptiveViT, ModelConfig, build_model, export_timm, model_from_checkpoint
 from ..models.config import default_partition_options
 from ..models.retrofitting import retrofit, retrofit_defaults
+from ..ops import sincos_2d
 from .checkpoint import load_checkpoint
 
-__all__ = ["init_from_checkpoint", "init_from_model", "parent_config", "timm_vit_for"]
+__all__ = [
+    "init_from_checkpoint",
+    "init_from_model",
+    "parent_config",
+    "timm_vit_for",
+    "with_learned_positions",
+]
 
 TORCH_ACTIVATIONS = {
     "gelu": nn.GELU,
@@ -88,6 +97,28 @@ def timm_vit_for(config: ModelConfig) -> nn.Module:
     )
 
 
+def with_learned_positions(parent: AdaptiveViT) -> AdaptiveViT:
+    """The same model with its sinusoidal positions written out as a learned table: each grid
+    cell holds the sinusoid of its centre, which is what the parent added to that patch, so on
+    its grid the twin gives the parent's logits; `export_timm` can then carry it into timm (a
+    from-scratch `adaptok train` parent has sinusoids, the default there)."""
+    config = dataclasses.replace(parent.config, position="learned")
+    twin = build_model(config)
+    rows, cols = twin.embedder.position_grid
+    centres = torch.stack(
+        torch.meshgrid(
+            torch.arange(rows, dtype=torch.float32) + 0.5,
+            torch.arange(cols, dtype=torch.float32) + 0.5,
+            indexing="ij",
+        ),
+        -1,
+    ).reshape(-1, 2)
+    state = parent.state_dict()
+    state["embedder.pos_embed"] = sincos_2d(centres, twin.embedder.embed_dim)[None]
+    twin.load_state_dict(state, strict=True)
+    return twin.to(next(parent.parameters()).device).train(parent.training)
+
+
 def _same_parameters(first: nn.Module, second: nn.Module) -> bool:
     a, b = first.state_dict(), second.state_dict()
     return a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
@@ -146,8 +177,9 @@ def init_from_model(
         The AdaptiveViT in training mode; `model.config` records how to rebuild it.
 
     Raises:
-        AdaptokError: the weights cannot be carried over (a parent with sinusoidal positions,
-            a dHT embedder or a dense head, going to another embedder family).
+        AdaptokError: the weights cannot be carried over (a parent with a dHT embedder or a
+            dense head, going to another embedder family). A parent with sinusoidal positions
+            goes through `with_learned_positions` first.
     """
     before: ModelConfig = parent.config  # type: ignore[assignment] (set by build_model)
     given = dict(partition_options or {})
@@ -174,6 +206,8 @@ def init_from_model(
     if _same_parameters(model, parent):
         model.load_state_dict(parent.state_dict(), strict=True)
         return model.train()
+    if isinstance(parent.embedder, PatchEmbedder) and parent.embedder.position == "sincos":
+        parent = with_learned_positions(parent)
     try:
         vit = export_timm(parent, timm_vit_for(before))
     except AdaptokError as error:
