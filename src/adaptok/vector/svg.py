@@ -220,10 +220,10 @@ def _path_elements(
     kind, letter, count_numbers = commands.kind, commands.letter, commands.count
     ring_first, ring_last = commands.ring_first, commands.ring_last
     region_first, region_last = commands.region_first, commands.region_last
-    low = int(min(numbers.min(initial=0), 0))
-    high = int(max(numbers.max(initial=0), origin.max(initial=0), 0))
-    table = _StringTable.for_numbers(low, high)
-    plain, spaced = table.plain - low, table.spaced - low  # entry of value v: plain + v
+    largest = int(max(-numbers.min(initial=0), numbers.max(initial=0), origin.max(initial=0), 1))
+    reach = 1 << largest.bit_length()  # a power of two: images of similar sizes share one table
+    table = _StringTable.for_numbers(-reach, reach)
+    plain, spaced = table.plain + reach, table.spaced + reach  # entry of value v: plain + v
 
     header = 5 * region_first
     sizes = header + 3 * ring_first + letter + count_numbers + ring_last + region_last
