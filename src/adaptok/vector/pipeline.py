@@ -205,6 +205,8 @@ def _draw_partition(
     crisp_edges: bool,
     join_equal_fills: bool,
 ) -> list[str]:
+    """The SVG text of every image: region fills (joined where equal, if asked), then the vector
+    stages image by image."""
     part = part.to("cpu")
     color, alpha = color.cpu(), None if alpha is None else alpha.cpu()
     if alpha is None:
