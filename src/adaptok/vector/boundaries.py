@@ -133,8 +133,8 @@ class _CrackEdges(NamedTuple):
         junction: [V] bool vertices where the boundary branches, plus the image corners.
         longest_chain: most crack edges around one region: a bound on the length of every chain
             (all its edges have the same region on their right).
-        hy, hx: [E_h] int64 lattice position (y, x) of the horizontal edges' left ends.
-        vy, vx: [E_v] int64 lattice position of the vertical edges' top ends.
+        h_start: [E_h] int64 left end of the horizontal edges (ids 0..E_h-1), increasing.
+        v_start: [E_v] int64 top end of the vertical edges (ids E_h..E-1), increasing.
     """
 
     height: int
@@ -146,10 +146,8 @@ class _CrackEdges(NamedTuple):
     direction: np.ndarray
     junction: np.ndarray
     longest_chain: int
-    hy: np.ndarray
-    hx: np.ndarray
-    vy: np.ndarray
-    vx: np.ndarray
+    h_start: np.ndarray
+    v_start: np.ndarray
 
 
 class _TracedChains(NamedTuple):
@@ -190,18 +188,22 @@ def _crack_edges(padded: np.ndarray) -> _CrackEdges:
     """Every unit lattice edge between two different regions of a label map padded with -1."""
     height, width = padded.shape[0] - 2, padded.shape[1] - 2
     row = width + 1  # vertex (x, y) has index y * row + x
+    # Flat indices, so that each edge's position is its start vertex: the comparisons run over
+    # [H + 1, W + 1] (horizontal) and [H, W + 1] (vertical) views whose extra column compares the
+    # padding with itself and finds nothing.
+    flat = padded.ravel()
     # Horizontal edge from (x, y) to (x + 1, y): pixel above on its left, pixel below on its right.
-    above, below = padded[:-1, 1:-1], padded[1:, 1:-1]
-    hy, hx = np.nonzero(above != below)
+    h_start = np.flatnonzero(padded[:-1, 1:] != padded[1:, 1:])
+    above = h_start + h_start // row + 1  # padded[y, x + 1] in the flat padded map
     # Vertical edge from (x, y) to (x, y + 1): walking down, the pixel at the right of the screen
     # is on the walker's left.
-    screen_left, screen_right = padded[1:-1, :-1], padded[1:-1, 1:]
-    vy, vx = np.nonzero(screen_left != screen_right)
-    start = np.concatenate([hy * row + hx, vy * row + vx])
-    end = np.concatenate([hy * row + hx + 1, (vy + 1) * row + vx])
-    left = np.concatenate([above[hy, hx], screen_right[vy, vx]])
-    right = np.concatenate([below[hy, hx], screen_left[vy, vx]])
-    direction = np.concatenate([np.zeros_like(hy), np.ones_like(vy)])
+    v_start = np.flatnonzero(padded[1:-1, :-1] != padded[1:-1, 1:])
+    screen_left = v_start + v_start // row + width + 2  # padded[y + 1, x]
+    start = np.concatenate([h_start, v_start])
+    end = np.concatenate([h_start + 1, v_start + row])
+    left = np.concatenate([flat[above], flat[screen_left + 1]])
+    right = np.concatenate([flat[above + width + 2], flat[screen_left]])
+    direction = np.concatenate([np.zeros_like(h_start), np.ones_like(v_start)])
     # Orient every edge so the smaller region is on its left: along a chain the pair is constant,
     # so this orientation makes consecutive edges follow head to tail.
     flip = left > right
@@ -224,10 +226,8 @@ def _crack_edges(padded: np.ndarray) -> _CrackEdges:
         direction=direction,
         junction=junction,
         longest_chain=int(around.max(initial=0)),
-        hy=hy,
-        hx=hx,
-        vy=vy,
-        vx=vx,
+        h_start=h_start,
+        v_start=v_start,
     )
 
 
@@ -336,19 +336,15 @@ def _link_rings(padded: np.ndarray, edges: _CrackEdges, chains: _TracedChains) -
 def _edge_leaving(vertex: np.ndarray, direction: np.ndarray, edges: _CrackEdges) -> np.ndarray:
     """Id of the crack edge leaving each vertex in each direction (-1 if there is none).
 
-    Both edge lists (horizontal, vertical) are sorted by lattice position, so a binary search
-    finds an edge from its position without a dense per-vertex table.
+    Both edge lists (horizontal, vertical) are sorted by their left or top end, so a binary
+    search finds an edge from its position without a dense per-vertex table.
     """
-    hy, hx, vy, vx, width = edges.hy, edges.hx, edges.vy, edges.vx, edges.width
-    num_horizontal = hy.shape[0]
-    row = width + 1
-    y, x = vertex // row, vertex % row
     horizontal = direction % 2 == 0
-    # Lattice position of the edge's top-left end.
-    ey = np.where(direction == 3, y - 1, y)
-    ex = np.where(direction == 2, x - 1, x)
-    h_key, v_key = hy * width + hx, vy * row + vx
-    key = np.where(horizontal, ey * width + ex, ey * row + ex)
+    # The edge's left or top end: the vertex itself going right or down, the previous vertex of
+    # the row or column going left or up.
+    key = vertex - np.array([0, 0, 1, edges.width + 1])[direction]
+    h_key, v_key = edges.h_start, edges.v_start
+    num_horizontal = h_key.shape[0]
     found = np.full(vertex.shape[0], -1, dtype=np.int64)
     for is_horizontal, keys, offset in ((True, h_key, 0), (False, v_key, num_horizontal)):
         query = horizontal == is_horizontal

@@ -233,15 +233,15 @@ def douglas_peucker(chains: Chains, tolerance: float) -> Chains:
     # as separate contiguous columns: the distances are elementwise work on 1-D arrays.
     x, y = np.ascontiguousarray(points[:, 0]), np.ascontiguousarray(points[:, 1])
     open_points = np.nonzero(~keep)[0]
+    kept = np.nonzero(keep)[0]
+    slot = np.searchsorted(kept, open_points)
+    before, after = kept[slot - 1], kept[slot]  # the kept ends of each open point's segment
     while open_points.shape[0]:
-        kept = np.nonzero(keep)[0]
-        slot = np.searchsorted(kept, open_points)  # segment kept[slot - 1] .. kept[slot]
-        before, after = kept[slot - 1], kept[slot]
         distance = _segment_distance(
             x[open_points], y[open_points], x[before], y[before], x[after], y[after]
         )
         # Open points are sorted, so each segment's points are one contiguous run.
-        new_run = slot[1:] != slot[:-1]
+        new_run = before[1:] != before[:-1]
         run_start = np.nonzero(np.r_[True, new_run])[0]
         run_max = np.maximum.reduceat(distance, run_start)
         run_of_point = np.cumsum(np.r_[False, new_run])
@@ -251,9 +251,16 @@ def douglas_peucker(chains: Chains, tolerance: float) -> Chains:
         run_of_max = run_of_point[at_max]
         first = np.ones(at_max.shape[0], dtype=bool)
         first[1:] = run_of_max[1:] != run_of_max[:-1]
-        keep[open_points[at_max[first]]] = True
-        still_open = splits[run_of_point] & ~keep[open_points]
-        open_points = open_points[still_open]
+        chosen = open_points[at_max[first]]
+        keep[chosen] = True
+        # The chosen point ends one half of its segment and starts the other.
+        split_at = np.full(run_start.shape[0], -1)
+        split_at[run_of_max[first]] = chosen
+        split = split_at[run_of_point]
+        still_open = splits[run_of_point] & (open_points != split)
+        open_points, split = open_points[still_open], split[still_open]
+        before = np.where(open_points > split, split, before[still_open])
+        after = np.where(open_points < split, split, after[still_open])
     kept_chain = chains.chain_of_point()[keep]
     offsets = np.concatenate(
         [[0], np.cumsum(np.bincount(kept_chain, minlength=chains.offsets.shape[0] - 1))]
