@@ -25,7 +25,13 @@ from adaptok.partitioners.dht import (
 )
 from adaptok.partitioners.dht import tokenizer as dht_tokenizer
 from adaptok.partitioners.dht.budget import enforce_budget, region_adjacency
-from adaptok.partitioners.dht.merge import forest_components, link_vertices, pixel_graph
+from adaptok.partitioners.dht.merge import (
+    forest_components,
+    join_across,
+    link_vertices,
+    pixel_graph,
+    pool_vertices,
+)
 from adaptok.partitioners.grid import grid_partition
 from adaptok.regions import check_partition
 from adaptok.tokens import extract_squares
@@ -145,6 +151,65 @@ def test_flat_rectangle_is_one_component_at_the_first_level() -> None:
     assert torch.unique(labels[1, :, :6]).numel() == 1
     assert torch.unique(labels[1, :, 6:]).numel() == 1
     assert links.num_parents == 3
+
+
+def tied_pixel_graph(batch: int, height: int, width: int):
+    """A pixel graph of quantised random features (many exact ties) and its explicit twin: the
+    same vertices and edges with grid=None and every pixel's box (y, x, y + 1, x + 1), which
+    the general (scatter) paths read instead of the grid."""
+    generator = torch.Generator().manual_seed(height * width)
+    features = (torch.rand(batch, 2, height, width, generator=generator) * 3).round() * 0.4
+    graph = pixel_graph(features)
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    corner = torch.stack([ys, xs], -1).view(1, -1, 2).expand(batch, -1, -1).reshape(-1, 2)
+    explicit = dataclasses.replace(
+        graph, grid=None, edge_distance=None, box=torch.cat([corner, corner + 1], 1)
+    )
+    return graph, explicit
+
+
+@pytest.mark.parametrize("size", [(2, 2), (2, 9), (7, 5), (16, 23)])
+def test_pixel_level_shortcuts_match_the_general_paths(size: tuple[int, int]) -> None:
+    """The pixel level's grid shortcuts (dense links, edges and boxes read from the grid) give
+    exactly what the general paths give on explicit edge and box arrays."""
+    graph, explicit = tied_pixel_graph(2, *size)
+    links = link_vertices(graph, None)
+    general = link_vertices(explicit, None)
+    assert torch.equal(links.parent, general.parent)
+    assert torch.equal(links.neighbour, general.neighbour)
+    for dedupe in (True, False):
+        fast = pool_vertices(graph, links, dedupe=dedupe)
+        slow = pool_vertices(explicit, links, dedupe=dedupe)
+        for name in ("box", "image", "count"):
+            assert torch.equal(getattr(fast, name), getattr(slow, name)), name
+        torch.testing.assert_close(fast.mean, slow.mean)
+        torch.testing.assert_close(fast.variance, slow.variance)
+        fast_pairs = torch.stack([fast.src, fast.dst], 1).tolist()
+        slow_pairs = torch.stack(
+            [torch.minimum(slow.src, slow.dst), torch.maximum(slow.src, slow.dst)], 1
+        ).tolist()
+        if dedupe:  # both sorted, each adjacent pair once
+            assert fast_pairs == slow_pairs
+        else:  # every boundary crossing once, in either order
+            assert sorted(map(sorted, fast_pairs)) == sorted(slow_pairs)
+    # Compactness needs every pixel's box: the pixel level reads it from the grid.
+    compact = link_vertices(graph, None, compactness=0.3)
+    assert torch.equal(compact.parent, link_vertices(explicit, None, compactness=0.3).parent)
+
+
+def test_join_across_matches_components_of_the_whole_level() -> None:
+    """Joining over the touched components only numbers the groups as connected components of
+    all of them would (in order of each group's smallest former component)."""
+    graph, _ = tied_pixel_graph(2, 13, 17)
+    links = link_vertices(graph, None)
+    for seed, share in itertools.product(range(3), (0.02, 0.3, 1.0)):
+        generator = torch.Generator().manual_seed(seed)
+        joined = torch.rand(graph.src.shape, generator=generator) < share
+        ends = links.parent[graph.src[joined]], links.parent[graph.dst[joined]]
+        expected = connected_components(links.num_parents, *ends).index_select(0, links.parent)
+        result = join_across(links, graph, joined)
+        assert torch.equal(result.parent, expected)
+        assert result.num_parents == int(expected.max()) + 1
 
 
 def test_enforce_budget_keeps_groups_connected_and_exact() -> None:

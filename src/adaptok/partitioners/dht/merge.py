@@ -96,7 +96,9 @@ def pixel_graph(features: Tensor) -> RegionGraph:
         features: [B, d, H, W] pixel features.
 
     Returns:
-        RegionGraph with V = B*H*W vertices in (image, row, column) order.
+        RegionGraph with V = B*H*W vertices in (image, row, column) order; its boxes are a
+        [V, 0] placeholder (a pixel's box is its position in the grid: `pool_vertices` and the
+        compactness term read them from `grid`).
     """
     batch, dim, height, width = features.shape
     device = features.device
@@ -104,10 +106,6 @@ def pixel_graph(features: Tensor) -> RegionGraph:
     index = torch.arange(batch * height * width, device=device).view(batch, height, width)
     src = torch.cat([index[:, :, :-1].flatten(), index[:, :-1, :].flatten()])
     dst = torch.cat([index[:, :, 1:].flatten(), index[:, 1:, :].flatten()])
-    ys = torch.arange(height, device=device).view(1, height, 1).expand(batch, height, width)
-    xs = torch.arange(width, device=device).view(1, 1, width).expand(batch, height, width)
-    ys, xs = ys.flatten(), xs.flatten()
-    box = torch.stack([ys, xs, ys + 1, xs + 1], 1)
     image = torch.arange(batch, device=device).repeat_interleave(height * width)
     ones = mean.new_ones(mean.shape[0])
     right = (features[..., 1:] - features[..., :-1]).square().sum(1)
@@ -117,13 +115,29 @@ def pixel_graph(features: Tensor) -> RegionGraph:
         variance=torch.zeros_like(mean),
         count=ones,
         mass=ones,
-        box=box,
+        box=index.new_zeros(mean.shape[0], 0),
         image=image,
         src=src,
         dst=dst,
         edge_distance=torch.cat([right.flatten(), down.flatten()]),
         grid=(batch, height, width),
     )
+
+
+def _pixel_corners(grid: tuple[int, int, int], device: torch.device) -> Tensor:
+    """[B*H*W, 2] (row, column) of every pixel of the grid, in raster order."""
+    batch, height, width = grid
+    rows = torch.arange(height, device=device).view(1, height, 1).expand(batch, height, width)
+    columns = torch.arange(width, device=device).view(1, 1, width).expand(batch, height, width)
+    return torch.stack([rows, columns], -1).view(-1, 2)
+
+
+def _with_boxes(graph: RegionGraph) -> RegionGraph:
+    """The graph with its pixel boxes (y, x, y + 1, x + 1) filled in at the pixel level."""
+    if graph.grid is None:
+        return graph
+    corner = _pixel_corners(graph.grid, graph.mean.device)
+    return replace(graph, box=torch.cat([corner, corner + 1], 1))
 
 
 def flat_edges(images: Tensor, rows: Tensor, columns: Tensor) -> Tensor:
@@ -201,9 +215,21 @@ def join_across(links: Links, graph: RegionGraph, joined: Tensor) -> Links:
     differ = first != second
     if not bool(differ.any()):
         return links
-    group = connected_components(links.num_parents, first[differ], second[differ])
+    first, second = first[differ], second[differ]
+    # Components of the few touched components only (a flat area touches a handful of the
+    # level's many), then every touched one points at the smallest of its group.
+    touched, ends = torch.unique(torch.cat([first, second]), return_inverse=True)
+    group = connected_components(touched.numel(), *ends.view(2, -1))
+    smallest = touched.new_full((int(group.max()) + 1,), links.num_parents)
+    smallest.scatter_reduce_(0, group, touched, reduce="amin")
+    index = torch.arange(links.num_parents, device=touched.device)
+    target = index.index_put((touched,), smallest.index_select(0, group))
+    is_root = target == index
+    new_id = torch.cumsum(is_root, 0) - 1
     return replace(
-        links, parent=group.index_select(0, links.parent), num_parents=int(group.max()) + 1
+        links,
+        parent=new_id.index_select(0, target).index_select(0, links.parent),
+        num_parents=int(is_root.sum()),
     )
 
 
@@ -318,6 +344,8 @@ def link_vertices(
     """
     if graph.grid is not None and self_edge is None and compactness == 0:
         return _link_pixels(graph)
+    if compactness > 0:
+        graph = _with_boxes(graph)
     src, dst = graph.src, graph.dst
     num_vertices = graph.num_vertices
     similarity = _edge_value(graph, src, dst, compactness, graph.edge_distance)
@@ -394,28 +422,23 @@ def _link_pixels(graph: RegionGraph) -> Links:
 
     Every pixel compares its four neighbours from the largest index to the smallest (down,
     right, left, up) and the first maximum of the quantised value wins, which is the tie rule
-    of the general path.
+    of the general path: each direction's key packs the value above a direction code that is
+    larger for earlier directions, so one running maximum decides (-1: no neighbour).
     """
     batch, height, width = graph.grid
-    level = _quantise(torch.exp(-graph.edge_distance)).to(torch.int32)
+    level = _quantise(torch.exp(-graph.edge_distance)).to(torch.int32) * 4
     split = batch * height * (width - 1)
     right = level[:split].view(batch, height, width - 1)
     down = level[split:].view(batch, height - 1, width)
-    # [B, 4, H, W] quantised value towards down, right, left, up (-1 where there is no pixel).
-    candidates = level.new_full((batch, 4, height, width), -1)
-    candidates[:, 0, :-1, :] = down
-    candidates[:, 1, :, :-1] = right
-    candidates[:, 2, :, 1:] = right
-    candidates[:, 3, 1:, :] = down
-    # First maximum over the four directions with contiguous elementwise ops (an argmax over
-    # the strided direction axis was the slowest op of a CPU profile).
-    best = candidates[:, 0]
-    offset = torch.full(best.shape, width, dtype=torch.long, device=best.device)
-    for direction, step in ((1, 1), (2, -1), (3, -width)):
-        wins = candidates[:, direction] > best
-        best = torch.where(wins, candidates[:, direction], best)
-        offset = torch.where(wins, step, offset)
-    neighbour = torch.arange(graph.num_vertices, device=level.device) + offset.flatten()
+    best = level.new_full((batch, height, width), -1)
+    best[:, :-1, :] = down + 3
+    for view, key in ((best[:, :, :-1], right + 2), (best[:, :, 1:], right + 1)):
+        torch.maximum(view, key, out=view)
+    torch.maximum(best[:, 1:, :], down, out=best[:, 1:, :])
+    # Direction code -> index offset: 0 up, 1 left, 2 right, 3 down (also for no neighbour).
+    step = torch.tensor([-width, -1, 1, width], device=level.device)
+    offset = step.index_select(0, (best & 3).flatten())
+    neighbour = torch.arange(graph.num_vertices, device=level.device) + offset
     parent, num_parents = forest_components(neighbour)
     return Links(
         parent=parent,
@@ -430,22 +453,21 @@ def _grid_edges_between(grid: Tensor, size: int, *, dedupe: bool) -> tuple[Tenso
 
     Right edges are read column by column and down edges row by row, so the many copies of one
     pair along a shared boundary sit next to each other and a cheap run-length pass drops most
-    of them before the sort.
+    of them before the sort (pairs are compared as they are; keys are built only for the few
+    that pass).
     """
     right = (grid[:, :, :-1].transpose(1, 2), grid[:, :, 1:].transpose(1, 2))
     down = (grid[:, :-1, :], grid[:, 1:, :])
     first = torch.cat([right[0].flatten(), down[0].flatten()])
     second = torch.cat([right[1].flatten(), down[1].flatten()])
-    inside = size * size
-    keys = torch.where(
-        first != second, torch.minimum(first, second) * size + torch.maximum(first, second), inside
-    )
+    keep = first != second
     if dedupe:
-        fresh = torch.ones_like(keys, dtype=torch.bool)
-        fresh[1:] = keys[1:] != keys[:-1]
-        keys = torch.unique(keys[fresh & (keys != inside)])
-    else:
-        keys = keys[keys != inside]
+        keep[1:] &= (first[1:] != first[:-1]) | (second[1:] != second[:-1])
+    keep = torch.nonzero(keep).flatten()  # once for both ends: a boolean index runs it twice
+    first, second = first.index_select(0, keep), second.index_select(0, keep)
+    keys = torch.minimum(first, second) * size + torch.maximum(first, second)
+    if dedupe:
+        keys = torch.unique(keys)
     return keys // size, keys % size
 
 
@@ -475,7 +497,12 @@ def pool_vertices(
     """
     parent, size = links.parent, links.num_parents
     mean, variance, count, new_mass = pool_statistics(graph, links, pooling=pooling)
-    if boxes:
+    if boxes and graph.grid is not None:
+        # A pixel's box is its corner plus one: group the corners, not [P, 4] boxes.
+        corner = _pixel_corners(graph.grid, parent.device)
+        low, high = _group_extent(corner, corner, parent, size)
+        box = torch.cat([low, high + 1], 1)
+    elif boxes:
         box = group_boxes(graph.box, parent, size)
     else:
         box = graph.box.new_zeros(size, 0)
@@ -504,12 +531,18 @@ def pool_vertices(
 def group_boxes(box: Tensor, group: Tensor, size: int) -> Tensor:
     """[size, 4] bounding box (y0, x0, y1, x1) of each group of boxes ([N, 4] box, [N] group
     in [0, size), every group non-empty)."""
+    return torch.cat(_group_extent(box[:, :2], box[:, 2:], group, size), 1)
+
+
+def _group_extent(low: Tensor, high: Tensor, group: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """([size, 2] least of `low`, [size, 2] greatest of `high`) over each group ([N, 2] low and
+    high, [N] group in [0, size), every group non-empty)."""
     index = group[:, None].expand(-1, 2)
-    low = box.new_full((size, 2), torch.iinfo(box.dtype).max)
-    high = box.new_full((size, 2), torch.iinfo(box.dtype).min)
-    low.scatter_reduce_(0, index, box[:, :2], reduce="amin")
-    high.scatter_reduce_(0, index, box[:, 2:], reduce="amax")
-    return torch.cat([low, high], 1)
+    least = low.new_full((size, 2), torch.iinfo(low.dtype).max)
+    greatest = high.new_full((size, 2), torch.iinfo(high.dtype).min)
+    least.scatter_reduce_(0, index, low, reduce="amin")
+    greatest.scatter_reduce_(0, index, high, reduce="amax")
+    return least, greatest
 
 
 def pool_statistics(

@@ -140,10 +140,9 @@ class _Hierarchy:
 
 def _unique_pairs(first: Tensor, second: Tensor, size: int) -> tuple[Tensor, Tensor]:
     """Distinct unordered pairs (low < high) among the given pairs, dropping equal ends."""
-    differ = first != second
-    low = torch.minimum(first, second)[differ]
-    high = torch.maximum(first, second)[differ]
-    keys = torch.unique(low * size + high)
+    differ = torch.nonzero(first != second).flatten()
+    first, second = first.index_select(0, differ), second.index_select(0, differ)
+    keys = torch.unique(torch.minimum(first, second) * size + torch.maximum(first, second))
     return keys // size, keys % size
 
 
@@ -643,7 +642,10 @@ class DHTTokenizer(nn.Module):
         # Relabel into 4-connected pieces: atoms are connected, so pieces are the components of
         # the atom graph restricted to edges whose ends were selected into the same region.
         same = tree.selected.index_select(0, atoms.src) == tree.selected.index_select(0, atoms.dst)
-        pieces = connected_components(atoms.num_vertices, atoms.src[same], atoms.dst[same])
+        same = torch.nonzero(same).flatten()
+        pieces = connected_components(
+            atoms.num_vertices, atoms.src.index_select(0, same), atoms.dst.index_select(0, same)
+        )
         pieces, area, piece_features, pairs = self._absorb_thin(
             pieces, atoms, min(self.min_width, height, width)
         )
