@@ -526,6 +526,15 @@ def test_a_flat_image_is_one_path_whatever_the_method(method: str, channels: int
         assert svg.count("<rect") == 0  # a background the colour of the one shape adds nothing
 
 
+def test_background_of_a_logo_on_transparency_is_the_colour_one_sees() -> None:
+    # a white square on a transparent ground: the mean colour is the square's, not a grey mixed
+    # from the invisible ground
+    logo = torch.zeros(4, 64, 64)
+    logo[:, 16:48, 16:48] = 1.0
+    rect = parse(vectorize(logo, "grid", patch_size=16, background=True)).find(f".//{SVG_NS}rect")
+    assert rect is not None and rect.get("fill") == "#ffffff"
+
+
 def test_touching_regions_of_one_fill_are_one_shape_and_the_picture_is_unchanged() -> None:
     # Two grey squares on white, the grid cuts each into 4 (and the white into 8): 4 shapes (the
     # two white quadrants touch only at a corner), and the exact polygons still render to the

@@ -70,15 +70,17 @@ def check_style(
 def background_color(
     background: bool | str | None, colors: np.ndarray, area: Tensor, opacity: np.ndarray | None
 ) -> np.ndarray | None:
-    """[3] int64 RGB of the background rectangle (None for none): for True the area-weighted
-    mean of the region colours (none under a single opaque shape), the parsed colour for a
-    string."""
+    """[3] int64 RGB of the background rectangle (None for none): for True the mean of the
+    region colours weighted by area and opacity, the colour one sees (none under a single opaque
+    shape), the parsed colour for a string."""
     if background is False or background is None:
         return None
     if background is True:
         if len(colors) == 1 and (opacity is None or opacity[0] >= 1):
             return None  # one opaque shape: no seams to hide, the same colour twice otherwise
         weights = area.numpy().astype(np.float64)
+        if opacity is not None and (weights * opacity).sum() > 0:
+            weights = weights * opacity  # a transparent region's colour is never seen
         return np.rint((colors * weights[:, None]).sum(0) / weights.sum()).astype(np.int64)
     return parse_color(background)
 
