@@ -253,7 +253,14 @@ def test_retrofit_and_tome_rows_run_from_an_augmented_parent(bench, tmp_path) ->
     work = tmp_path / "work"
     parent = planned["fashion-mnist-64/grid-64-s0-aug"]
     assert parent.augment
-    bench.execute(parent, profile, work, "cpu", print)
+    parent_rows = bench.execute(parent, profile, work, "cpu", print)
+    # Its best.pt exists now, but a worker starts no child before the parent's row is in the
+    # table (a parent still training has a best.pt from its first validation on).
+    table = tmp_path / "table.csv"
+    only = ["fashion-mnist-64/tome-"]
+    assert bench.worker("smoke", work, table, only=only, device="cpu", skip_dht=True) == 0
+    bench.append_rows(parent_rows, table)
+    assert bench.worker("smoke", work, table, only=only, device="cpu", skip_dht=True) == 1
     for run_id in ("fashion-mnist-64/tome-31-s0", "fashion-mnist-64/retrofit-dht-pooled-31-s0-ft0"):
         rows = bench.execute(planned[run_id], profile, work, "cpu", print)
         assert rows[0]["parent"] == parent.run_id

@@ -564,7 +564,12 @@ def worker(
     while True:
         progressed = False
         for run in runs:
-            if run.run_id in done_ids(csv_path, profile.name) or (run.needs_dht and skip_dht):
+            done = done_ids(csv_path, profile.name)
+            if run.run_id in done or (run.needs_dht and skip_dht):
+                continue
+            if run.parent and run.parent not in done:
+                # The parent's best.pt exists from its first validation on: a child started
+                # from an unfinished parent would read half-trained weights.
                 continue
             lock = work / "locks" / profile.name / (run.run_id.replace("/", "__") + ".lock")
             with run_lock(lock) as mine:
