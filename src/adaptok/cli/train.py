@@ -14,8 +14,6 @@ import json
 import os
 import sys
 
-import torch
-
 from ..errors import AdaptokError
 from ..models.config import EMBEDDERS, EncoderConfig, ModelConfig, default_partition_options
 from ..partitioners import available_methods
@@ -24,7 +22,6 @@ from ..train.datasets import DATASETS
 from ..train.fit import TrainingInterrupted
 from ..train.init_from import parent_config
 from ..train.runs import train
-from ..validate import check_int
 
 __all__ = ["add_arguments", "configs_from_args", "run"]
 
@@ -147,7 +144,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument("--eval-every", type=int, default=0, help="0: only at the end")
     run_group.add_argument("--num-workers", type=int, default=0)
     run_group.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    run_group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     run_group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -253,8 +249,6 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        torch.set_num_threads(check_int("--threads", args.threads))
     model_config, train_config = configs_from_args(args)
     try:
         result = train(
