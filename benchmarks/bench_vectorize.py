@@ -46,7 +46,7 @@ from PIL import Image
 
 import adaptok
 from adaptok.cli.benchmarking import machine_header
-from adaptok.vector import render_svg, vectorize
+from adaptok.vector import DENSE, render_svg, vectorize
 
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field"]
 # vtracer presets: its defaults, and a coarse one (fewer colours, bigger speckles dropped).
@@ -168,7 +168,7 @@ def main() -> int:
             buffer = io.BytesIO()
             Image.fromarray(reference).save(buffer, format="PNG")
             png = buffer.getvalue()
-            budget: int | str = "auto"  # vectorize's default: one region per 24 pixels
+            budget: int | str = DENSE  # vectorize's default: one region per 24 pixels
             if args.pixels_per_region:
                 budget = round(size * size / args.pixels_per_region)
             tools: dict[str, Callable[[], str]] = {}

@@ -152,7 +152,6 @@ def test_register_partitioner_refuses_clashes_and_checks_what_it_returns(monkeyp
     from adaptok.partitioners import registry
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    monkeypatch.setattr(registry, "_SIZE_POLICIES", dict(registry._SIZE_POLICIES))
     images = torch.rand(2, 3, 16, 16)
 
     def halves(images: torch.Tensor) -> Partition:

@@ -16,7 +16,7 @@ from adaptok.errors import AdaptokError
 from adaptok.models import EncoderConfig, ModelConfig, build_model, retrofit
 from adaptok.models.encoder import MaskedEncoder, token_size_bias
 from adaptok.models.retrofitting import RETROFIT_DEFAULTS
-from adaptok.models.vit import PartitionTokenizer
+from adaptok.partitioners.registry import get_spec
 from adaptok.regions import Partition
 from adaptok.tokens import extract_tokens, pool_patches
 from adaptok.train.checkpoint import save_checkpoint
@@ -244,7 +244,7 @@ def test_partition_options_are_checked_when_the_model_is_built():
     with pytest.raises(AdaptokError, match="budget 30 is not reachable"):
         retrofit(vit, "quadtree", partition_options={"budget": 30})
     with pytest.raises(AdaptokError, match="cannot partition the model's 64x64 images"):
-        PartitionTokenizer("quadtree", min_patch=8, max_patch=48).check(64, 3)
+        get_spec("quadtree").check({"min_patch": 8, "max_patch": 48}, 64, 3)
 
 
 def test_retrofit_names_the_mistake_of_passing_a_model_name():

@@ -144,7 +144,8 @@ def test_registered_partitioners_reach_retrofit_and_build_model(monkeypatch):
     def stripes(images, *, width: int = 8):
         return grid_partition(images, patch_size=width)
 
-    monkeypatch.setitem(registry._REGISTRY, "stripes", stripes)
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_partitioner("stripes", stripes)  # no spec: the default one
     vit = _vit(img_size=32)
     model = retrofit(vit, "stripes", partition_options={"width": 16}).eval()
     images = torch.randn(1, 3, 32, 32)
@@ -313,5 +314,7 @@ def test_unsupported_models_raise():
     distilled = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, depth=1)
     with pytest.raises(AdaptokError, match="distillation token"):
         retrofit(distilled)
-    with pytest.raises(AdaptokError, match="unknown method"):
+    with pytest.raises(
+        AdaptokError, match="unknown partition method 'voronoi'; known methods: dht"
+    ):
         retrofit(_vit(img_size=32), "voronoi")

@@ -503,7 +503,10 @@ def test_quadtree_on_a_size_that_needs_padding_covers_exactly_the_image() -> Non
     # 72 x 100 is no multiple of max_patch 32: the quadtree runs padded, is cropped back, and the
     # SVG still covers every pixel of the image (and nothing of the padding).
     image = photo("coffee", (72, 100))
-    svg = vectorize(image, "quadtree", budget=40, min_patch=8, max_patch=32, smoothness=0)
+    # a budget is checked against the padded size and never rounded: as `partition` does
+    with pytest.raises(AdaptokError, match=r"budget 40 is not reachable.*padded to 96x128.*try 39"):
+        vectorize(image, "quadtree", budget=40, min_patch=8, max_patch=32)
+    svg = vectorize(image, "quadtree", budget=39, min_patch=8, max_patch=32, smoothness=0)
     root = parse(svg)
     assert root.get("viewBox").split()[2:] == [str(100 * 4), str(72 * 4)]
     rendered = render_svg(svg)

@@ -13,54 +13,28 @@ from tqdm import tqdm
 from ..errors import AdaptokError
 from ..io import DEFAULT_MAX_PIXELS, as_images, save_image
 from ..ops import counted
-from ..partitioners.registry import available_methods, padded_size, partition
+from ..partitioners.registry import available_methods, get_spec, padded_size, partition
 from ..regions import Partition
 from ..validate import check_int
 from ..visualize import token_picture
 from .outputs import add_progress_option, file_error, output_paths, progress_bar
 
-# Options of the command line, and the methods that take each (others refuse them).
+# Flags of the command line other than --budget, and the methods that take each (others refuse
+# them); --budget goes to the methods whose spec declares a budget.
 METHOD_OPTIONS = {
-    "budget": ("quadtree", "dht", "slic"),
     "patch_size": ("grid", "quadtree"),
     "max_patch": ("quadtree",),
     "scorer": ("quadtree",),
     "scorer_weights": ("quadtree",),
 }
-# The documented default token count of each method (printed with every result).
-DEFAULTS = {
-    "grid": "one token per 16x16 patch",
-    "quadtree": "a quarter of the 16-pixel patches (patches 16..64)",
-    "dht": "round(sqrt(H*W) / 0.56) regions at most",
-    "slic": "196 segments",
-}
 
 
-# `--budget none`: dht without a cap (the Python API's budget=None).
-NO_CAP = "none"
-
-
-def budget_argument(text: str) -> int | str:
-    """--budget's value: a count, or `none` (no cap, dht only)."""
-    if text.lower() == NO_CAP:
-        return NO_CAP
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"a whole number or 'none' (dht without a cap), got {text!r}"
-        ) from None
-
-
-def budget_option(method: str, budget: int | str) -> int | None:
-    """The partitioner's budget for a --budget value: `none` becomes None (dht only)."""
-    if budget == NO_CAP:
-        if method != "dht":
-            raise AdaptokError(
-                f"--budget none (no cap) is for --method dht; {method} needs a count"
-            )
-        return None
-    return check_int("--budget", budget)
+def budget_help() -> str:
+    """What --budget means for each method and its default, read from the specs (shared by
+    `tokenize` and `vectorize`)."""
+    return "; ".join(
+        f"{method}: {get_spec(method).describe_budget()}" for method in available_methods()
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,11 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="quadtree", choices=available_methods())
     parser.add_argument(
         "--budget",
-        type=budget_argument,
         default=None,
-        help="tokens per image (quadtree: rounded to the nearest N0 + 3j; dht: an upper bound, "
-        "or 'none' for no cap; slic: approximate); defaults: "
-        + "; ".join(f"{method}: {text}" for method, text in DEFAULTS.items()),
+        help="tokens per image, checked as the Python API checks it (a quadtree budget that is "
+        f"not N0 + 3j is refused naming the nearest valid ones): {budget_help()}; defaults: "
+        + "; ".join(f"{m}: {get_spec(m).default}" for m in available_methods()),
     )
     parser.add_argument(
         "--patch-size",
@@ -122,15 +95,21 @@ def partition_options(args: argparse.Namespace) -> dict[str, object]:
     if refused:
         flags = ", ".join("--" + name.replace("_", "-") for name in refused)
         raise AdaptokError(f"--method {args.method} does not take {flags}; drop it")
+    spec = get_spec(args.method)
     options: dict[str, object] = {}
-    if args.method == "grid":
-        options["patch_size"] = check_int("--patch-size", given.get("patch_size", 16))
+    if args.budget is not None:
+        options["budget"] = spec.parse_budget(args.budget)
+    if args.method == "grid" and "patch_size" in given:
+        options["patch_size"] = check_int("--patch-size", given["patch_size"])
     elif args.method == "quadtree":
-        options["min_patch"] = check_int("--patch-size", given.get("patch_size", 16))
-        options["max_patch"] = check_int("--max-patch", given.get("max_patch", 64))
-        if "budget" in given:
-            options["budget"] = budget_option(args.method, given["budget"])
-        scorer = given.get("scorer", "pixel_blur")
+        defaults = spec.defaults
+        options["min_patch"] = check_int(
+            "--patch-size", given.get("patch_size", defaults["min_patch"])
+        )
+        options["max_patch"] = check_int(
+            "--max-patch", given.get("max_patch", defaults["max_patch"])
+        )
+        scorer = given.get("scorer", defaults["scorer"])
         if "scorer_weights" in given:
             if scorer != "feature":
                 raise AdaptokError("--scorer-weights is for --scorer feature")
@@ -150,20 +129,14 @@ def partition_options(args: argparse.Namespace) -> dict[str, object]:
         check_patch_sizes(options["min_patch"], options["max_patch"])
         if isinstance(scorer, str):
             get_scorer(scorer)
-    elif "budget" in given:
-        options["budget"] = budget_option(args.method, given["budget"])
     return options
 
 
 def tokenize_image(image: Tensor, method: str, options: dict[str, object]) -> tuple[Partition, str]:
-    """Partition one [1, C, H, W] image of any size (`partition`'s size policy; a quadtree
-    budget is rounded to the nearest valid one for the image's size), and a note saying how it
+    """Partition one [1, C, H, W] image of any size (`partition`'s size policy: a quadtree
+    budget must be valid for the padded size, as in the Python API), and a note saying how it
     was padded ("" when it was not)."""
     height, width = image.shape[2:]
-    if method == "quadtree":
-        from ..partitioners.quadtree import with_nearest_budget
-
-        options = with_nearest_budget(height, width, options)
     with torch.no_grad():
         part = partition(image, method, **options)
     padded = padded_size(method, height, width, options)
@@ -179,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     options = partition_options(args)
     targets = output_paths(args.images, args.output, suffix=f"_{args.method}.png")
     if args.budget is None:
-        print(f"{args.method}: {DEFAULTS[args.method]} (the default)", file=sys.stderr)
+        print(f"{args.method}: {get_spec(args.method).default} (the default)", file=sys.stderr)
     failures = 0
     files = progress_bar(args.images, len(args.images), args)
     for source, target in zip(files, targets, strict=True):

@@ -15,8 +15,8 @@ import os
 import sys
 
 from ..errors import AdaptokError
-from ..models.config import EMBEDDERS, EncoderConfig, ModelConfig, default_partition_options
-from ..partitioners import available_methods
+from ..models.config import EMBEDDERS, EncoderConfig, ModelConfig
+from ..partitioners.registry import available_methods, derive_options, get_spec
 from ..train.config import TrainConfig
 from ..train.datasets import DATASETS
 from ..train.fit import TrainingInterrupted
@@ -26,8 +26,19 @@ from ..train.runs import train
 __all__ = ["add_arguments", "configs_from_args", "run"]
 
 
-TRUNK_DEFAULTS = {"patch_size": 8, "embed_dim": 192, "depth": 6, "heads": 3}
-IMAGE_SIZE = 64
+def _default(config: type, name: str) -> object:
+    """A field's default in ModelConfig or EncoderConfig: the one source of the model defaults."""
+    return next(f.default for f in dataclasses.fields(config) if f.name == name)
+
+
+# flag name -> its default, read from the configs (--heads is EncoderConfig's num_heads)
+TRUNK_DEFAULTS = {
+    "patch_size": _default(ModelConfig, "patch_size"),
+    "embed_dim": _default(EncoderConfig, "embed_dim"),
+    "depth": _default(EncoderConfig, "depth"),
+    "heads": _default(EncoderConfig, "num_heads"),
+}
+IMAGE_SIZE = _default(ModelConfig, "image_size")
 AUGMENT = {"auto": None, "on": True, "off": False}
 
 
@@ -97,7 +108,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "table), the parent's with --init-from, sincos otherwise",
     )
     model.add_argument(
-        "--budget", type=int, default=None, help="tokens per image (quadtree: exact, dht: at most)"
+        "--budget",
+        default=None,
+        help="tokens per image, as in `adaptok tokenize`: "
+        + "; ".join(f"{m}: {get_spec(m).describe_budget()}" for m in available_methods())
+        + "; default: derived from the image and patch size (quadtree: about half the grid's "
+        "tokens; slic: the grid's count; dht: round(sqrt(H*W) / 0.56) at most)",
     )
     model.add_argument("--max-patch", type=int, default=None, help="quadtree largest patch")
     model.add_argument(
@@ -190,15 +206,19 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
     parent = parent_config(args.init_from) if args.init_from is not None else None
     if parent is not None:
         image_size, trunk["patch_size"] = parent.image_size, parent.patch_size
-    options: dict[str, object] = {}
-    if args.backbone is None:
-        options = default_partition_options(args.method, image_size, trunk["patch_size"])
+    given: dict[str, object] = {}
     if args.budget is not None:
-        options["budget"] = args.budget
+        given["budget"] = get_spec(args.method).parse_budget(args.budget)
     if args.max_patch is not None:
-        options["max_patch"] = args.max_patch
+        given["max_patch"] = args.max_patch
     if args.partition_options:
-        options.update(json.loads(args.partition_options))
+        given.update(json.loads(args.partition_options))
+    # A backbone's patch size is known once timm builds it: `retrofit` derives the options then.
+    options = (
+        given
+        if args.backbone is not None
+        else derive_options(args.method, image_size, trunk["patch_size"], given)
+    )
     if parent is not None:  # what init_from_checkpoint reads: the tokens; the rest is the parent's
         model_config = dataclasses.replace(
             parent,
@@ -213,7 +233,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
             method=args.method,
             image_size=image_size,
             in_chans=args.in_chans,
-            patch_size=trunk["patch_size"],
+            patch_size=None if args.backbone is not None else trunk["patch_size"],
             embedder=args.embedder,
             position=args.position or ("learned" if args.backbone else "sincos"),
             partition_options=options,

@@ -13,11 +13,10 @@ from tqdm import tqdm
 from ..errors import AdaptokError
 from ..io import DEFAULT_MAX_PIXELS, display_name
 from ..ops import counted
-from ..partitioners.registry import available_methods, get_partitioner
-from ..validate import accepted_options
-from ..vector import DEFAULT_METHOD, PIXELS_PER_REGION, check_style, render_svg, vectorize
+from ..partitioners.registry import available_methods, get_spec
+from ..vector import DEFAULT_METHOD, DENSE, PIXELS_PER_REGION, check_style, render_svg, vectorize
 from .outputs import add_progress_option, file_error, output_paths, progress_bar
-from .tokenize import budget_argument, budget_option
+from .tokenize import budget_help
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,10 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--budget",
-        type=budget_argument,
         default=None,
-        help="regions per image (default: one per 24 pixels; an upper bound for dht, 'none' for "
-        "no cap)",
+        help=f"regions per image, as in `adaptok tokenize`: {budget_help()}; default: one per "
+        f"{PIXELS_PER_REGION} pixels (for quadtree the nearest valid budget)",
     )
     parser.add_argument(
         "--smoothness",
@@ -95,9 +93,8 @@ def preview_path(target: Path) -> Path:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Refuse options that would do nothing or write the wrong kind of file."""
-    accepted = accepted_options(get_partitioner(args.method)) or []
-    if args.budget is not None and "budget" not in accepted:
-        raise AdaptokError(f"--method {args.method} does not take --budget; drop it")
+    if args.budget is not None:
+        get_spec(args.method).parse_budget(args.budget)
     # Once here, not once per image: a bad option is the same mistake for every file.
     for flag, option in (
         ("--smoothness", {"smoothness": args.smoothness}),
@@ -114,12 +111,13 @@ def run(args: argparse.Namespace) -> int:
     images: list[Path] = args.images
     check_arguments(args)
     targets = output_paths(images, args.output, suffix=".svg", reserve=len(".preview"))
-    if args.budget is None and "budget" in (accepted_options(get_partitioner(args.method)) or []):
+    spec = get_spec(args.method)
+    if args.budget is None and spec.budget is not None:
         print(
             f"{args.method}: one region per {PIXELS_PER_REGION} pixels (the default budget)",
             file=sys.stderr,
         )
-    budget = "auto" if args.budget is None else budget_option(args.method, args.budget)
+    budget = DENSE if args.budget is None else spec.parse_budget(args.budget)
     background: bool | str = args.background_color or args.background
     failures = 0
     bar = progress_bar(zip(images, targets, strict=True), len(images), args)

@@ -6,7 +6,7 @@ runs a timm ViT with token merging (ToMe), the training-free baseline retrofits 
 """
 
 from .builders import assemble_model, make_embedder, make_head, make_tokenizer
-from .config import EncoderConfig, ModelConfig, default_partition_options
+from .config import EncoderConfig, ModelConfig
 from .encoder import MaskedEncoder, key_padding_mask
 from .factory import build_model, load_model, model_from_checkpoint
 from .heads import ClassificationHead, DenseHead, region_logits
@@ -34,7 +34,6 @@ __all__ = [
     "TokenizerOutput",
     "assemble_model",
     "build_model",
-    "default_partition_options",
     "export_timm",
     "key_padding_mask",
     "load_model",

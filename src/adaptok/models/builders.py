@@ -12,6 +12,7 @@ from torch import nn
 
 from ..embed import DHTEmbedder, PatchEmbedder
 from ..errors import AdaptokError
+from ..partitioners.registry import get_spec
 from ..validate import check_options
 from .config import ModelConfig
 from .encoder import MaskedEncoder
@@ -27,28 +28,33 @@ DHT_CALL_OPTIONS = ("budget", "criterion", "sample_budget")
 def make_tokenizer(config: ModelConfig) -> nn.Module:
     """The tokenizer module of a config.
 
-    A non-learned method gives a `PartitionTokenizer` (grid defaults to the config's patch
-    size). "dht" gives a `LearnedTokenizer` around a `DHTTokenizer` taking ImageNet-normalised
-    images, whose weights come from partition option "weights": "default" (the bundled ones),
-    a path saved by `save_tokenizer`, or "none" (a fresh, randomly initialised tokenizer, the
-    only case where construction options such as "compactness" may be given). "budget",
-    "criterion" and "sample_budget" are passed on every call.
+    Options are checked when the model is built, by the method's spec
+    (`adaptok.partitioners.spec.PartitionerSpec.check`): a dHT budget of 0 or an unreachable
+    quadtree budget is refused here, not at the first forward. A non-learned method gives a
+    `PartitionTokenizer` (grid defaults to the config's patch size). "dht" gives a
+    `LearnedTokenizer` around a `DHTTokenizer` taking ImageNet-normalised images, whose weights
+    come from partition option "weights": "default" (the bundled ones), a path saved by
+    `save_tokenizer`, or "none" (a fresh, randomly initialised tokenizer, the only case where
+    construction options such as "compactness" may be given). "budget", "criterion" and
+    "sample_budget" are passed on every call.
 
     Raises:
         AdaptokError: unknown options, construction options combined with trained weights, or
             a channel-count mismatch. Nothing falls back silently to random weights.
     """
     options = dict(config.partition_options)
+    spec = get_spec(config.method)
     if config.method != "dht":
         if config.method == "grid":
             options.setdefault("patch_size", config.patch_size)
         tokenizer = PartitionTokenizer(config.method, **options)
-        tokenizer.check(config.image_size, config.in_chans)
+        spec.check(options, config.image_size, config.in_chans)
         return tokenizer
 
     from ..partitioners.dht import DHTTokenizer, load_default_tokenizer, load_tokenizer
 
     call = {name: options.pop(name) for name in DHT_CALL_OPTIONS if name in options}
+    spec.check(call, config.image_size, config.in_chans)
     weights = options.pop("weights", "default")
     if weights == "none":
         check_options(DHTTokenizer, options, what="the dHT tokenizer")

@@ -16,7 +16,6 @@ __all__ = [
     "TASKS",
     "EncoderConfig",
     "ModelConfig",
-    "default_partition_options",
 ]
 
 TASKS = ("classification", "dense")
@@ -28,8 +27,9 @@ POOLS = ("token", "avg")
 @dataclass(frozen=True)
 class EncoderConfig:
     """Hyper-parameters of the transformer trunk and of the layout around it (the names of
-    timm's VisionTransformer). The layout defaults are the from-scratch model's; `retrofit`
-    copies a timm ViT's, so `build_model(retrofit(vit).config)` rebuilds the retrofitted model.
+    timm's VisionTransformer). The defaults are the from-scratch model's, the one source of
+    `adaptok train`'s trunk defaults too (a 6-block ViT-Tiny width); `retrofit` copies a timm
+    ViT's, so `build_model(retrofit(vit).config)` rebuilds the retrofitted model.
 
     Attributes:
         embed_dim: token width D.
@@ -55,7 +55,7 @@ class EncoderConfig:
     """
 
     embed_dim: int = 192
-    depth: int = 12
+    depth: int = 6
     num_heads: int = 3
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
@@ -96,7 +96,8 @@ class ModelConfig:
         num_classes: K.
         image_size: side of the (square) training images.
         in_chans: image channels.
-        patch_size: P, the side every token is resampled to.
+        patch_size: P, the side every token is resampled to; None with a backbone: the
+            backbone's (what `build_model` records in `model.config`).
         embedder: "patch" (plain ViT patch embedding + positions), "pooled" (the P x P patch
             embeddings and positions pooled over each region, weighted by coverage, plus a
             zero-initialised shape branch) or "dht" (λ-mix, mask and position-histogram
@@ -118,7 +119,7 @@ class ModelConfig:
     num_classes: int = 10
     image_size: int = 64
     in_chans: int = 3
-    patch_size: int = 8
+    patch_size: int | None = 8
     embedder: str | None = None
     position: str | None = None
     position_grid: int | None = None
@@ -134,8 +135,16 @@ class ModelConfig:
             check_choice("embedder", self.embedder, EMBEDDERS)
         if self.position is not None:
             check_choice("position", self.position, POSITIONS)
-        for name in ("num_classes", "image_size", "in_chans", "patch_size"):
+        for name in ("num_classes", "image_size", "in_chans"):
             check_int(name, getattr(self, name))
+        if self.patch_size is None:
+            if self.backbone is None:
+                raise AdaptokError(
+                    "patch_size=None leaves the patch size to a backbone; set backbone, or give "
+                    "patch_size (e.g. 8)"
+                )
+        else:
+            check_int("patch_size", self.patch_size)
         if self.position_grid is not None:
             check_int("position_grid", self.position_grid, hint="or None")
         if self.backbone_weights is not None and self.backbone is None:
@@ -143,7 +152,7 @@ class ModelConfig:
                 "backbone_weights is the weights file of a timm backbone; set backbone too "
                 "(e.g. backbone='vit_tiny_patch16_224')"
             )
-        if self.image_size % self.patch_size:
+        if self.patch_size is not None and self.image_size % self.patch_size:
             raise AdaptokError(
                 f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}"
             )
@@ -165,6 +174,11 @@ class ModelConfig:
     @property
     def grid(self) -> int:
         """Side of the position grid (learned table or dHT histogram)."""
+        if self.patch_size is None:
+            raise AdaptokError(
+                "the position grid of a config with patch_size=None is the backbone's: build the "
+                "model (build_model) and read model.config.grid"
+            )
         return self.position_grid or self.image_size // self.patch_size
 
     def to_dict(self) -> dict[str, object]:
@@ -182,38 +196,3 @@ class ModelConfig:
         if isinstance(data.get("encoder"), dict):
             data["encoder"] = EncoderConfig(**data["encoder"])
         return cls(**data)
-
-
-def default_partition_options(method: str, image_size: int, patch_size: int) -> dict[str, object]:
-    """Partitioner options for a square image of side `image_size` (empty: the method's own
-    defaults).
-
-    grid: patches of side `patch_size`. quadtree: patches from `patch_size` to 4x it (2x where 4x
-    does not divide the image, e.g. 16..32 at 224), about half the plain grid's tokens, rounded to
-    a reachable budget (coarse + 3j), and at least one split; refused when not even 2x divides
-    the image (ViT-B/32 at 224: the quadtree would be the grid). slic: as many segments as the
-    grid has patches (its own default, 196, suits 224x224 photos: at 32x32 it gave 255 regions of
-    4 pixels). dht: its own default cap.
-    """
-    if method == "grid":
-        return {"patch_size": patch_size}
-    if method == "quadtree":
-        max_patch = patch_size * 4
-        while image_size % max_patch and max_patch > patch_size:
-            max_patch //= 2
-        if max_patch == patch_size:
-            fit = -(-image_size // (2 * patch_size)) * 2 * patch_size
-            raise AdaptokError(
-                f"a quadtree over {patch_size}-pixel patches needs an image side that is a "
-                f"multiple of 2 x {patch_size} = {2 * patch_size} (one split level at least); "
-                f"{image_size} is {image_size // patch_size} patches, so every patch would stay "
-                f"whole (the grid). Use images of {fit}x{fit} (timm: img_size={fit}) or "
-                "method='grid'"
-            )
-        coarse = (image_size // max_patch) ** 2
-        grid = (image_size // patch_size) ** 2
-        splits = max(1 if grid > coarse else 0, round((grid // 2 - coarse) / 3))
-        return {"budget": coarse + 3 * splits, "min_patch": patch_size, "max_patch": max_patch}
-    if method == "slic":
-        return {"budget": (image_size // patch_size) ** 2}
-    return {}

@@ -34,9 +34,10 @@ from torch import Tensor, nn
 from ..embed import DHTEmbedder, PatchEmbedder
 from ..embed.timm import dht_embedder_state, patch_embedder_state
 from ..errors import AdaptokError
+from ..partitioners.registry import derive_options
 from ..weights import read_state_dict
 from .builders import assemble_model
-from .config import EncoderConfig, ModelConfig, default_partition_options
+from .config import EncoderConfig, ModelConfig
 from .encoder import MaskedEncoder
 from .heads import ClassificationHead
 from .vit import AdaptiveViT
@@ -285,13 +286,7 @@ def retrofit(
     num_classes = num_classes or vit_classes
     if not num_classes:
         raise AdaptokError("the ViT has no classifier head (num_classes=0); pass num_classes")
-    given = dict(partition_options or {})
-    derived = (
-        {}  # the caller chose the patch sizes: nothing to derive (nor to refuse)
-        if method == "quadtree" and {"min_patch", "max_patch"} <= given.keys()
-        else default_partition_options(method, image_size, patch_size)
-    )
-    options = {**derived, **given}
+    options = derive_options(method, image_size, patch_size, partition_options)
     config = ModelConfig(
         method=method,
         task=task,

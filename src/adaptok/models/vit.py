@@ -69,23 +69,6 @@ class PartitionTokenizer(nn.Module):
         self.method = method
         self.options = dict(options)
 
-    def check(self, image_size: int, in_chans: int) -> None:
-        """Partition one blank image of the model's size, so that options that cannot work
-        (an unreachable budget, patch sizes that do not divide the image) are refused when the
-        model is built, not at its first forward.
-
-        Raises:
-            AdaptokError: naming the options, the image size and the partitioner's reason.
-        """
-        blank = torch.zeros(1, in_chans, image_size, image_size)
-        try:
-            get_partitioner(self.method)(blank, **self.options)
-        except AdaptokError as error:
-            raise AdaptokError(
-                f"method {self.method!r} with options {self.options} cannot partition the model's "
-                f"{image_size}x{image_size} images: {error}"
-            ) from error
-
     def _apply(self, fn, recurse: bool = True):
         # Module-valued options (a FeatureScorer's CNN) follow .to(device / dtype) like submodules,
         # without entering the state dict (their weights come from their own file).

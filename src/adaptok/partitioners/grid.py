@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
@@ -9,8 +11,11 @@ from ..errors import AdaptokError, check_images
 from ..ops import round_up
 from ..regions import Partition
 from ..validate import check_int
+from .spec import PartitionerSpec
 
-__all__ = ["grid_partition", "square_partition"]
+__all__ = ["PATCH_SIZE", "SPEC", "grid_partition", "square_partition"]
+
+PATCH_SIZE = 16  # the default patch side
 
 
 def square_partition(leaf_level: Tensor, cell: int) -> Partition:
@@ -47,7 +52,7 @@ def square_partition(leaf_level: Tensor, cell: int) -> Partition:
     return Partition(labels=labels, batch_index=image, box=box, area=side * side)
 
 
-def grid_partition(images: Tensor, *, patch_size: int = 16) -> Partition:
+def grid_partition(images: Tensor, *, patch_size: int = PATCH_SIZE) -> Partition:
     """Partition every image into the regular grid of `patch_size` squares.
 
     Args:
@@ -73,4 +78,22 @@ def grid_partition(images: Tensor, *, patch_size: int = 16) -> Partition:
 
 def grid_size_policy(height: int, width: int, options: dict[str, object]) -> int:
     """Any-size policy (see `partition`): pad to a multiple of the patch size."""
-    return check_int("patch_size", options.get("patch_size", 16))
+    return check_int("patch_size", options.get("patch_size", PATCH_SIZE))
+
+
+def derive_options(
+    image_size: int, patch_size: int, given: Mapping[str, object]
+) -> dict[str, object]:
+    """A model's grid: patches of the model's patch size (unless given)."""
+    return {"patch_size": patch_size, **given}
+
+
+SPEC = PartitionerSpec(
+    name="grid",
+    function=grid_partition,
+    budget=None,
+    none_means=None,
+    default=f"one token per {PATCH_SIZE}x{PATCH_SIZE} patch",
+    derive=derive_options,
+    size_policy=grid_size_policy,
+)

@@ -36,7 +36,7 @@ against a heap that splits one patch at a time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -48,8 +48,12 @@ from ..regions import Partition
 from ..validate import as_int, check_int
 from .grid import square_partition
 from .scorers import QuadtreeScorer, check_importance_maps, get_scorer
+from .spec import PartitionerSpec
 
 __all__ = [
+    "MAX_PATCH",
+    "MIN_PATCH",
+    "SPEC",
     "QuadtreeSplit",
     "check_patch_sizes",
     "check_quadtree_sizes",
@@ -61,6 +65,10 @@ __all__ = [
     "valid_budgets",
     "with_nearest_budget",
 ]
+
+# The default patch sizes (s and S) of every quadtree function here.
+MIN_PATCH = 16
+MAX_PATCH = 64
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,9 @@ def check_patch_sizes(min_patch: int, max_patch: int) -> int:
     return ratio.bit_length() - 1
 
 
-def valid_budgets(height: int, width: int, *, min_patch: int = 16, max_patch: int = 64) -> range:
+def valid_budgets(
+    height: int, width: int, *, min_patch: int = MIN_PATCH, max_patch: int = MAX_PATCH
+) -> range:
     """Every reachable token budget for an image size: N0, N0 + 3, ..., (H / s) * (W / s)."""
     check_quadtree_sizes(height, width, min_patch, max_patch)
     coarsest = (height // max_patch) * (width // max_patch)
@@ -132,13 +142,13 @@ def nearest_budget(
     width: int,
     wanted: float | None = None,
     *,
-    min_patch: int = 16,
-    max_patch: int = 64,
+    min_patch: int = MIN_PATCH,
+    max_patch: int = MAX_PATCH,
 ) -> int:
     """The valid budget (N0 + 3j) nearest to `wanted` tokens, clamped to the reachable range.
 
-    What `adaptok tokenize --budget` and `vectorize` use (`partition` itself refuses a budget
-    that is not valid).
+    For counts the library derives (the default, `vectorize`'s default); a budget the user
+    gives is refused when it is not valid, in the API and on the command line alike.
 
     Args:
         height, width: image size; other than multiples of max_patch, the size `partition` pads
@@ -156,10 +166,10 @@ def nearest_budget(
 
 def with_nearest_budget(height: int, width: int, options: dict[str, object]) -> dict[str, object]:
     """Quadtree `options` for an H x W image (any size) with the budget rounded to the nearest
-    valid one (`nearest_budget`; None: the default). `adaptok tokenize --budget` and `vectorize`
-    round; `partition` itself refuses a budget that is not valid."""
-    min_patch = check_int("min_patch", options.get("min_patch", 16))
-    max_patch = check_int("max_patch", options.get("max_patch", 64))
+    valid one (`nearest_budget`; None: the default), for counts the library derives
+    (`vectorize`'s default); `partition` refuses a budget that is not valid."""
+    min_patch = check_int("min_patch", options.get("min_patch", MIN_PATCH))
+    max_patch = check_int("max_patch", options.get("max_patch", MAX_PATCH))
     wanted = as_int(options.get("budget"))
     if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, (int, float))):
         raise AdaptokError(f"budget must be a number of tokens, got {wanted!r}")
@@ -197,8 +207,8 @@ def quadtree_partition(
     images: Tensor,
     *,
     budget: int | None = None,
-    min_patch: int = 16,
-    max_patch: int = 64,
+    min_patch: int = MIN_PATCH,
+    max_patch: int = MAX_PATCH,
     scorer: str | QuadtreeScorer = "pixel_blur",
     seed: int | None = None,
 ) -> Partition:
@@ -385,8 +395,8 @@ def _upsample(mask: Tensor, factor: int) -> Tensor:
 def quadtree_size_policy(height: int, width: int, options: dict[str, object]) -> int:
     """Any-size policy (see `partition`): pad to a multiple of max_patch. A budget is checked
     here against the padded size, so that a refusal names both sizes."""
-    min_patch = check_int("min_patch", options.get("min_patch", 16))
-    max_patch = check_int("max_patch", options.get("max_patch", 64))
+    min_patch = check_int("min_patch", options.get("min_patch", MIN_PATCH))
+    max_patch = check_int("max_patch", options.get("max_patch", MAX_PATCH))
     padded = (round_up(height, max_patch), round_up(width, max_patch))
     budget = options.get("budget")
     if budget is not None and padded != (height, width):
@@ -399,3 +409,58 @@ def quadtree_size_policy(height: int, width: int, options: dict[str, object]) ->
             budget, valid_budgets(*padded, min_patch=min_patch, max_patch=max_patch), where
         )
     return max_patch
+
+
+def derive_options(
+    image_size: int, patch_size: int, given: Mapping[str, object]
+) -> dict[str, object]:
+    """A model's quadtree options for square images of side `image_size` and tokens of
+    `patch_size`, `given` merged over them. Given both patch sizes, nothing is derived (the
+    budget default is then `quadtree_partition`'s).
+
+    Patches from `patch_size` to 4x it (2x where 4x does not divide the image, e.g. 16..32 at
+    224), about half the plain grid's tokens, rounded to a reachable budget (coarse + 3j), and at
+    least one split; refused when not even 2x divides the image (ViT-B/32 at 224: the quadtree
+    would be the grid).
+    """
+    if {"min_patch", "max_patch"} <= given.keys():
+        return dict(given)
+    max_patch = patch_size * 4
+    while image_size % max_patch and max_patch > patch_size:
+        max_patch //= 2
+    if max_patch == patch_size:
+        fit = -(-image_size // (2 * patch_size)) * 2 * patch_size
+        raise AdaptokError(
+            f"a quadtree over {patch_size}-pixel patches needs an image side that is a "
+            f"multiple of 2 x {patch_size} = {2 * patch_size} (one split level at least); "
+            f"{image_size} is {image_size // patch_size} patches, so every patch would stay "
+            f"whole (the grid). Use images of {fit}x{fit} (timm: img_size={fit}) or "
+            "method='grid'"
+        )
+    coarse = (image_size // max_patch) ** 2
+    grid = (image_size // patch_size) ** 2
+    splits = max(1 if grid > coarse else 0, round((grid // 2 - coarse) / 3))
+    derived = {"budget": coarse + 3 * splits, "min_patch": patch_size, "max_patch": max_patch}
+    return {**derived, **given}
+
+
+def _default_budget(height: int, width: int, options: Mapping[str, object]) -> int:
+    return with_nearest_budget(height, width, {**options, "budget": None})["budget"]  # type: ignore[return-value]
+
+
+def _fit_budget(height: int, width: int, wanted: float, options: Mapping[str, object]) -> int:
+    return with_nearest_budget(height, width, {**options, "budget": wanted})["budget"]  # type: ignore[return-value]
+
+
+SPEC = PartitionerSpec(
+    name="quadtree",
+    function=quadtree_partition,
+    budget="exact",
+    none_means="the default",
+    default=f"the valid budget nearest to a quarter of the {MIN_PATCH}-pixel patches (patches "
+    f"{MIN_PATCH}..{MAX_PATCH})",
+    default_budget=_default_budget,
+    fit_budget=_fit_budget,
+    derive=derive_options,
+    size_policy=quadtree_size_policy,
+)

@@ -1,15 +1,17 @@
 """`partition(images, method=...)`: one entry point, a registry of partitioners behind it.
 
-Each partitioner also declares what it needs to partition an image of any size
-(`SizePolicy`): square-patch methods (grid, quadtree) run on a copy padded at the bottom and
-right to a multiple of their largest patch, and `partition` crops the result back. The Python API,
-`adaptok tokenize` and `adaptok vectorize` all go through `partition`, so they take the same
-sizes."""
+Each partitioner declares its options in a `PartitionerSpec` beside it (what its budget
+means, its defaults, how a model derives them), including what it needs to partition an image
+of any size (`SizePolicy`): square-patch methods (grid, quadtree) run on a copy padded at the
+bottom and right to a multiple of their largest patch, and `partition` crops the result back.
+The Python API, `adaptok tokenize` and `adaptok vectorize` all go through `partition`, so they
+take the same sizes."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor
@@ -19,35 +21,30 @@ from ..graph import label_components
 from ..io import ImageLike, as_images, pad_to_multiple
 from ..ops import round_up
 from ..regions import Partition
-from ..validate import as_int, check_options
+from ..validate import accepted_options, as_int, check_options
+from .spec import PartitionerSpec, SizePolicy
 
 __all__ = [
+    "PartitionerSpec",
     "SizePolicy",
     "available_methods",
+    "derive_options",
     "get_partitioner",
+    "get_spec",
     "padded_size",
     "partition",
     "register_partitioner",
 ]
 
 Partitioner = Callable[..., Partition]
-# (height, width, options) -> the multiple that H and W are padded to (options it cannot take at
-# that size are refused here, naming the image's own size).
-SizePolicy = Callable[[int, int, dict[str, Any]], int]
 
-# name -> "module:function", imported on first use so that `import adaptok` stays light.
-_REGISTRY: dict[str, str | Partitioner] = {
-    "grid": "adaptok.partitioners.grid:grid_partition",
-    "quadtree": "adaptok.partitioners.quadtree:quadtree_partition",
-    "dht": "adaptok.partitioners.dht:dht_partition",
-    "slic": "adaptok.partitioners.slic:slic_partition",
-}
-
-
-# name -> "module:function" of its size policy; methods without one take any size.
-_SIZE_POLICIES: dict[str, str | SizePolicy] = {
-    "grid": "adaptok.partitioners.grid:grid_size_policy",
-    "quadtree": "adaptok.partitioners.quadtree:quadtree_size_policy",
+# name -> "module:SPEC" (the partitioner's `PartitionerSpec`, declared beside it), imported on
+# first use so that `import adaptok` stays light. The one list of the built-in methods.
+_REGISTRY: dict[str, str | PartitionerSpec] = {
+    "grid": "adaptok.partitioners.grid:SPEC",
+    "quadtree": "adaptok.partitioners.quadtree:SPEC",
+    "dht": "adaptok.partitioners.dht:SPEC",
+    "slic": "adaptok.partitioners.slic:SPEC",
 }
 
 
@@ -56,6 +53,7 @@ def register_partitioner(
     function: Partitioner,
     *,
     size_policy: SizePolicy | None = None,
+    spec: PartitionerSpec | None = None,
     replace: bool = False,
 ) -> None:
     """Make `partition(images, method=name, **options)` call `function(images, **options)`.
@@ -65,22 +63,40 @@ def register_partitioner(
         function: images [B, C, H, W] in [0, 1] and keyword options -> Partition of those
             B images at their H x W (checked on every call).
         size_policy: for methods that only take some sizes, (H, W, options) -> the multiple that
-            H and W are padded to (see `partition`); None: the method takes any size.
+            H and W are padded to (see `partition`); None: the method takes any size (or the
+            spec's policy).
+        spec: what its options mean (`PartitionerSpec`: the budget's meaning, defaults, how a
+            model derives them); None: a budget ("count") is passed on as given when the
+            function names one (none otherwise), nothing is derived for a model, and a model's
+            options are checked on one blank image.
         replace: allow replacing a method already registered (the built-in ones included).
     """
     if not isinstance(name, str) or not name:
         raise AdaptokError(f"a partitioner's name must be a non-empty string, got {name!r}")
     if not callable(function):
         raise AdaptokError(f"partitioner {name!r} must be callable, got {type(function).__name__}")
+    if spec is not None and not isinstance(spec, PartitionerSpec):
+        raise AdaptokError(
+            f"spec must be an adaptok.partitioners.spec.PartitionerSpec, got {type(spec).__name__}"
+        )
     if name in _REGISTRY and not replace:
         raise AdaptokError(
             f"partition method {name!r} is already registered; pick another name, or pass "
             "replace=True to replace it"
         )
-    _REGISTRY[name] = function
-    _SIZE_POLICIES.pop(name, None)
-    if size_policy is not None:
-        _SIZE_POLICIES[name] = size_policy
+    if spec is None:  # a budget is passed on as given to a function that names one
+        takes_budget = "budget" in (accepted_options(function) or [])
+        spec = PartitionerSpec(
+            budget="count" if takes_budget else None,
+            none_means="the default" if takes_budget else None,
+        )
+    if size_policy is not None and spec.size_policy not in (None, size_policy):
+        raise AdaptokError(
+            f"partitioner {name!r} got a size_policy and a spec with another one; pass one"
+        )
+    _REGISTRY[name] = dataclasses.replace(
+        spec, name=name, function=function, size_policy=size_policy or spec.size_policy
+    )
 
 
 def available_methods() -> list[str]:
@@ -88,22 +104,34 @@ def available_methods() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_partitioner(method: str) -> Partitioner:
-    """The function registered under `method`; raises listing the known names otherwise."""
+def get_spec(method: str) -> PartitionerSpec:
+    """The `PartitionerSpec` of `method`; raises listing the known names otherwise."""
     if method not in _REGISTRY:
         raise AdaptokError(
             f"unknown partition method {method!r}; known methods: {', '.join(available_methods())}"
         )
-    return _resolve(_REGISTRY, method)
-
-
-def _resolve(table: dict[str, Any], name: str) -> Any:
-    entry = table[name]
+    entry = _REGISTRY[method]
     if isinstance(entry, str):
-        module_name, function_name = entry.split(":")
-        entry = getattr(importlib.import_module(module_name), function_name)
-        table[name] = entry
+        module_name, attribute = entry.split(":")
+        entry = getattr(importlib.import_module(module_name), attribute)
+        _REGISTRY[method] = entry
     return entry
+
+
+def get_partitioner(method: str) -> Partitioner:
+    """The function registered under `method`; raises listing the known names otherwise."""
+    return get_spec(method).function  # type: ignore[return-value]
+
+
+def derive_options(
+    method: str, image_size: int, patch_size: int, given: Mapping[str, object] | None = None
+) -> dict[str, object]:
+    """A model's options for `method` on square images of side `image_size` with tokens of
+    `patch_size`: the caller's `given` options merged over the ones the method's spec derives
+    (grid: the patch size; quadtree: patch sizes and about half the grid's tokens; slic: the
+    grid's count; dht and registered methods: their own defaults). What `ModelConfig` users,
+    `adaptok train`, `retrofit` and `init_from_checkpoint` call."""
+    return get_spec(method).derive(image_size, patch_size, dict(given or {}))
 
 
 def partition(
@@ -165,10 +193,8 @@ def _partition_unit(images: Tensor, method: str, options: dict[str, Any]) -> Par
 
 def _size_multiple(method: str, height: int, width: int, options: dict[str, Any]) -> int:
     """The multiple that `method` needs H and W to have (1 for methods that take any size)."""
-    get_partitioner(method)
-    if method not in _SIZE_POLICIES:
-        return 1
-    return _resolve(_SIZE_POLICIES, method)(height, width, dict(options))
+    policy = get_spec(method).size_policy
+    return 1 if policy is None else policy(height, width, dict(options))
 
 
 def padded_size(method: str, height: int, width: int, options: dict[str, Any]) -> tuple[int, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -10,8 +12,9 @@ from ..errors import AdaptokError, check_images
 from ..graph import label_components
 from ..regions import Partition
 from ..validate import check_int
+from .spec import PartitionerSpec
 
-__all__ = ["slic_partition"]
+__all__ = ["SPEC", "slic_partition"]
 
 
 # SLIC's default target: as many segments as a 224x224 image has 16-pixel patches
@@ -100,3 +103,22 @@ def slic_partition(
     )
     pieces = label_components(torch.from_numpy(labels.astype(np.int64)).to(images.device))
     return Partition.from_labels(pieces, relabel=False)
+
+
+def derive_options(
+    image_size: int, patch_size: int, given: Mapping[str, object]
+) -> dict[str, object]:
+    """A model's SLIC: as many segments as the grid has patches (the default, 196, suits
+    224x224 photos: at 32x32 it gave 255 regions of 4 pixels)."""
+    return {"budget": (image_size // patch_size) ** 2, **given}
+
+
+SPEC = PartitionerSpec(
+    name="slic",
+    function=slic_partition,
+    budget="target",
+    none_means="the default",
+    default="196 segments (approximate)",
+    default_budget=lambda height, width, options: 196,
+    derive=derive_options,
+)

@@ -22,9 +22,9 @@ from torch import nn
 from ..embed import PatchEmbedder
 from ..errors import AdaptokError
 from ..models import AdaptiveViT, ModelConfig, build_model, export_timm, model_from_checkpoint
-from ..models.config import default_partition_options
 from ..models.retrofitting import retrofit, retrofit_defaults
 from ..ops import sincos_2d
+from ..partitioners.registry import derive_options
 from .checkpoint import load_checkpoint
 
 __all__ = [
@@ -182,12 +182,7 @@ def init_from_model(
             goes through `with_learned_positions` first.
     """
     before: ModelConfig = parent.config  # type: ignore[assignment] (set by build_model)
-    given = dict(partition_options or {})
-    explicit = method == "quadtree" and {"min_patch", "max_patch"} <= given.keys()
-    derived = (
-        {} if explicit else default_partition_options(method, before.image_size, before.patch_size)
-    )
-    options = {**derived, **given}
+    options = derive_options(method, before.image_size, before.patch_size, partition_options)
     default_embedder, default_attention = retrofit_defaults(method)
     embedder = embedder or default_embedder
     if proportional_attention is None:

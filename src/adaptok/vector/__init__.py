@@ -19,7 +19,7 @@ to pixels).
 
 from .bezier import Curves, fit_beziers
 from .boundaries import Boundaries, trace_boundaries
-from .options import DEFAULT_METHOD, PIXELS_PER_REGION, check_style, default_budget
+from .options import DEFAULT_METHOD, DENSE, PIXELS_PER_REGION, check_style, default_budget
 from .pipeline import merge_equal_fills, vectorize, vectorize_batch
 from .render import render_svg
 from .simplify import Chains, douglas_peucker, refine_chains, smooth_chains
@@ -27,6 +27,7 @@ from .svg import write_svg
 
 __all__ = [
     "DEFAULT_METHOD",
+    "DENSE",
     "PIXELS_PER_REGION",
     "Boundaries",
     "Chains",

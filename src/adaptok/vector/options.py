@@ -14,6 +14,7 @@ from ..errors import AdaptokError
 
 __all__ = [
     "DEFAULT_METHOD",
+    "DENSE",
     "PIXELS_PER_REGION",
     "background_color",
     "check_style",
@@ -27,10 +28,14 @@ DEFAULT_METHOD = "dht"
 # far too coarse for a faithful picture; this one was tuned on the scikit-image photos to beat
 # vtracer's PSNR with a third of its bytes (benchmarks/bench_vectorize.py).
 PIXELS_PER_REGION = 24
+# `vectorize`'s default budget, spelled apart from "auto" (the dHT's own default) and None
+# (no cap): one region per PIXELS_PER_REGION pixels.
+DENSE = "dense"
 
 
 def default_budget(height: int, width: int) -> int:
-    """Regions asked from the partitioner when `vectorize` gets no budget: H*W / 24."""
+    """Regions asked from the partitioner when `vectorize` gets no budget (`DENSE`): H*W / 24
+    (rounded to a valid budget by the method's spec, e.g. N0 + 3j for the quadtree)."""
     return max(1, round(height * width / PIXELS_PER_REGION))
 
 

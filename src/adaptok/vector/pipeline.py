@@ -17,13 +17,13 @@ from torch import Tensor
 from ..errors import AdaptokError
 from ..graph import connected_components
 from ..io import DEFAULT_MAX_PIXELS, ImageLike, as_images, composite_alpha
-from ..partitioners.registry import get_partitioner, partition
+from ..partitioners.registry import get_spec, partition
 from ..regions import Partition
-from ..validate import accepted_options
 from .bezier import fit_beziers
 from .boundaries import trace_boundaries
 from .options import (
     DEFAULT_METHOD,
+    DENSE,
     background_color,
     check_style,
     corner_length_for,
@@ -39,7 +39,7 @@ def vectorize(
     image: ImageLike,
     method: str | Partition = DEFAULT_METHOD,
     *,
-    budget: int | str | None = "auto",
+    budget: int | str | None = DENSE,
     smoothness: float = 1.0,
     tolerance: float = 0.3,
     corner_length: float | None = None,
@@ -58,11 +58,13 @@ def vectorize(
             image, or the path of an image file.
         method: a partition method name (see `adaptok.available_methods()`) or a ready
             `Partition` of this image (then `budget` and `partition_options` must be unset).
-        budget: number of regions asked from the partitioner (quadtree budgets are rounded to
-            the nearest valid one, N0 + 3j); "auto" (default) asks `default_budget(H, W)`, one
-            region per 24 pixels, from methods that take a budget (grid takes none); None passes
-            None on, which is the partitioner's own meaning: no cap for dht (a flat logo gives a
-            handful of shapes), the token default for quadtree and slic.
+        budget: the partitioner's budget, as `partition` takes it (its meaning is the
+            method's: exact for quadtree, where a count that is not N0 + 3j is refused naming
+            the nearest valid ones; a cap for dht; a target for slic); "dense" (default,
+            `DENSE`) asks `default_budget(H, W)`, one region per 24 pixels (rounded to a valid
+            quadtree budget), from methods that take a budget (grid takes none); None and
+            "auto" are passed on: no cap for dht (a flat logo gives a handful of shapes), the
+            method's token default otherwise.
         smoothness: 0 gives the exact pixel outlines (lossless polygons: the SVG renders to the
             partition's mean-colour image); 1 (default) smooth Bézier curves whose points stay
             within a quarter of a pixel (plus `tolerance`) of the pixel outlines; larger values
@@ -119,7 +121,7 @@ def vectorize_batch(
     images: ImageLike,
     method: str | Partition = DEFAULT_METHOD,
     *,
-    budget: int | str | None = "auto",
+    budget: int | str | None = DENSE,
     smoothness: float = 1.0,
     tolerance: float = 0.3,
     corner_length: float | None = None,
@@ -148,7 +150,7 @@ def vectorize_batch(
     images = images.detach().float().clamp(0, 1)
     color, alpha = _split_alpha(images)
     if isinstance(method, Partition):
-        if budget != "auto" or partition_options:
+        if budget != DENSE or partition_options:
             raise AdaptokError(
                 "budget and partition options only apply when a method name is given; a ready "
                 "Partition was passed as method"
@@ -161,18 +163,16 @@ def vectorize_batch(
             )
     elif isinstance(method, str):
         options = dict(partition_options)
-        if budget != "auto":
+        spec = get_spec(method)
+        height, width = images.shape[2:]
+        if budget != DENSE:
             options["budget"] = budget
-        elif "budget" in (accepted_options(get_partitioner(method)) or []):
-            options["budget"] = default_budget(images.shape[2], images.shape[3])
+        elif spec.budget is not None:  # a derived count: rounded to a valid one (N0 + 3j)
+            options["budget"] = spec.fit(height, width, default_budget(height, width), options)
         # Partitioners see colour; transparent pixels are shown on mid grey.
         visible = composite_alpha(images)
         if visible.shape[1] == 1:
             visible = visible.expand(-1, 3, -1, -1)
-        if method == "quadtree":  # budgets are rounded to the nearest valid one, N0 + 3j
-            from ..partitioners.quadtree import with_nearest_budget
-
-            options = with_nearest_budget(images.shape[2], images.shape[3], options)
         part = partition(visible, method, **options)
     else:
         raise AdaptokError(

@@ -6,11 +6,14 @@ trainable module whose forward also returns mean-injected pixels for the extract
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
-from ...errors import check_images
+from ...errors import AdaptokError, check_images
 from ...regions import Partition
+from ..spec import NO_CAP, PartitionerSpec
 from .criteria import CRITERIA, check_criterion, information_criterion
 from .tokenizer import AUTO, DHTResult, DHTTokenizer, check_budget, default_budget
 from .weights import (
@@ -22,6 +25,7 @@ from .weights import (
 
 __all__ = [
     "CRITERIA",
+    "SPEC",
     "DHTResult",
     "DHTTokenizer",
     "default_budget",
@@ -82,3 +86,25 @@ def dht_partition(
         return tokenizer.partition(images, budget=budget, criterion=criterion)
     finally:
         tokenizer.train(was_training)
+
+
+def check_model_options(options: Mapping[str, object], image_size: int, in_chans: int) -> None:
+    """Refuse the per-call options of a model's dHT tokenizer when the model is built (a budget
+    of 0 would otherwise fail at its first forward); construction options are checked by
+    building the tokenizer."""
+    check_budget(options.get("budget", AUTO))
+    if "criterion" in options:
+        check_criterion(options["criterion"])
+    if not isinstance(options.get("sample_budget", False), bool):
+        raise AdaptokError(f"sample_budget must be True or False, got {options['sample_budget']!r}")
+
+
+SPEC = PartitionerSpec(
+    name="dht",
+    function=dht_partition,
+    budget="cap",
+    none_means=NO_CAP,
+    default='budget="auto": at most round(sqrt(H*W) / 0.56) regions (400 at 224x224)',
+    default_budget=lambda height, width, options: default_budget(height, width),
+    validate=check_model_options,
+)
