@@ -108,8 +108,8 @@ def slic_partition(
 def derive_options(
     image_size: int, patch_size: int, given: Mapping[str, object]
 ) -> dict[str, object]:
-    """A model's SLIC: as many segments as the grid has patches (the default, 196, suits
-    224x224 photos: at 32x32 it gave 255 regions of 4 pixels)."""
+    """A model's SLIC: as many segments as the grid has patches (the default, DEFAULT_SEGMENTS,
+    suits 224x224 photos: at 32x32 it gave 255 regions of 4 pixels)."""
     return {"budget": (image_size // patch_size) ** 2, **given}
 
 
@@ -118,7 +118,7 @@ SPEC = PartitionerSpec(
     function=slic_partition,
     budget="target",
     none_means="the default",
-    default="196 segments (approximate)",
-    default_budget=lambda height, width, options: 196,
+    default=f"{DEFAULT_SEGMENTS} segments (approximate)",
+    default_budget=lambda height, width, options: DEFAULT_SEGMENTS,
     derive=derive_options,
 )
