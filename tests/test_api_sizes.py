@@ -45,7 +45,7 @@ def test_api_and_tokenize_give_the_same_tokens_on_any_size(tmp_path: Path, capsy
     save_image(image[0], tmp_path / "photo.png")
     for method, flags, options in [
         ("grid", [], {}),
-        ("quadtree", ["--budget", "27", "--max-patch", "32"], {"budget": 26, "max_patch": 32}),
+        ("quadtree", ["--budget", "26", "--max-patch", "32"], {"budget": 26, "max_patch": 32}),
     ]:
         argv = ["tokenize", str(tmp_path / "photo.png"), "--method", method, *flags]
         assert main([*argv, "-o", str(tmp_path / f"{method}.png")]) == 0

@@ -113,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tokens per image, as in `adaptok tokenize`: "
         + "; ".join(f"{m}: {get_spec(m).describe_budget()}" for m in available_methods())
         + "; default: derived from the image and patch size (quadtree: about half the grid's "
-        "tokens; slic: the grid's count; dht: round(sqrt(H*W) / 0.56) at most)",
+        "tokens; slic: the grid's count; dht: its default cap; --backbone: from its patch size)",
     )
     model.add_argument("--max-patch", type=int, default=None, help="quadtree largest patch")
     model.add_argument(
