@@ -18,6 +18,7 @@ from ...graph import connected_components
 __all__ = [
     "Links",
     "RegionGraph",
+    "distinct_pairs",
     "flat_edges",
     "forest_components",
     "group_boxes",
@@ -108,8 +109,8 @@ def pixel_graph(features: Tensor) -> RegionGraph:
     dst = torch.cat([index[:, :, 1:].flatten(), index[:, 1:, :].flatten()])
     image = torch.arange(batch, device=device).repeat_interleave(height * width)
     ones = mean.new_ones(mean.shape[0])
-    right = (features[..., 1:] - features[..., :-1]).square().sum(1)
-    down = (features[..., 1:, :] - features[..., :-1, :]).square().sum(1)
+    right = (features[..., 1:] - features[..., :-1]).square_().sum(1)
+    down = (features[..., 1:, :] - features[..., :-1, :]).square_().sum(1)
     return RegionGraph(
         mean=mean,
         variance=torch.zeros_like(mean),
@@ -465,9 +466,22 @@ def _grid_edges_between(grid: Tensor, size: int, *, dedupe: bool) -> tuple[Tenso
         keep[1:] &= (first[1:] != first[:-1]) | (second[1:] != second[:-1])
     keep = torch.nonzero(keep).flatten()  # once for both ends: a boolean index runs it twice
     first, second = first.index_select(0, keep), second.index_select(0, keep)
-    keys = torch.minimum(first, second) * size + torch.maximum(first, second)
     if dedupe:
-        keys = torch.unique(keys)
+        return distinct_pairs(first, second, size)
+    return torch.minimum(first, second), torch.maximum(first, second)
+
+
+def distinct_pairs(first: Tensor, second: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """The distinct unordered pairs among [E] pairs of vertex ids in [0, size) whose ends differ.
+
+    Returns:
+        (low [K], high [K]) int64 with low < high, sorted by (low, high). The pair keys
+        low * size + high are sorted in 32 bits when they fit (faster than 64).
+    """
+    low, high = torch.minimum(first, second), torch.maximum(first, second)
+    if size * size <= torch.iinfo(torch.int32).max + 1:
+        low, high = low.int(), high.int()
+    keys = torch.unique(low * size + high).long()
     return keys // size, keys % size
 
 
@@ -512,10 +526,9 @@ def pool_vertices(
     else:
         src, dst = parent.index_select(0, graph.src), parent.index_select(0, graph.dst)
         between = torch.nonzero(src != dst).flatten()
-        src, dst = src[between], dst[between]
-        if dedupe and src.numel():
-            keys = torch.unique(torch.minimum(src, dst) * size + torch.maximum(src, dst))
-            src, dst = keys // size, keys % size
+        src, dst = src.index_select(0, between), dst.index_select(0, between)
+        if dedupe:
+            src, dst = distinct_pairs(src, dst, size)
     return RegionGraph(
         mean=mean,
         variance=variance,

@@ -28,6 +28,7 @@ from .encoder import PixelEncoder, exact_sigmoid, mix_channels
 from .merge import (
     Links,
     RegionGraph,
+    distinct_pairs,
     flat_edges,
     group_boxes,
     join_across,
@@ -141,9 +142,7 @@ class _Hierarchy:
 def _unique_pairs(first: Tensor, second: Tensor, size: int) -> tuple[Tensor, Tensor]:
     """Distinct unordered pairs (low < high) among the given pairs, dropping equal ends."""
     differ = torch.nonzero(first != second).flatten()
-    first, second = first.index_select(0, differ), second.index_select(0, differ)
-    keys = torch.unique(torch.minimum(first, second) * size + torch.maximum(first, second))
-    return keys // size, keys % size
+    return distinct_pairs(first.index_select(0, differ), second.index_select(0, differ), size)
 
 
 def _thin(graph: RegionGraph, min_width: float) -> Tensor:
