@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="quadtree", choices=available_methods())
     parser.add_argument(
         "--budget",
+        metavar="N",
         default=None,
         help="tokens per image, checked as the Python API checks it (a quadtree budget that is "
         f"not N0 + 3j is refused naming the nearest valid ones): {budget_help()}; defaults: "

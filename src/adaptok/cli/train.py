@@ -109,6 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument(
         "--budget",
+        metavar="N",
         default=None,
         help="tokens per image, as in `adaptok tokenize`: "
         + "; ".join(f"{m}: {get_spec(m).describe_budget()}" for m in available_methods())

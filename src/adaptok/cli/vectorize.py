@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--budget",
+        metavar="N",
         default=None,
         help=f"regions per image, as in `adaptok tokenize`: {budget_help()}; default: one per "
         f"{PIXELS_PER_REGION} pixels (for quadtree the nearest valid budget)",

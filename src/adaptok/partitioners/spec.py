@@ -106,11 +106,11 @@ class PartitionerSpec:
         return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
     def describe_budget(self) -> str:
-        """`budget=N` in words, e.g. "at most N regions; none: no cap"."""
+        """`budget=N` in words, e.g. "at most N regions ('none': no cap)"."""
         if self.budget is None:
             return "takes no budget"
         words = BUDGET_MEANINGS[self.budget]
-        return f"{words}; none: no cap" if self.none_means == NO_CAP else words
+        return f"{words} ('none': no cap)" if self.none_means == NO_CAP else words
 
     def parse_budget(self, text: str, flag: str = "--budget") -> int | None:
         """A command-line budget: a whole number, or `none` where None means no cap. The one
