@@ -19,6 +19,7 @@ from adaptok.cli.train import TRUNK_DEFAULTS, configs_from_args
 from adaptok.models import EncoderConfig
 from adaptok.partitioners import registry
 from adaptok.partitioners.grid import grid_partition
+from adaptok.partitioners.quadtree import valid_budgets
 from adaptok.partitioners.registry import derive_options, get_spec, register_partitioner
 from adaptok.partitioners.spec import NO_CAP, PartitionerSpec
 
@@ -76,6 +77,13 @@ def test_a_model_derives_its_options_from_image_and_patch_size() -> None:
     }  # fmt: skip
     explicit = {"min_patch": 8, "max_patch": 16}
     assert derive_options("quadtree", 64, 8, explicit) == explicit
+    # one patch size given: the budget is derived for it (a valid one), as build_model checks
+    for given in ({"max_patch": 16}, {"max_patch": 64}, {"min_patch": 16}):
+        options = derive_options("quadtree", 64, 8, given)
+        assert options.items() >= given.items()
+        assert options["budget"] in valid_budgets(
+            64, 64, min_patch=options["min_patch"], max_patch=options["max_patch"]
+        )
     with pytest.raises(AdaptokError, match=r"multiple of 2 x 32 = 64.*256x256"):
         derive_options("quadtree", 224, 32)
 

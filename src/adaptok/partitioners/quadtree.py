@@ -416,7 +416,8 @@ def derive_options(
 ) -> dict[str, object]:
     """A model's quadtree options for square images of side `image_size` and tokens of
     `patch_size`, `given` merged over them. Given both patch sizes, nothing is derived (the
-    budget default is then `quadtree_partition`'s).
+    budget default is then `quadtree_partition`'s); given one, the other and the budget are
+    derived around it (so `adaptok train --max-patch 16` gets a budget valid for 16).
 
     Patches from `patch_size` to 4x it (2x where 4x does not divide the image, e.g. 16..32 at
     224), about half the plain grid's tokens, rounded to a reachable budget (coarse + 3j), and at
@@ -425,22 +426,26 @@ def derive_options(
     """
     if {"min_patch", "max_patch"} <= given.keys():
         return dict(given)
-    max_patch = patch_size * 4
-    while image_size % max_patch and max_patch > patch_size:
-        max_patch //= 2
-    if max_patch == patch_size:
-        fit = -(-image_size // (2 * patch_size)) * 2 * patch_size
-        raise AdaptokError(
-            f"a quadtree over {patch_size}-pixel patches needs an image side that is a "
-            f"multiple of 2 x {patch_size} = {2 * patch_size} (one split level at least); "
-            f"{image_size} is {image_size // patch_size} patches, so every patch would stay "
-            f"whole (the grid). Use images of {fit}x{fit} (timm: img_size={fit}) or "
-            "method='grid'"
-        )
+    min_patch = check_int("min_patch", given.get("min_patch", patch_size))
+    if "max_patch" in given:
+        max_patch = check_int("max_patch", given["max_patch"])
+    else:
+        max_patch = min_patch * 4
+        while image_size % max_patch and max_patch > min_patch:
+            max_patch //= 2
+        if max_patch == min_patch:
+            fit = -(-image_size // (2 * min_patch)) * 2 * min_patch
+            raise AdaptokError(
+                f"a quadtree over {min_patch}-pixel patches needs an image side that is a "
+                f"multiple of 2 x {min_patch} = {2 * min_patch} (one split level at least); "
+                f"{image_size} is {image_size // min_patch} patches, so every patch would stay "
+                f"whole (the grid). Use images of {fit}x{fit} (timm: img_size={fit}) or "
+                "method='grid'"
+            )
     coarse = (image_size // max_patch) ** 2
-    grid = (image_size // patch_size) ** 2
+    grid = (image_size // min_patch) ** 2
     splits = max(1 if grid > coarse else 0, round((grid // 2 - coarse) / 3))
-    derived = {"budget": coarse + 3 * splits, "min_patch": patch_size, "max_patch": max_patch}
+    derived = {"budget": coarse + 3 * splits, "min_patch": min_patch, "max_patch": max_patch}
     return {**derived, **given}
 
 
