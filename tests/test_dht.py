@@ -215,17 +215,19 @@ def test_join_across_matches_components_of_the_whole_level() -> None:
 
 @pytest.mark.parametrize("size", [7, 46341, 65536, 10**6])
 def test_distinct_pairs_match_a_set(size: int) -> None:
-    """Sorted distinct unordered pairs, with 32-bit keys (size² fits) or 64-bit ones."""
+    """Sorted distinct unordered pairs of 64- or 32-bit ids, with 32-bit keys (size² fits) or
+    64-bit ones."""
     generator = torch.Generator().manual_seed(size)
     first = torch.randint(0, size, (500,), generator=generator)
     first[:3] = torch.tensor([0, size - 1, size - 2])
     second = (first + torch.randint(1, min(size, 40), (500,), generator=generator)) % size
     second[:3] = torch.tensor([size - 1, 0, size - 1])
-    low, high = distinct_pairs(first, second, size)
     pairs = zip(first.tolist(), second.tolist(), strict=True)
     expected = sorted({(min(a, b), max(a, b)) for a, b in pairs})
-    assert list(zip(low.tolist(), high.tolist(), strict=True)) == expected
-    assert low.dtype == high.dtype == torch.int64
+    for ids in (torch.int64, torch.int32):
+        low, high = distinct_pairs(first.to(ids), second.to(ids), size)
+        assert list(zip(low.tolist(), high.tolist(), strict=True)) == expected
+        assert low.dtype == high.dtype == torch.int64
 
 
 def test_enforce_budget_keeps_groups_connected_and_exact() -> None:

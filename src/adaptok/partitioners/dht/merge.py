@@ -457,6 +457,7 @@ def _grid_edges_between(grid: Tensor, size: int, *, dedupe: bool) -> tuple[Tenso
     of them before the sort (pairs are compared as they are; keys are built only for the few
     that pass).
     """
+    grid = grid.int() if size <= torch.iinfo(torch.int32).max else grid  # half the bytes
     right = (grid[:, :, :-1].transpose(1, 2), grid[:, :, 1:].transpose(1, 2))
     down = (grid[:, :-1, :], grid[:, 1:, :])
     first = torch.cat([right[0].flatten(), down[0].flatten()])
@@ -468,19 +469,20 @@ def _grid_edges_between(grid: Tensor, size: int, *, dedupe: bool) -> tuple[Tenso
     first, second = first.index_select(0, keep), second.index_select(0, keep)
     if dedupe:
         return distinct_pairs(first, second, size)
-    return torch.minimum(first, second), torch.maximum(first, second)
+    return torch.minimum(first, second).long(), torch.maximum(first, second).long()
 
 
 def distinct_pairs(first: Tensor, second: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """The distinct unordered pairs among [E] pairs of vertex ids in [0, size) whose ends differ.
+    """The distinct unordered pairs among [E] pairs of vertex ids in [0, size) whose ends differ
+    (int32 or int64 ids).
 
     Returns:
         (low [K], high [K]) int64 with low < high, sorted by (low, high). The pair keys
         low * size + high are sorted in 32 bits when they fit (faster than 64).
     """
-    low, high = torch.minimum(first, second), torch.maximum(first, second)
-    if size * size <= torch.iinfo(torch.int32).max + 1:
-        low, high = low.int(), high.int()
+    key_type = torch.int32 if size * size <= torch.iinfo(torch.int32).max + 1 else torch.int64
+    low = torch.minimum(first, second).to(key_type)
+    high = torch.maximum(first, second).to(key_type)
     keys = torch.unique(low * size + high).long()
     return keys // size, keys % size
 
