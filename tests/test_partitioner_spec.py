@@ -70,7 +70,11 @@ def test_a_model_derives_its_options_from_image_and_patch_size() -> None:
     assert derive_options("grid", 64, 8) == {"patch_size": 8}
     assert derive_options("quadtree", 224, 16) == {"budget": 97, "min_patch": 16, "max_patch": 32}
     assert derive_options("slic", 64, 8) == {"budget": 64}
-    assert derive_options("dht", 64, 8) == {}
+    # dHT: a cap of half the grid's tokens (its image-level default, 114 at 64x64, would give a
+    # model more tokens than its grid); None (no cap) and a given cap are kept
+    assert derive_options("dht", 64, 8) == {"budget": 32}
+    assert derive_options("dht", 224, 16) == {"budget": 98}
+    assert derive_options("dht", 64, 8, {"budget": None}) == {"budget": None}
     # the caller's options merge over the derived ones; both patch sizes given: nothing derived
     assert derive_options("quadtree", 64, 8, {"budget": 31}) == {
         "budget": 31, "min_patch": 8, "max_patch": 32,

@@ -99,6 +99,15 @@ def check_model_options(options: Mapping[str, object], image_size: int, in_chans
         raise AdaptokError(f"sample_budget must be True or False, got {options['sample_budget']!r}")
 
 
+def derive_options(image_size: int, patch_size: int, given: Mapping[str, object]) -> dict:
+    """A model's dHT options: a cap of half the plain grid's tokens (98 for a 224 ViT with
+    16-pixel patches), as the quadtree's derived budget, `given` merged over it. The image-level
+    default (`"auto"`, 400 at 224) would give a retrofitted ViT-S twice its grid's tokens:
+    slower, where the point of retrofitting is fewer tokens."""
+    grid = (image_size // patch_size) ** 2
+    return {"budget": max(1, grid // 2), **given}
+
+
 SPEC = PartitionerSpec(
     name="dht",
     function=dht_partition,
@@ -106,5 +115,6 @@ SPEC = PartitionerSpec(
     none_means=NO_CAP,
     default='budget="auto": at most round(sqrt(H*W) / 0.56) regions (400 at 224x224)',
     default_budget=lambda height, width, options: default_budget(height, width),
+    derive=derive_options,
     validate=check_model_options,
 )
