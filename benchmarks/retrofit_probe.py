@@ -26,12 +26,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
+from accuracy.plan import DEPTH, HEADS  # the accuracy benchmark's one trunk
+from accuracy.plan import EMBED_DIM as WIDTH
+from accuracy.runs import make_vit
 from adaptok.cli.benchmarking import machine_header
 from adaptok.models import EncoderConfig, ModelConfig, export_timm, load_model, retrofit
 from adaptok.train import FashionMNIST, TrainConfig, evaluate, train
 
 ROOT = Path(__file__).resolve().parent.parent
-SIZE, PATCH, WIDTH, DEPTH, HEADS = 64, 8, 128, 4, 4
+SIZE, PATCH = 64, 8
 HELD_OUT = 1000  # the last images of the training split
 # (method, partition options) at about half the parent's 64 tokens.
 METHODS = {
@@ -53,20 +56,8 @@ def parent_config() -> ModelConfig:
 
 def timm_parent(checkpoint: Path):
     """The trained grid parent as a timm ViT (what a user who already has a ViT holds)."""
-    import timm
-
     model = load_model(checkpoint)
-    vit = timm.create_model(
-        "vit_tiny_patch16_224",
-        pretrained=False,
-        img_size=SIZE,
-        patch_size=PATCH,
-        embed_dim=WIDTH,
-        depth=DEPTH,
-        num_heads=HEADS,
-        num_classes=10,
-    )
-    return export_timm(model, vit).eval()
+    return export_timm(model, make_vit(SIZE, PATCH, num_classes=10, seed=0)).eval()
 
 
 def main() -> int:

@@ -72,3 +72,20 @@ def assert_gradients_reach(*modules: torch.nn.Module) -> None:
             assert parameter.grad is not None, f"{name}: no gradient"
             assert bool(torch.isfinite(parameter.grad).all()), f"{name}: non-finite gradient"
             assert bool(parameter.grad.abs().sum() > 0), f"{name}: zero gradient"
+
+
+def random_vit(img_size: int = 224, **kwargs):
+    """timm's vit_tiny_patch16_224 layout (pretrained=False, `kwargs` override it) with every
+    parameter randomised (seeded), so norms, biases, cls token and positions all matter when
+    logits are compared."""
+    import timm
+
+    torch.manual_seed(0)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=img_size, **kwargs
+    ).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in vit.parameters():
+            parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
+    return vit

@@ -7,7 +7,6 @@ import dataclasses
 import math
 
 import pytest
-import timm
 import torch
 from torch import nn
 
@@ -20,22 +19,12 @@ from adaptok.partitioners.registry import get_spec
 from adaptok.regions import Partition
 from adaptok.tokens import extract_tokens, pool_patches
 from adaptok.train.checkpoint import save_checkpoint
-from conftest import photo, random_partition
+from conftest import photo, random_partition, random_vit
 
 
 def _vit(img_size: int, **kwargs) -> nn.Module:
-    """A small timm ViT with every parameter randomised (seeded)."""
-    torch.manual_seed(0)
-    options = dict(embed_dim=64, depth=2, num_heads=4)
-    options.update(kwargs)
-    vit = timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, img_size=img_size, **options
-    ).eval()
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in vit.parameters():
-            parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
-    return vit
+    """A small random timm ViT (width 64, depth 2, 4 heads unless `kwargs` say otherwise)."""
+    return random_vit(img_size, **{"embed_dim": 64, "depth": 2, "num_heads": 4, **kwargs})
 
 
 LAYOUTS = [

@@ -23,20 +23,11 @@ from adaptok.partitioners import registry
 from adaptok.partitioners.dht import DHTTokenizer
 from adaptok.partitioners.grid import grid_partition
 from adaptok.weights import read_state_dict as load_weights
+from conftest import random_vit
 
 
 def _vit(img_size: int = 224, **kwargs) -> nn.Module:
-    """vit_tiny_patch16_224 (pretrained=False) with every parameter randomised (seeded), so
-    norms, biases, cls token and positions all matter for the comparison."""
-    torch.manual_seed(0)
-    vit = timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, img_size=img_size, **kwargs
-    ).eval()
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in vit.parameters():
-            parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
-    return vit
+    return random_vit(img_size, **kwargs)
 
 
 @pytest.fixture(scope="module")
