@@ -26,6 +26,7 @@ from adaptok.partitioners.dht import (
 from adaptok.partitioners.dht import tokenizer as dht_tokenizer
 from adaptok.partitioners.dht.budget import enforce_budget, region_adjacency
 from adaptok.partitioners.dht.merge import (
+    _sum_columns,
     distinct_pairs,
     forest_components,
     join_across,
@@ -228,6 +229,21 @@ def test_distinct_pairs_match_a_set(size: int) -> None:
         low, high = distinct_pairs(first.to(ids), second.to(ids), size)
         assert list(zip(low.tolist(), high.tolist(), strict=True)) == expected
         assert low.dtype == high.dtype == torch.int64
+
+
+def test_pooled_sums_are_the_bits_of_index_add() -> None:
+    """Column-wise scatters add each group's members in index order, as index_add of whole rows
+    does: the same bits (partitions depend on them), and the same gradient."""
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(5000, 7, generator=generator).exp().requires_grad_(True)
+    group = torch.randint(0, 300, (5000,), generator=generator)
+    expected = rows.new_zeros(300, 7).index_add(0, group, rows)
+    result = _sum_columns(rows.t().contiguous(), group, 300)
+    assert torch.equal(result, expected)
+    weight = torch.randn(300, 7, generator=generator)
+    (first,) = torch.autograd.grad((expected * weight).sum(), rows)
+    (second,) = torch.autograd.grad((result * weight).sum(), rows)
+    assert torch.equal(first, second)
 
 
 def test_enforce_budget_keeps_groups_connected_and_exact() -> None:

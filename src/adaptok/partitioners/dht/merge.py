@@ -18,6 +18,7 @@ from ...graph import connected_components
 __all__ = [
     "Links",
     "RegionGraph",
+    "channel_major",
     "distinct_pairs",
     "flat_edges",
     "forest_components",
@@ -97,13 +98,14 @@ def pixel_graph(features: Tensor) -> RegionGraph:
         features: [B, d, H, W] pixel features.
 
     Returns:
-        RegionGraph with V = B*H*W vertices in (image, row, column) order; its boxes are a
-        [V, 0] placeholder (a pixel's box is its position in the grid: `pool_vertices` and the
-        compactness term read them from `grid`).
+        RegionGraph with V = B*H*W vertices in (image, row, column) order; its mean is a view
+        of channel planes (`channel_major`), its boxes a [V, 0] placeholder (a pixel's box is
+        its position in the grid: `pool_vertices` and the compactness term read them from
+        `grid`).
     """
-    batch, dim, height, width = features.shape
+    batch, _, height, width = features.shape
     device = features.device
-    mean = features.permute(0, 2, 3, 1).reshape(-1, dim)
+    mean = channel_major(features)
     index = torch.arange(batch * height * width, device=device).view(batch, height, width)
     src = torch.cat([index[:, :, :-1].flatten(), index[:, :-1, :].flatten()])
     dst = torch.cat([index[:, :, 1:].flatten(), index[:, 1:, :].flatten()])
@@ -123,6 +125,12 @@ def pixel_graph(features: Tensor) -> RegionGraph:
         edge_distance=torch.cat([right.flatten(), down.flatten()]),
         grid=(batch, height, width),
     )
+
+
+def channel_major(features: Tensor) -> Tensor:
+    """[B*H*W, d] pixel features (raster order) as a view of a [d, B*H*W] tensor: one copy of
+    whole channel planes, and every channel a contiguous row for the pooling's scatters."""
+    return features.transpose(0, 1).reshape(features.shape[1], -1).t()
 
 
 def _pixel_corners(grid: tuple[int, int, int], device: torch.device) -> Tensor:
@@ -579,26 +587,35 @@ def pool_statistics(
     if graph.grid is not None and pooling == "exact":
         # Pixel level: every vertex is one pixel with no variance, so the weights are all one.
         count = torch.bincount(parent, minlength=size).to(mass.dtype)
-        new_mass = mass.new_zeros(size).index_add(0, parent, mass)
-        moments = torch.cat([graph.mean, graph.mean.square()], 1)
-        sums = moments.new_zeros(size, 2 * dim).index_add(0, parent, moments)
+        new_mass = mass.new_zeros(size).scatter_add(0, parent, mass)
+        columns = graph.mean.t()
+        sums = _sum_columns(torch.cat([columns, columns.square()]), parent, size)
         mean = sums[:, :dim] / count[:, None]
         variance = (sums[:, dim:] / count[:, None] - mean.square()).clamp(min=0)
     else:
-        # One scatter for all sums: weight, count, mass, first and second moments.
-        moments = torch.cat(
+        # All sums at once, one row per quantity: weight, count, mass, first and second moments.
+        columns = torch.cat(
             [
-                weight[:, None],
-                graph.count[:, None],
-                mass[:, None],
-                weight[:, None] * graph.mean,
-                weight[:, None] * (graph.variance + graph.mean.square()),
-            ],
-            1,
+                torch.stack([weight, graph.count, mass]),
+                weight * graph.mean.t(),
+                weight * (graph.variance + graph.mean.square()).t(),
+            ]
         )
-        sums = moments.new_zeros(size, moments.shape[1]).index_add(0, parent, moments)
+        sums = _sum_columns(columns, parent, size)
         total = sums[:, 0:1]
         mean = sums[:, 3 : 3 + dim] / total
         variance = (sums[:, 3 + dim :] / total - mean.square()).clamp(min=0)
         count, new_mass = sums[:, 1], sums[:, 2]
     return mean, variance, count, new_mass
+
+
+def _sum_columns(columns: Tensor, group: Tensor, size: int) -> Tensor:
+    """[size, k] sums over each group ([N] in [0, size)) of the k quantities in the rows of
+    `columns` ([k, N], each row contiguous).
+
+    One 1-D scatter_add per quantity: several times faster on CPU than index_add of [N, k]
+    rows, and it adds each group's members in the same order (index order), so the sums are
+    the same bits. Out of place, so that autograd sees one scatter per quantity.
+    """
+    zeros = columns.new_zeros(size)
+    return torch.stack([zeros.scatter_add(0, group, column) for column in columns], 1)

@@ -28,6 +28,7 @@ from .encoder import PixelEncoder, exact_sigmoid, mix_channels
 from .merge import (
     Links,
     RegionGraph,
+    channel_major,
     distinct_pairs,
     flat_edges,
     group_boxes,
@@ -578,8 +579,7 @@ class DHTTokenizer(nn.Module):
         """
         replay = torch.is_grad_enabled() and features.requires_grad
         if replay:
-            dim = features.shape[1]
-            mean = features.permute(0, 2, 3, 1).reshape(-1, dim)
+            mean = channel_major(features)
             ones = mean.new_ones(mean.shape[0])
             empty = tree.atom_of_pixel[:0]
             pixels = RegionGraph(
