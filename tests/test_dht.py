@@ -26,13 +26,14 @@ from adaptok.partitioners.dht import (
 from adaptok.partitioners.dht import tokenizer as dht_tokenizer
 from adaptok.partitioners.dht.budget import enforce_budget, region_adjacency
 from adaptok.partitioners.dht.merge import (
-    _sum_columns,
     distinct_pairs,
     forest_components,
+    group_boxes,
     join_across,
     link_vertices,
     pixel_graph,
     pool_vertices,
+    sum_columns,
 )
 from adaptok.partitioners.grid import grid_partition
 from adaptok.regions import check_partition
@@ -238,12 +239,25 @@ def test_pooled_sums_are_the_bits_of_index_add() -> None:
     rows = torch.randn(5000, 7, generator=generator).exp().requires_grad_(True)
     group = torch.randint(0, 300, (5000,), generator=generator)
     expected = rows.new_zeros(300, 7).index_add(0, group, rows)
-    result = _sum_columns(rows.t().contiguous(), group, 300)
+    result = sum_columns(rows.t().contiguous(), group, 300)
     assert torch.equal(result, expected)
     weight = torch.randn(300, 7, generator=generator)
     (first,) = torch.autograd.grad((expected * weight).sum(), rows)
     (second,) = torch.autograd.grad((result * weight).sum(), rows)
     assert torch.equal(first, second)
+
+
+def test_group_boxes_match_a_loop() -> None:
+    generator = torch.Generator().manual_seed(0)
+    corner = torch.randint(0, 50, (400, 2), generator=generator)
+    box = torch.cat([corner, corner + torch.randint(1, 9, (400, 2), generator=generator)], 1)
+    group = torch.randint(0, 30, (400,), generator=generator)
+    group[:30] = torch.arange(30)  # every group non-empty
+    result = group_boxes(box, group, 30)
+    for index in range(30):
+        members = box[group == index]
+        expected = [*members[:, :2].amin(0).tolist(), *members[:, 2:].amax(0).tolist()]
+        assert result[index].tolist() == expected
 
 
 def test_enforce_budget_keeps_groups_connected_and_exact() -> None:

@@ -8,6 +8,7 @@ level's vertices.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -29,6 +30,7 @@ __all__ = [
     "pixel_graph",
     "pool_statistics",
     "pool_vertices",
+    "sum_columns",
 ]
 
 
@@ -134,11 +136,11 @@ def channel_major(features: Tensor) -> Tensor:
 
 
 def _pixel_corners(grid: tuple[int, int, int], device: torch.device) -> Tensor:
-    """[B*H*W, 2] (row, column) of every pixel of the grid, in raster order."""
+    """[2, B*H*W] row and column of every pixel of the grid, in raster order."""
     batch, height, width = grid
     rows = torch.arange(height, device=device).view(1, height, 1).expand(batch, height, width)
     columns = torch.arange(width, device=device).view(1, 1, width).expand(batch, height, width)
-    return torch.stack([rows, columns], -1).view(-1, 2)
+    return torch.stack([rows.flatten(), columns.flatten()])
 
 
 def _with_boxes(graph: RegionGraph) -> RegionGraph:
@@ -146,7 +148,7 @@ def _with_boxes(graph: RegionGraph) -> RegionGraph:
     if graph.grid is None:
         return graph
     corner = _pixel_corners(graph.grid, graph.mean.device)
-    return replace(graph, box=torch.cat([corner, corner + 1], 1))
+    return replace(graph, box=torch.cat([corner, corner + 1]).t())
 
 
 def flat_edges(images: Tensor, rows: Tensor, columns: Tensor) -> Tensor:
@@ -523,9 +525,9 @@ def pool_vertices(
     mean, variance, count, new_mass = pool_statistics(graph, links, pooling=pooling)
     if boxes and graph.grid is not None:
         # A pixel's box is its corner plus one: group the corners, not [P, 4] boxes.
-        corner = _pixel_corners(graph.grid, parent.device)
-        low, high = _group_extent(corner, corner, parent, size)
-        box = torch.cat([low, high + 1], 1)
+        rows, columns = _pixel_corners(graph.grid, parent.device)
+        box = _box_of_groups((rows, columns, rows, columns), parent, size)
+        box[:, 2:] += 1
     elif boxes:
         box = group_boxes(graph.box, parent, size)
     else:
@@ -554,18 +556,19 @@ def pool_vertices(
 def group_boxes(box: Tensor, group: Tensor, size: int) -> Tensor:
     """[size, 4] bounding box (y0, x0, y1, x1) of each group of boxes ([N, 4] box, [N] group
     in [0, size), every group non-empty)."""
-    return torch.cat(_group_extent(box[:, :2], box[:, 2:], group, size), 1)
+    return _box_of_groups(box.t(), group, size)
 
 
-def _group_extent(low: Tensor, high: Tensor, group: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """([size, 2] least of `low`, [size, 2] greatest of `high`) over each group ([N, 2] low and
-    high, [N] group in [0, size), every group non-empty)."""
-    index = group[:, None].expand(-1, 2)
-    least = low.new_full((size, 2), torch.iinfo(low.dtype).max)
-    greatest = high.new_full((size, 2), torch.iinfo(high.dtype).min)
-    least.scatter_reduce_(0, index, low, reduce="amin")
-    greatest.scatter_reduce_(0, index, high, reduce="amax")
-    return least, greatest
+def _box_of_groups(sides: Sequence[Tensor], group: Tensor, size: int) -> Tensor:
+    """[size, 4]: in each group, the least of the first two of the four [N] `sides` (y0, x0)
+    and the greatest of the last two (y1, x1); one 1-D scatter per side, several times faster
+    on CPU than one scatter of [N, 2] rows."""
+    columns = []
+    for side, reduce in zip(sides, ("amin", "amin", "amax", "amax"), strict=True):
+        info = torch.iinfo(side.dtype)
+        start = side.new_full((size,), info.max if reduce == "amin" else info.min)
+        columns.append(start.scatter_reduce_(0, group, side, reduce=reduce))
+    return torch.stack(columns, 1)
 
 
 def pool_statistics(
@@ -589,7 +592,7 @@ def pool_statistics(
         count = torch.bincount(parent, minlength=size).to(mass.dtype)
         new_mass = mass.new_zeros(size).scatter_add(0, parent, mass)
         columns = graph.mean.t()
-        sums = _sum_columns(torch.cat([columns, columns.square()]), parent, size)
+        sums = sum_columns(torch.cat([columns, columns.square()]), parent, size)
         mean = sums[:, :dim] / count[:, None]
         variance = (sums[:, dim:] / count[:, None] - mean.square()).clamp(min=0)
     else:
@@ -601,7 +604,7 @@ def pool_statistics(
                 weight * (graph.variance + graph.mean.square()).t(),
             ]
         )
-        sums = _sum_columns(columns, parent, size)
+        sums = sum_columns(columns, parent, size)
         total = sums[:, 0:1]
         mean = sums[:, 3 : 3 + dim] / total
         variance = (sums[:, 3 + dim :] / total - mean.square()).clamp(min=0)
@@ -609,7 +612,7 @@ def pool_statistics(
     return mean, variance, count, new_mass
 
 
-def _sum_columns(columns: Tensor, group: Tensor, size: int) -> Tensor:
+def sum_columns(columns: Tensor, group: Tensor, size: int) -> Tensor:
     """[size, k] sums over each group ([N] in [0, size)) of the k quantities in the rows of
     `columns` ([k, N], each row contiguous).
 

@@ -38,6 +38,7 @@ from .merge import (
     pixel_graph,
     pool_statistics,
     pool_vertices,
+    sum_columns,
 )
 
 __all__ = ["AUTO", "DHTResult", "DHTTokenizer", "check_budget", "default_budget", "resolve_budget"]
@@ -154,12 +155,10 @@ def _thin(graph: RegionGraph, min_width: float) -> Tensor:
 
 def _piece_statistics(pieces: Tensor, num_pieces: int, atoms: RegionGraph) -> tuple[Tensor, Tensor]:
     """([K] pixel count, [K, d] mean feature) of pieces made of atoms (no gradient)."""
-    area = atoms.count.new_zeros(num_pieces).index_add(0, pieces, atoms.count)
-    mean = atoms.mean.detach()
-    total = mean.new_zeros(num_pieces, mean.shape[1]).index_add(
-        0, pieces, atoms.count[:, None] * mean
-    )
-    return area, total / area[:, None]
+    columns = torch.cat([atoms.count[None], atoms.mean.detach().t() * atoms.count])
+    sums = sum_columns(columns, pieces, num_pieces)
+    area = sums[:, 0]
+    return area, sums[:, 1:] / area[:, None]
 
 
 def _concatenate(parts: list[Partition]) -> Partition:
@@ -429,15 +428,14 @@ class DHTTokenizer(nn.Module):
         """[B] IC of every image scored as one region (the last candidate of the hierarchy)."""
         dim = atoms.mean.shape[1]
         mean, variance = atoms.mean.detach(), atoms.variance.detach()
-        moments = torch.cat(
+        columns = torch.cat(
             [
-                atoms.count[:, None],
-                atoms.count[:, None] * mean,
-                atoms.count[:, None] * (variance + mean.square()),
-            ],
-            1,
+                atoms.count[None],
+                mean.t() * atoms.count,
+                (variance + mean.square()).t() * atoms.count,
+            ]
         )
-        sums = moments.new_zeros(batch, moments.shape[1]).index_add(0, atoms.image, moments)
+        sums = sum_columns(columns, atoms.image, batch)
         count = sums[:, 0]
         image_mean = sums[:, 1 : 1 + dim] / count[:, None]
         image_variance = (sums[:, 1 + dim :] / count[:, None] - image_mean.square()).clamp(min=0)
