@@ -428,14 +428,17 @@ class DHTTokenizer(nn.Module):
         """[B] IC of every image scored as one region (the last candidate of the hierarchy)."""
         dim = atoms.mean.shape[1]
         mean, variance = atoms.mean.detach(), atoms.variance.detach()
-        columns = torch.cat(
+        # Rows into B sums: here index_add of whole rows is the fast form (column scatters into
+        # a few bins wait on each other's adds).
+        moments = torch.cat(
             [
-                atoms.count[None],
-                mean.t() * atoms.count,
-                (variance + mean.square()).t() * atoms.count,
-            ]
+                atoms.count[:, None],
+                atoms.count[:, None] * mean,
+                atoms.count[:, None] * (variance + mean.square()),
+            ],
+            1,
         )
-        sums = sum_columns(columns, atoms.image, batch)
+        sums = moments.new_zeros(batch, moments.shape[1]).index_add(0, atoms.image, moments)
         count = sums[:, 0]
         image_mean = sums[:, 1 : 1 + dim] / count[:, None]
         image_variance = (sums[:, 1 + dim :] / count[:, None] - image_mean.square()).clamp(min=0)
