@@ -304,7 +304,6 @@ def retrofitted(run: Run, profile: Profile, work: Path, num_classes: int) -> nn.
     from adaptok.train import init_from_model
 
     parent = parent_model(run, profile, work, num_classes)
-    best = work / "runs" / profile.name / run.parent / "best.pt"
     method = run.tokenizer.removeprefix("retrofit-").partition("-")[0]
     embedder, attention = EMBEDDERS[run.tokenizer]
     return init_from_model(
@@ -314,7 +313,7 @@ def retrofitted(run: Run, profile: Profile, work: Path, num_classes: int) -> nn.
         embedder=embedder,
         proportional_attention=attention,
         position="learned",
-        source=str(best),
+        source=str(parent_checkpoint(run, profile, work)),
     )
 
 
@@ -338,6 +337,11 @@ class ToMeModel(nn.Module):
         return logits, torch.full((images.shape[0],), self.final_tokens, device=images.device)
 
 
+def parent_checkpoint(run: Run, profile: Profile, work: Path) -> Path:
+    """The best.pt of a retrofit or ToMe row's parent run."""
+    return work / "runs" / profile.name / run.parent / "best.pt"
+
+
 def parent_model(run: Run, profile: Profile, work: Path, num_classes: int) -> nn.Module:
     """The grid parent (an AdaptiveViT) of a retrofit or ToMe row, from its best.pt.
 
@@ -347,7 +351,7 @@ def parent_model(run: Run, profile: Profile, work: Path, num_classes: int) -> nn
     from adaptok.models import model_from_checkpoint, retrofit
     from adaptok.train import load_checkpoint
 
-    best = work / "runs" / profile.name / run.parent / "best.pt"
+    best = parent_checkpoint(run, profile, work)
     if not best.is_file():
         raise FileNotFoundError(best)
     state = load_checkpoint(best)
