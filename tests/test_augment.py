@@ -73,3 +73,9 @@ def test_augment_auto_is_on_for_classification_and_refused_for_dense() -> None:
     assert not dataclasses.replace(config, augment=False).augment_for("classification")
     with pytest.raises(AdaptokError, match="not their label maps"):
         dataclasses.replace(config, augment=True).augment_for("dense")
+
+
+@pytest.mark.parametrize("min_crop", [0.0, -0.5, 1.5, float("nan")])
+def test_min_crop_outside_the_unit_interval_is_refused(min_crop: float) -> None:
+    with pytest.raises(AdaptokError, match=r"min_crop must be a fraction .* in \(0, 1\]"):
+        TrainConfig(min_crop=min_crop)

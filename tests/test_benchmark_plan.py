@@ -181,14 +181,16 @@ def test_augmented_rows_are_their_own_rows(bench) -> None:
     plain = bench.Run("fashion-mnist-64", "grid", 64, 0, 8)
     augmented = bench.Run("fashion-mnist-64", "grid", 64, 0, 8, augment=True)
     assert augmented.run_id == plain.run_id + "-aug"
+    half = bench.Run("fashion-mnist-64", "grid", 64, 0, 8, augment=True, min_crop=0.5)
+    assert half.run_id == plain.run_id + "-aug50"
     table = rows("grid", [0.44, 0.45, 0.43]) + [
         dict(row, tokenizer="grid-aug", run_id=row["run_id"] + "-aug")
         for row in rows("grid", [0.47, 0.48, 0.46])
     ]
     groups = bench.group_rows(table)
     assert {k[2] for k in groups} == {"grid", "grid-aug"}
-    assert sorted(["grid-aug", "quadtree", "grid"], key=bench.tokenizer_rank) == [
-        "grid", "grid-aug", "quadtree"
+    assert sorted(["grid-aug50", "grid-aug", "quadtree", "grid"], key=bench.tokenizer_rank) == [
+        "grid", "grid-aug", "grid-aug50", "quadtree"
     ]  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from adaptok.train import (
     init_from_checkpoint,
     load_checkpoint,
 )
+from adaptok.train.augment import random_resized_crop_flip, step_generator
 
 INFO = DatasetInfo(task="classification", num_classes=3, in_chans=3, class_names=("a", "b", "c"))
 
@@ -296,3 +297,12 @@ def test_fit_shows_the_model_its_batches_unchanged_unless_augmenting(tmp_path) -
     fit(augmented, data, None, _config(tmp_path, "aug", steps=4, augment=True, eval_every=0))
     assert not torch.equal(torch.cat(augmented.seen), shown)
     assert torch.cat(augmented.seen).shape == shown.shape
+    # The augmented batch is the step's crops of the same batch, down to min_crop of the area.
+    half = Recorder()
+    config = _config(tmp_path, "half", steps=1, augment=True, min_crop=0.5, eval_every=0)
+    fit(half, data, None, config)
+    expected = random_resized_crop_flip(
+        plain.seen[0], generator=step_generator(config.seed, 0), scale=(0.5, 1.0)
+    )
+    assert torch.equal(half.seen[0], expected)
+    assert not torch.equal(augmented.seen[0], expected)

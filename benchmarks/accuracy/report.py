@@ -17,6 +17,7 @@ from .plan import (
     WARMUP_FRACTION,
     WEIGHT_DECAY,
     plan,
+    retrofit_parent,
 )
 from .plots import plot_all
 from .runs import ROOT, read_rows
@@ -30,14 +31,12 @@ __all__ = [
     "write_report",
 ]
 
-AUGMENTED = "-aug"  # the CSV's tokenizer of a row trained with augmentation ends so
 
-
-def tokenizer_rank(tokenizer: str) -> tuple[int, bool]:
+def tokenizer_rank(tokenizer: str) -> tuple[int, str]:
     """Where a tokenizer's rows go in the tables: the plan's order of row kinds, each kind's
-    augmented rows after its plain ones."""
-    kind = tokenizer.removesuffix(AUGMENTED)
-    return list(EMBEDDERS).index(kind), tokenizer != kind
+    augmented rows ("-aug", "-aug50", ...: `Run.augment_tail`) after its plain ones."""
+    kind = tokenizer.partition("-aug")[0]
+    return list(EMBEDDERS).index(kind), tokenizer  # "grid" < "grid-aug" < "grid-aug50"
 
 
 CLUTTER, FASHION = "cluttered-fashion-mnist-128", "fashion-mnist-64"
@@ -292,7 +291,8 @@ def retrofit_verdicts(groups: dict[tuple, Group], profile: str) -> list[Verdict]
     out = []
     for dataset in (FASHION, CLUTTER):
         title = DATASET_TITLES[dataset]
-        parent = find(groups, profile, dataset, "grid" + AUGMENTED, 64, "accuracy")
+        tail = retrofit_parent(dataset).augment_tail
+        parent = find(groups, profile, dataset, "grid" + tail, 64, "accuracy")
         tome = find(groups, profile, dataset, "tome", 31, "accuracy")
         for method in ("quadtree", "dht"):
             name = f"retrofit-{method}-pooled"

@@ -230,6 +230,7 @@ def fit_config(
         seed=run.seed,
         amp="auto",
         augment=run.augment,
+        min_crop=run.min_crop,
         log_every=10,
         checkpoint_every=eval_every,
         eval_every=eval_every,
@@ -530,7 +531,7 @@ def execute(run: Run, profile: Profile, work: Path, device: str, log: Log) -> li
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
     common = {
         "dataset": run.dataset,
-        "tokenizer": run.tokenizer + ("-aug" if run.augment else ""),  # report.AUGMENTED
+        "tokenizer": run.tokenizer + run.augment_tail,
         "tokens_per_image": scored["tokens_per_image"],
         "seed": run.seed,
         "steps": run.finetune if retrofit_row else result.step if result else 0,

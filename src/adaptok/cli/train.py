@@ -143,6 +143,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "classification from scratch, off for dense tasks and for --init-from / --weights",
     )
     optim.add_argument(
+        "--min-crop",
+        type=float,
+        default=TrainConfig.min_crop,
+        help="smallest random-resized crop, as a fraction of the image's area (default "
+        "%(default)s)",
+    )
+    optim.add_argument(
         "--amp",
         choices=("auto", "bf16", "off"),
         default="auto",
@@ -256,6 +263,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
         seed=args.seed,
         amp=args.amp,
         augment=AUGMENT[args.augment],
+        min_crop=args.min_crop,
         log_every=args.log_every,
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,

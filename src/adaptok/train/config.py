@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import AdaptokError
+from .augment import CROP_SCALE
 
 __all__ = ["RESUMABLE_FIELDS", "TrainConfig"]
 
@@ -45,6 +46,8 @@ class TrainConfig:
             starts from trained weights (init_from, backbone weights). `fit` cannot tell whether
             a model is trained: pass False to fine-tune one without augmentation. True on a
             dense task is refused.
+        min_crop: the smallest crop of the augmentation, as a fraction of the image's area
+            (crops are drawn between it and the whole image).
         log_every: steps between rows of train_metrics.csv.
         checkpoint_every: steps between checkpoints (and one at the end).
         eval_every: steps between evaluations (0: only at the end). With a validation set they
@@ -74,6 +77,7 @@ class TrainConfig:
     seed: int = 0
     amp: str = "auto"
     augment: bool | None = None
+    min_crop: float = CROP_SCALE[0]
     log_every: int = 10
     checkpoint_every: int = 100
     eval_every: int = 0
@@ -95,6 +99,10 @@ class TrainConfig:
         for name in ("train_limit", "eval_limit", "stop_after", "eval_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise AdaptokError(f"{name} must be at least 1 or None, got {getattr(self, name)}")
+        if not (math.isfinite(self.min_crop) and 0 < self.min_crop <= 1):
+            raise AdaptokError(
+                f"min_crop must be a fraction of the image's area in (0, 1], got {self.min_crop}"
+            )
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise AdaptokError(f"lr must be a positive learning rate, got {self.lr}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):

@@ -55,8 +55,9 @@ __all__ = [
 
 LAST_FILE, BEST_FILE = "last.pt", "best.pt"
 # TrainConfig fields whose default changed meaning since runs without them were saved: what
-# those runs did (they trained without augmentation).
-OLDER_RUNS = {"augment": False}
+# those runs did (they trained without augmentation, and the first augmented runs cropped down
+# to a quarter of the image).
+OLDER_RUNS = {"augment": False, "min_crop": 0.25}
 RUN_FILES = (LAST_FILE, BEST_FILE, "train_metrics.csv", "eval_metrics.csv")
 
 
@@ -524,7 +525,8 @@ def _train_steps(
             stats = train_step(
                 run.net, run.optimizer, run.scheduler, images, target,
                 step=state.step, device=info.device, amp=config.amp, grad_clip=config.grad_clip,
-                augment_seed=config.seed if config.augment else None, rank=info.rank,
+                augment_seed=config.seed if config.augment else None, min_crop=config.min_crop,
+                rank=info.rank,
                 every_parameter=every_parameter,
             )  # fmt: skip
             state.step += 1

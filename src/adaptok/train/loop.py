@@ -294,6 +294,7 @@ def train_step(
     amp: str,
     grad_clip: float | None,
     augment_seed: int | None,
+    min_crop: float,
     rank: int = 0,
     every_parameter: list[Tensor] | None = None,
 ) -> dict[str, float | int]:
@@ -309,6 +310,7 @@ def train_step(
         grad_clip: max gradient norm (None: no clipping).
         augment_seed: the run's seed to augment the batch with (`augment.step_generator`), or
             None for no augmentation.
+        min_crop: the smallest crop area of the augmentation, as a fraction of the image.
         rank: this process's rank (DDP replicas draw different augmentations).
         every_parameter: under DDP, the trainable parameters: each enters the loss with weight
             exactly 0, so a parameter this step leaves out (the dHT embedder's λ and background
@@ -327,7 +329,7 @@ def train_step(
     target = target.to(device, non_blocking=True)
     if augment_seed is not None:
         images = random_resized_crop_flip(
-            images, generator=step_generator(augment_seed, step, rank)
+            images, generator=step_generator(augment_seed, step, rank), scale=(min_crop, 1.0)
         )
     with autocast_context(device, amp):
         logits, counts = forward_counts(net, images)
