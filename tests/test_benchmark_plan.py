@@ -268,3 +268,41 @@ def test_retrofit_and_tome_rows_run_from_an_augmented_parent(bench, tmp_path) ->
         assert rows[0]["parent"] == parent.run_id
         assert 20 <= rows[0]["tokens_per_image"] <= 31, run_id
         assert 0 <= rows[0]["value"] <= 1 and rows[0]["eval_images_per_second"] > 0
+
+
+def test_curves_are_kept_beside_the_table_and_redraw_only_when_complete(bench, tmp_path) -> None:
+    """Curves found under --work join the ones kept beside the table (a run folder elsewhere
+    keeps its stored curve); the picture is redrawn only when every row it shows has one."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from accuracy import plots
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stored = plots.curves_path(tmp_path / "table.csv")
+    assert stored.name == "table_curves.json"
+    stored.write_text('{"cpu-small": {"shapes/grid-64-s0": [[0, 0.1], [5, 0.5]]}}')
+    folder = tmp_path / "work" / "runs" / "cpu-small" / "fashion-mnist-64" / "grid-64-s0"
+    folder.mkdir(parents=True)
+    (folder / "curve.json").write_text("[[0, 0.2], [5, 0.7]]")
+    empty = folder.parent / "dht-64-s0"
+    empty.mkdir()
+    (empty / "curve.json").write_text("[]")
+    curves = plots.gather_curves(tmp_path / "work", stored)
+    assert curves == {
+        "cpu-small": {
+            "shapes/grid-64-s0": [[0, 0.1], [5, 0.5]],
+            "fashion-mnist-64/grid-64-s0": [[0, 0.2], [5, 0.7]],
+        }
+    }
+    assert plots.gather_curves(tmp_path / "nowhere", stored) == curves  # persisted
+    grid = bench.Run("fashion-mnist-64", "grid", 64, 0, 8)
+    dht = bench.Run("fashion-mnist-64", "dht", 64, 0, 8)
+    picture = tmp_path / "curves.png"
+    assert plots.plot_curves(plt, curves["cpu-small"], [grid, dht], picture) is None
+    assert not picture.exists()  # dHT's curve is missing: nothing to redraw
+    assert plots.plot_curves(plt, curves["cpu-small"], [grid], picture)
+    assert picture.stat().st_size > 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .plan import DATASET_SIZES, DATASET_TITLES
+from .plan import DATASET_SIZES, DATASET_TITLES, PROFILES, plan
 from .runs import ROOT, ScorerCNN
 
 __all__ = ["COLOURS", "TOKENIZER_LABELS", "plot_all", "shown"]
@@ -46,8 +46,11 @@ def _kept(path: Path) -> str | None:
     return shown(path) if path.is_file() else None
 
 
-def plot_all(groups: dict, docs: Path, work: Path, profiles: list[str], *, captions) -> list[str]:
-    """Every figure of the report (paths as the report links them), each with a caption."""
+def plot_all(
+    groups: dict, docs: Path, work: Path, profiles: list[str], *, curves: dict, captions
+) -> list[str]:
+    """Every figure of the report (paths as the report links them), each with a caption;
+    `curves` as `gather_curves` returns them."""
     try:
         import matplotlib
 
@@ -63,10 +66,19 @@ def plot_all(groups: dict, docs: Path, work: Path, profiles: list[str], *, capti
         figures.append(
             plot_accuracy(plt, groups, "cpu-long", docs / "accuracy_vs_tokens_cpu_long.png")
         )
-    # Validation curves of every run (the selection signal; the test split is never plotted).
-    figures.append(plot_curves(plt, work, base, docs / "accuracy_curves.png"))
+    # Validation curves (the selection signal; the test split is never plotted).
+    pictures = {base: "accuracy_curves.png"}
     if "cpu-long" in profiles and base != "cpu-long":
-        figures.append(plot_curves(plt, work, "cpu-long", docs / "accuracy_curves_cpu_long.png"))
+        pictures["cpu-long"] = "accuracy_curves_cpu_long.png"
+    for profile, name in pictures.items():
+        if profile in PROFILES:
+            runs = [
+                run
+                for run in plan(PROFILES[profile])
+                if run.seed == 0 and run.tokens == CURVE_TOKENS and not run.augment
+                and run.tokenizer in TOKENIZER_LABELS
+            ]  # fmt: skip
+            figures.append(plot_curves(plt, curves.get(profile, {}), runs, docs / name))
     figures.append(cluttered_panel(docs / "cluttered_tokens.png", work, plt))
     return [figure for figure in figures if figure and Path(figure).name in captions]
 
@@ -124,42 +136,64 @@ def plot_accuracy(plt, groups: dict, profile: str, path: Path) -> str | None:
     return shown(path)
 
 
-def plot_curves(plt, work: Path, profile: str, path: Path) -> str | None:
-    """Validation score against steps, one panel per dataset, seed 0 of each row, one legend
-    to the right (the existing figure when --work holds no curves of the profile)."""
-    datasets = [d for d in DATASET_SIZES if any((work / "runs" / profile / d).glob("*/curve.json"))]
-    if not datasets:
+def curves_path(csv_path: Path) -> Path:
+    """Where the validation curves of a table's runs are kept: beside the table, so a picture
+    of them can be redrawn on any machine (the run folders stay where the rows ran)."""
+    return csv_path.with_name(csv_path.stem + "_curves.json")
+
+
+def gather_curves(work: Path, stored: Path) -> dict[str, dict[str, list]]:
+    """{profile: {run id: [[step, validation score], ...]}}: the curves kept in `stored`,
+    updated with every non-empty curve.json the runs under `work` left (and written back)."""
+    curves = json.loads(stored.read_text()) if stored.is_file() else {}
+    for curve_file in sorted((work / "runs").glob("*/*/*/curve.json")):
+        run_folder = curve_file.parent
+        curve = json.loads(curve_file.read_text())
+        if curve:
+            profile, run_id = run_folder.parts[-3], "/".join(run_folder.parts[-2:])
+            curves.setdefault(profile, {})[run_id] = curve
+    if curves:
+        lines = ",\n".join(
+            f"{json.dumps(profile)}: {{\n"
+            + ",\n".join(f"  {json.dumps(r)}: {json.dumps(c)}" for r, c in sorted(runs.items()))
+            + "\n}"
+            for profile, runs in sorted(curves.items())
+        )
+        stored.write_text("{\n" + lines + "\n}\n")
+    return curves
+
+
+CURVE_TOKENS = 64  # the curves picture shows the rows at equal tokens (the README's comparison)
+
+
+def plot_curves(plt, curves: dict, runs: list, path: Path) -> str | None:
+    """Validation score against steps of `runs` (a profile's seed-0 from-scratch rows at
+    CURVE_TOKENS tokens; `curves` that profile's, by run id), one panel per dataset, one legend
+    below; the existing figure while a row's curve is missing (a redraw would leave it out)."""
+    if not runs or any(run.run_id not in curves for run in runs):
         return _kept(path)
-    fig, axes = plt.subplots(len(datasets), 1, figsize=(8, 3.2 * len(datasets)), squeeze=False)
-    handles: dict[tuple[int, int], object] = {}
-    for ax, dataset in zip(axes[:, 0], datasets, strict=True):
-        for curve_file in sorted((work / "runs" / profile / dataset).glob("*/curve.json")):
-            name = curve_file.parent.name
-            if name.startswith("retrofit") or not name.endswith("-s0"):
+    datasets = [d for d in DATASET_SIZES if any(run.dataset == d for run in runs)]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.4 * len(datasets), 4.0), squeeze=False)
+    drawn: dict[str, object] = {}
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        for run in runs:
+            if run.dataset != dataset:
                 continue
-            curve = json.loads(curve_file.read_text())
-            tokenizer, tokens = name.rsplit("-", 2)[:2]
-            if not curve or tokenizer not in TOKENIZER_LABELS:
-                continue
-            style = {"16": ":", "31": "-.", "64": "-", "256": "--"}.get(tokens, "-")
-            label = (list(TOKENIZER_LABELS).index(tokenizer), int(tokens))
-            (line,) = ax.plot(
+            curve = curves[run.run_id]
+            (drawn[TOKENIZER_LABELS[run.tokenizer]],) = ax.plot(
                 [c[0] for c in curve],
                 [100 * c[1] for c in curve],
-                style,
-                color=COLOURS[tokenizer],
-                alpha=0.85,
+                color=COLOURS[run.tokenizer],
+                marker=".",
             )
-            handles.setdefault(label, line)
         ax.set_title(DATASET_TITLES[dataset], fontsize=10)
         ax.set_xlabel("training step")
         ax.set_ylabel("validation " + ("mean IoU" if dataset == "shapes" else "accuracy") + " (%)")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Validation score during training ({profile}, seed 0)", fontsize=11)
-    order = sorted(handles)  # tokenizer, then token count
-    labels = [f"{list(TOKENIZER_LABELS.values())[kind]}, {tokens} tokens" for kind, tokens in order]
-    fig.legend([handles[key] for key in order], labels, loc="center right", fontsize=8)
-    fig.tight_layout(rect=(0, 0, 0.68, 1))
+    labels = [label for label in TOKENIZER_LABELS.values() if label in drawn]
+    fig.suptitle(f"Validation score during training, {CURVE_TOKENS} tokens per image", fontsize=11)
+    fig.legend([drawn[label] for label in labels], labels, loc="lower center", ncol=len(labels))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return shown(path)

@@ -14,6 +14,7 @@ import datetime
 import fcntl
 import hashlib
 import json
+import re
 import os
 import platform
 import subprocess
@@ -564,7 +565,7 @@ def worker(
     """Run the plan's unfinished rows (matching every `only` word) in order, most important
     first, skipping rows another worker holds; returns how many ran."""
     profile = PROFILES[profile_name]
-    runs = [r for r in plan(profile) if all(word in r.run_id for word in only)]
+    runs = [r for r in plan(profile) if all(re.search(word, r.run_id) for word in only)]
     ran = 0
     while True:
         progressed = False
