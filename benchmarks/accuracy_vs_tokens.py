@@ -60,7 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--work", default=str(ROOT / "runs/accuracy_vs_tokens"))
-    parser.add_argument("--only", action="append", default=[], help="a regular expression a run id must contain (repeat: all of them); e.g. a substring, or one run's id ending in $")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="a regular expression run ids must contain (repeated: all of them), e.g. a "
+        "substring, or one run's id followed by $",
+    )
     parser.add_argument(
         "--csv",
         default=str(CSV_PATH),

@@ -14,9 +14,9 @@ import datetime
 import fcntl
 import hashlib
 import json
-import re
 import os
 import platform
+import re
 import subprocess
 import time
 from collections.abc import Callable
