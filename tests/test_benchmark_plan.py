@@ -11,6 +11,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 
 from adaptok.partitioners.quadtree import valid_budgets
 
@@ -215,7 +216,8 @@ def retrofit_rows(tokenizer: str, values, *, tokens: int, steps: int, speed: flo
 
 
 def test_the_retrofit_goals_are_decided_on_numbers(bench) -> None:
-    parent = retrofit_rows("grid-aug", [0.85], tokens=64, steps=1600, speed=300)
+    tail = bench.retrofit_parent("fashion-mnist-64").augment_tail  # the chosen crop range's
+    parent = retrofit_rows("grid" + tail, [0.85], tokens=64, steps=1600, speed=300)
     table = (
         parent
         + retrofit_rows("retrofit-quadtree-pooled", [0.80], tokens=31, steps=0, speed=600)
@@ -241,6 +243,12 @@ def test_the_retrofit_goals_are_decided_on_numbers(bench) -> None:
     assert found[f"{key}-quadtree-vs-tome-zero-shot"].status == "not decided"
     assert found[f"{key}-dht-vs-tome-zero-shot"].status == "missed"
     assert found["retrofit18-cluttered-fashion-mnist-128-dht-zero-shot"].status == "not measured"
+    # Distilled fine-tunes ("-kd") decide the one-epoch goal when they are measured.
+    distilled = retrofit_rows("retrofit-dht-kd", [0.849, 0.85, 0.851], tokens=31, steps=125)
+    found = {v.key: v for v in bench.verdicts(bench.group_rows(table + distilled), "cpu-long")}
+    tuned = found[f"{key}-dht-one-epoch"]
+    assert tuned.status == "met" and "distilled" in tuned.text
+    assert tuned.gap == pytest.approx(0.0)
 
 
 def test_retrofit_and_tome_rows_run_from_an_augmented_parent(bench, tmp_path) -> None:
@@ -253,7 +261,7 @@ def test_retrofit_and_tome_rows_run_from_an_augmented_parent(bench, tmp_path) ->
     profile = bench.PROFILES["smoke"]
     planned = {r.run_id: r for r in bench.plan(profile)}
     work = tmp_path / "work"
-    parent = planned["fashion-mnist-64/grid-64-s0-aug"]
+    parent = planned[bench.retrofit_parent("fashion-mnist-64").run_id]
     assert parent.augment
     parent_rows = bench.execute(parent, profile, work, "cpu", print)
     # Its best.pt exists now, but a worker starts no child before the parent's row is in the
@@ -263,11 +271,18 @@ def test_retrofit_and_tome_rows_run_from_an_augmented_parent(bench, tmp_path) ->
     assert bench.worker("smoke", work, table, only=only, device="cpu", skip_dht=True) == 0
     bench.append_rows(parent_rows, table)
     assert bench.worker("smoke", work, table, only=only, device="cpu", skip_dht=True) == 1
-    for run_id in ("fashion-mnist-64/tome-31-s0", "fashion-mnist-64/retrofit-dht-pooled-31-s0-ft0"):
+    distilled = next(
+        run_id for run_id in planned if run_id.startswith("fashion-mnist-64/retrofit-quadtree-kd-")
+    )
+    for run_id in (
+        "fashion-mnist-64/tome-31-s0", "fashion-mnist-64/retrofit-dht-pooled-31-s0-ft0", distilled
+    ):  # fmt: skip
         rows = bench.execute(planned[run_id], profile, work, "cpu", print)
         assert rows[0]["parent"] == parent.run_id
         assert 20 <= rows[0]["tokens_per_image"] <= 31, run_id
         assert 0 <= rows[0]["value"] <= 1 and rows[0]["eval_images_per_second"] > 0
+    stored = torch.load(work / "runs" / "smoke" / distilled / "last.pt", weights_only=False)
+    assert stored["train_config"]["distill"] == bench.DISTILL
 
 
 def test_curves_are_kept_beside_the_table_and_redraw_only_when_complete(bench, tmp_path) -> None:

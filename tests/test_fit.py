@@ -14,6 +14,7 @@ from torch import nn
 
 from adaptok import load_model
 from adaptok.cli.main import main
+from adaptok.errors import AdaptokError
 from adaptok.train import (
     DatasetInfo,
     TensorImages,
@@ -26,6 +27,7 @@ from adaptok.train import (
     load_checkpoint,
 )
 from adaptok.train.augment import random_resized_crop_flip, step_generator
+from adaptok.train.loop import Distillation
 
 INFO = DatasetInfo(task="classification", num_classes=3, in_chans=3, class_names=("a", "b", "c"))
 
@@ -195,6 +197,14 @@ def test_init_from_starts_at_the_parents_accuracy(tmp_path, capsys) -> None:
     )
     assert "drop --depth" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+    # The parent as teacher: distillation from the command line, and refused without a parent.
+    taught = tmp_path / "taught"
+    assert _train(data, taught, "--init-from", str(parent / "best.pt"), "--distill", "0.9") == 0
+    assert load_checkpoint(taught / "last.pt")["train_config"]["distill"] == 0.9
+    capsys.readouterr()
+    assert _train(data, tmp_path / "alone", *TINY, "--distill", "0.5") == 2
+    assert "--distill takes the --init-from parent" in capsys.readouterr().err
+    assert not (tmp_path / "alone" / "last.pt").exists()
 
 
 def test_init_from_goes_through_timm_to_another_embedder(tmp_path) -> None:
@@ -306,3 +316,56 @@ def test_fit_shows_the_model_its_batches_unchanged_unless_augmenting(tmp_path) -
     )
     assert torch.equal(half.seen[0], expected)
     assert not torch.equal(augmented.seen[0], expected)
+
+
+def test_distillation_loss_equals_its_formula() -> None:
+    """(1 - w) CE + w T^2 KL(teacher || model), KL written out over the classes."""
+    torch.manual_seed(0)
+    teacher = _cnn().eval()
+    images = torch.randn(5, 3, 8, 8)
+    logits = torch.randn(5, 3)
+    cross_entropy = torch.tensor(1.25)
+    term = Distillation(teacher, weight=0.3, temperature=2.0)
+    with torch.no_grad():
+        p_teacher = torch.softmax(teacher(images) / 2.0, -1)
+    log_student = torch.log_softmax(logits / 2.0, -1)
+    kl = (p_teacher * (p_teacher.log() - log_student)).sum(-1).mean()
+    expected = 0.7 * cross_entropy + 0.3 * 4.0 * kl
+    torch.testing.assert_close(term.loss(logits, images, cross_entropy), expected)
+    # Matching the teacher exactly leaves only the label term.
+    with torch.no_grad():
+        same = term.loss(teacher(images), images, cross_entropy)
+    torch.testing.assert_close(same, 0.7 * cross_entropy)
+
+
+def test_fully_distilled_training_ignores_the_labels_and_leaves_the_teacher(tmp_path) -> None:
+    data = _data()
+    shuffled = TensorImages(data.images, data.targets.roll(5), INFO)
+    teacher = _cnn()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    models = []
+    for name, dataset in (("a", data), ("b", shuffled)):
+        config = _config(tmp_path, name, distill=1.0, eval_every=0)
+        models.append(fit(_cnn(), dataset, None, config, teacher=teacher).model)
+    second = models[1].state_dict()
+    for key, a in models[0].state_dict().items():
+        assert torch.equal(a, second[key]), key  # weight 1: the labels never enter the loss
+    assert not torch.equal(models[0].fc.weight, _cnn().fc.weight)  # it did train
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
+    # Weight 0.5: the labels count again.
+    half = fit(_cnn(), data, None, _config(tmp_path, "c", distill=0.5, eval_every=0),
+               teacher=teacher).model  # fmt: skip
+    assert not torch.equal(half.fc.weight, models[0].fc.weight)
+
+
+def test_distillation_needs_a_teacher_and_a_weight(tmp_path) -> None:
+    data = _data()
+    with pytest.raises(AdaptokError, match="needs a teacher"):
+        fit(_cnn(), data, None, _config(tmp_path, "a", distill=0.5))
+    with pytest.raises(AdaptokError, match="distill is 0"):
+        fit(_cnn(), data, None, _config(tmp_path, "b"), teacher=_cnn())
+    with pytest.raises(AdaptokError, match=r"distill must be a weight in \[0, 1\]"):
+        TrainConfig(distill=1.5)
+    with pytest.raises(AdaptokError, match="distill_temperature must be positive"):
+        TrainConfig(distill_temperature=0.0)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

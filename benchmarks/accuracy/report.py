@@ -297,12 +297,16 @@ def retrofit_verdicts(groups: dict[tuple, Group], profile: str) -> list[Verdict]
         for method in ("quadtree", "dht"):
             name = f"retrofit-{method}-pooled"
             zero = find(groups, profile, dataset, name, 31, "accuracy", steps=0)
-            tuned = [
-                g
-                for k, g in groups.items()
-                if k[:4] == (profile, dataset, name, "31") and k[4] > 0 and k[5] == "accuracy"
-            ]
-            tuned = max(tuned, key=lambda g: len(g.values)) if tuned else None
+            tuned = None  # the fine-tune with the most seeds, distilled ("-kd") if measured
+            for kind in (name, f"retrofit-{method}-kd"):
+                candidates = [
+                    g
+                    for k, g in groups.items()
+                    if k[:4] == (profile, dataset, kind, "31") and k[4] > 0 and k[5] == "accuracy"
+                ]
+                if candidates:
+                    tuned = max(candidates, key=lambda g: len(g.values))
+            distilled = " distilled from it," if tuned and tuned.tokenizer.endswith("-kd") else ""
             key = f"retrofit18-{dataset}-{method}"
             text = f"{title}: {method} retrofit at ~half the tokens, no fine-tune, vs its parent"
             if parent and zero:
@@ -321,8 +325,8 @@ def retrofit_verdicts(groups: dict[tuple, Group], profile: str) -> list[Verdict]
                 seeds = len(tuned.values)
                 text = (
                     f"{title}: {method} retrofit at {tuned.mean_tokens:.1f} tokens after "
-                    f"{tuned.steps} steps (one epoch, {seeds} seed(s): {tuned.cell()}%) vs its "
-                    f"parent ({100 * parent.mean:.1f}%)"
+                    f"{tuned.steps} steps (one epoch,{distilled} {seeds} seed(s): "
+                    f"{tuned.cell()}%) vs its parent ({100 * parent.mean:.1f}%)"
                 )
                 if seeds < 3 and gap >= -0.005:
                     verdict = Verdict(

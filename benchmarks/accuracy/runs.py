@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from .plan import (
     DATASET_SIZES,
     DEPTH,
+    DISTILL,
     EMBED_DIM,
     EMBEDDERS,
     FINETUNE_LR_FACTOR,
@@ -232,6 +233,7 @@ def fit_config(
         amp="auto",
         augment=run.augment,
         min_crop=run.min_crop,
+        distill=DISTILL if run.distilled else 0.0,
         log_every=10,
         checkpoint_every=eval_every,
         eval_every=eval_every,
@@ -523,7 +525,8 @@ def execute(run: Run, profile: Profile, work: Path, device: str, log: Log) -> li
         config = fit_config(
             run, profile, data, folder, device, steps=steps, lr=lr, eval_every=eval_every
         )
-        result = fit(model, data["train"], data["val"], config, resume=True)
+        teacher = parent_model(run, profile, work, info.num_classes) if run.distilled else None
+        result = fit(model, data["train"], data["val"], config, teacher=teacher, resume=True)
         log(f"fit: best validation {result.best_score:.4f} at step {result.best_step}")
     scored = score(model, data, device)
     folder.mkdir(parents=True, exist_ok=True)

@@ -143,6 +143,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "classification from scratch, off for dense tasks and for --init-from / --weights",
     )
     optim.add_argument(
+        "--distill",
+        type=float,
+        default=TrainConfig.distill,
+        help="with --init-from: weight in [0, 1] of distillation from the parent (the loss "
+        "mixes cross-entropy with the KL divergence to the parent's softened logits; "
+        "default %(default)s: labels only)",
+    )
+    optim.add_argument(
         "--min-crop",
         type=float,
         default=TrainConfig.min_crop,
@@ -264,6 +272,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
         amp=args.amp,
         augment=AUGMENT[args.augment],
         min_crop=args.min_crop,
+        distill=args.distill,
         log_every=args.log_every,
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,

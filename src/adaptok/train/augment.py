@@ -1,9 +1,11 @@
 """Scale augmentation of training batches: random-resized crops and horizontal flips.
 
 The recipe real ViTs are pretrained with (timm's `RandomResizedCrop` + flip), done for a whole
-batch on its device with one affine `grid_sample`: no per-image Python loop. The crop ranges
-are narrower than timm's ImageNet defaults (area 8-100%), because the images here are small
-(28-pixel Fashion-MNIST upsampled to 64): an 8% crop of them holds a few source pixels.
+batch on its device with one affine `grid_sample`: no per-image Python loop. The default crop
+range (75-100% of the area) is far narrower than timm's ImageNet default (8-100%): chosen on
+the validation split of the accuracy benchmark's Fashion-MNIST 64 grid ViT (1,600 steps), where
+crops down to 25%, 50% and 75% of the area reached 74.6, 76.3 and 79.5% (no crops: 84.0%).
+Short runs on small images cannot afford strong crops; `TrainConfig.min_crop` changes it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch import Tensor
 
 __all__ = ["CROP_RATIO", "CROP_SCALE", "random_resized_crop_flip", "step_generator"]
 
-CROP_SCALE = (0.25, 1.0)  # area of the crop, as a fraction of the image
+CROP_SCALE = (0.75, 1.0)  # area of the crop, as a fraction of the image
 CROP_RATIO = (3 / 4, 4 / 3)  # width / height of the crop (timm's default)
 
 

@@ -48,6 +48,12 @@ class TrainConfig:
             dense task is refused.
         min_crop: the smallest crop of the augmentation, as a fraction of the image's area
             (crops are drawn between it and the whole image).
+        distill: weight of distillation from a teacher model that `fit` is given (e.g. the
+            grid parent of a retrofit, fine-tuned onto fewer tokens): the loss is
+            (1 - distill) * cross-entropy + distill * T^2 * KL(teacher || model) on logits
+            softened by the temperature T (Hinton et al., 2015). 0: no teacher. Classification
+            only.
+        distill_temperature: T of the distillation term.
         log_every: steps between rows of train_metrics.csv.
         checkpoint_every: steps between checkpoints (and one at the end).
         eval_every: steps between evaluations (0: only at the end). With a validation set they
@@ -78,6 +84,8 @@ class TrainConfig:
     amp: str = "auto"
     augment: bool | None = None
     min_crop: float = CROP_SCALE[0]
+    distill: float = 0.0
+    distill_temperature: float = 2.0
     log_every: int = 10
     checkpoint_every: int = 100
     eval_every: int = 0
@@ -102,6 +110,14 @@ class TrainConfig:
         if not (math.isfinite(self.min_crop) and 0 < self.min_crop <= 1):
             raise AdaptokError(
                 f"min_crop must be a fraction of the image's area in (0, 1], got {self.min_crop}"
+            )
+        if not (math.isfinite(self.distill) and 0 <= self.distill <= 1):
+            raise AdaptokError(
+                f"distill must be a weight in [0, 1] (0: no teacher), got {self.distill}"
+            )
+        if not (math.isfinite(self.distill_temperature) and self.distill_temperature > 0):
+            raise AdaptokError(
+                f"distill_temperature must be positive, got {self.distill_temperature}"
             )
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise AdaptokError(f"lr must be a positive learning rate, got {self.lr}")

@@ -2,8 +2,9 @@
 
 `fit(model, train_set, val_set, config)` trains for `config.steps` optimiser steps with AdamW
 and a warm-up + cosine schedule (`optim`), clips gradients, augments classification batches
-(`augment`), logs metrics to CSV, validates every `eval_every` steps (and at step 0), keeps the
-best-validation weights in best.pt and writes last.pt atomically every `checkpoint_every` steps.
+(`augment`), distils from a teacher when given one (`TrainConfig.distill`), logs metrics to
+CSV, validates every `eval_every` steps (and at step 0), keeps the best-validation weights in
+best.pt and writes last.pt atomically every `checkpoint_every` steps.
 With `resume=True` it continues from last.pt: model, optimizer, scheduler, step, epoch, position
 in the epoch, random generators and the validation curve are restored, so the loss curve
 continues as if the run had never stopped (bitwise on the CPU).
@@ -34,6 +35,7 @@ from .distributed import DistInfo, ResumableSampler, cleanup_distributed, init_d
 from .loop import (
     EVAL_FIELDS,
     TRAIN_FIELDS,
+    Distillation,
     EvalResult,
     MetricWindow,
     batches,
@@ -207,6 +209,7 @@ def fit(
     config: TrainConfig,
     *,
     test_set: Dataset | None = None,
+    teacher: nn.Module | None = None,
     resume: bool = False,
     overwrite: bool = False,
     model_config: ModelConfig | None = None,
@@ -223,6 +226,9 @@ def fit(
         config: how to train (its data fields are recorded, not read).
         test_set: scored once at the end, with best.pt's weights when there is a validation
             set (None: no test evaluation).
+        teacher: the model to distil from when `config.distill` > 0 (e.g. the parent a
+            retrofit starts from), a classifier of the same images; moved to the run's device
+            and used in eval mode, never trained. Not saved: a resumed run needs it again.
         resume: continue from `config.output/last.pt` (it must hold the same configuration,
             `steps` and the fields of RESUMABLE_FIELDS excepted); without a checkpoint a new
             run starts.
@@ -241,8 +247,8 @@ def fit(
     info = init_distributed(config.device)
     try:
         return _fit(
-            model, train_set, val_set, config, test_set=test_set, resume=resume,
-            overwrite=overwrite, model_config=model_config, info=info,
+            model, train_set, val_set, config, test_set=test_set, teacher=teacher,
+            resume=resume, overwrite=overwrite, model_config=model_config, info=info,
         )  # fmt: skip
     finally:
         if not initialised:  # the caller's process group is the caller's to close
@@ -346,6 +352,7 @@ class _Run:
     state: RunState
     best: _Best | None
     eval_log: CsvLog | None
+    distillation: Distillation | None
     saved_step: int | None = None
 
     def evaluate(self, dataset: Dataset, *, progress: bool = False) -> EvalResult:
@@ -414,6 +421,7 @@ def _fit(
     config: TrainConfig,
     *,
     test_set: Dataset | None,
+    teacher: nn.Module | None,
     resume: bool,
     overwrite: bool,
     model_config: ModelConfig | None,
@@ -421,6 +429,7 @@ def _fit(
 ) -> TrainResult:
     output = Path(config.output)
     check_output(output, resume=resume, overwrite=overwrite)
+    distillation = _distillation(teacher, config, _task(model, train_set), info.device)
     augment = config.augment_for(_task(model, train_set))
     config = dataclasses.replace(config, augment=augment)
     model_config = model_config if model_config is not None else getattr(model, "config", None)
@@ -455,8 +464,8 @@ def _fit(
         at = state.step if resumed else None
         train_log = CsvLog(output / "train_metrics.csv", TRAIN_FIELDS, at)
         eval_log = CsvLog(output / "eval_metrics.csv", EVAL_FIELDS, at)
-    run = _Run(model, net, optimizer, scheduler, config, model_config, info, output, state,
-               best, eval_log, saved_step=state.step if resumed else None)  # fmt: skip
+    run = _Run(model, net, optimizer, scheduler, config, model_config, info, output, state, best,
+               eval_log, distillation, saved_step=state.step if resumed else None)  # fmt: skip
     if val_set is not None and not resumed:
         run.validate(val_set)  # step 0: the starting weights are a candidate too
     losses: list[float] = []
@@ -487,6 +496,34 @@ def _fit(
         model_config=model_config,
         model=model,
     )
+
+
+def _distillation(
+    teacher: nn.Module | None, config: TrainConfig, task: str, device: torch.device
+) -> Distillation | None:
+    """The teacher term of the loss (None without one), checked against the config.
+
+    Raises:
+        AdaptokError: a teacher without `distill`, `distill` without a teacher, or a dense task.
+    """
+    if teacher is None and config.distill == 0:
+        return None
+    if teacher is None:
+        raise AdaptokError(
+            f"distill={config.distill} needs a teacher: pass fit(..., teacher=model) (on the "
+            "command line, --distill takes the --init-from parent as its teacher)"
+        )
+    if config.distill == 0:
+        raise AdaptokError(
+            "a teacher was given but distill is 0, so it would not be used; set distill to its "
+            "weight in (0, 1] or leave the teacher out"
+        )
+    if task != "classification":
+        raise AdaptokError(
+            "distill matches a teacher's class probabilities per image: classification only; "
+            "train a dense model with distill=0"
+        )
+    return Distillation(teacher.to(device).eval(), config.distill, config.distill_temperature)
 
 
 def _train_steps(
@@ -526,7 +563,7 @@ def _train_steps(
                 run.net, run.optimizer, run.scheduler, images, target,
                 step=state.step, device=info.device, amp=config.amp, grad_clip=config.grad_clip,
                 augment_seed=config.seed if config.augment else None, min_crop=config.min_crop,
-                rank=info.rank,
+                distillation=run.distillation, rank=info.rank,
                 every_parameter=every_parameter,
             )  # fmt: skip
             state.step += 1

@@ -31,6 +31,7 @@ from .metrics import ConfusionMatrix, boundary_counts, boundary_f1, correct_coun
 __all__ = [
     "EVAL_FIELDS",
     "TRAIN_FIELDS",
+    "Distillation",
     "EvalResult",
     "MetricWindow",
     "autocast_context",
@@ -105,6 +106,29 @@ def compute_loss(logits: Tensor, target: Tensor) -> Tensor:
     if logits.ndim == 4:
         return F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
     return F.cross_entropy(logits.float(), target)
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """A teacher whose softened logits the model is trained to match, beside the labels
+    (`TrainConfig.distill`)."""
+
+    teacher: nn.Module  # in eval mode, on the run's device
+    weight: float
+    temperature: float
+
+    def loss(self, logits: Tensor, images: Tensor, cross_entropy: Tensor) -> Tensor:
+        """(1 - w) * cross_entropy + w * T^2 * KL(teacher || model) on the same images."""
+        with torch.no_grad():
+            target = self.teacher(images).float()
+        t = self.temperature
+        divergence = F.kl_div(
+            F.log_softmax(logits.float() / t, -1),
+            F.log_softmax(target / t, -1),
+            log_target=True,
+            reduction="batchmean",
+        )
+        return (1 - self.weight) * cross_entropy + self.weight * t * t * divergence
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -295,6 +319,7 @@ def train_step(
     grad_clip: float | None,
     augment_seed: int | None,
     min_crop: float,
+    distillation: Distillation | None = None,
     rank: int = 0,
     every_parameter: list[Tensor] | None = None,
 ) -> dict[str, float | int]:
@@ -311,6 +336,7 @@ def train_step(
         augment_seed: the run's seed to augment the batch with (`augment.step_generator`), or
             None for no augmentation.
         min_crop: the smallest crop area of the augmentation, as a fraction of the image.
+        distillation: a teacher to match beside the labels (None: labels only).
         rank: this process's rank (DDP replicas draw different augmentations).
         every_parameter: under DDP, the trainable parameters: each enters the loss with weight
             exactly 0, so a parameter this step leaves out (the dHT embedder's λ and background
@@ -333,7 +359,9 @@ def train_step(
         )
     with autocast_context(device, amp):
         logits, counts = forward_counts(net, images)
-    loss = compute_loss(logits, target)
+        loss = compute_loss(logits, target)
+        if distillation is not None:
+            loss = distillation.loss(logits, images, loss)
     if not torch.isfinite(loss):
         lr = optimizer.param_groups[0]["lr"]
         raise AdaptokError(f"loss became {float(loss)} at step {step}; lower the lr (now {lr:g})")

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import AdaptokError
-from ..models import AdaptiveViT, ModelConfig, build_model
+from ..models import AdaptiveViT, ModelConfig, build_model, load_model
 from .config import TrainConfig
 from .datasets import build_dataset, holdout
 from .distributed import cleanup_distributed, init_distributed
@@ -94,7 +94,8 @@ def train(
         overwrite: start afresh in an output folder that already holds a run.
         init_from: a checkpoint written by `train` (last.pt or best.pt) whose weights the model
             starts from, even with another tokenizer (`init_from_checkpoint`); the trunk, patch
-            size and image size are the checkpoint's. A resumed run reads last.pt instead.
+            size and image size are the checkpoint's. A resumed run reads last.pt instead. With
+            `config.distill` > 0 the checkpoint's model is also the teacher.
 
     Returns:
         TrainResult (on every process; files are written by the main process).
@@ -127,9 +128,10 @@ def train(
             trained = init_from is not None or model_config.backbone_weights is not None
             augment = data.task == "classification" and not trained
             config = dataclasses.replace(config, augment=augment)
+        teacher = load_model(init_from) if init_from is not None and config.distill else None
         return fit(
-            model, train_set, val_set, config, test_set=test_set, resume=resume,
-            overwrite=overwrite, model_config=model_config,
+            model, train_set, val_set, config, test_set=test_set, teacher=teacher,
+            resume=resume, overwrite=overwrite, model_config=model_config,
         )  # fmt: skip
     finally:
         cleanup_distributed()
