@@ -14,6 +14,8 @@ printed per image. A torch.profiler table of the most expensive operations follo
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import statistics
 import time
 from collections import defaultdict
@@ -57,37 +59,46 @@ class StageTimer:
 
 def instrument(timer: StageTimer) -> None:
     """Wrap the tokenizer's stages (module functions the tokenizer calls, and its methods) that
-    the running version has (older versions lack some: PYTHONPATH=/old/checkout/src profiles
-    them too)."""
+    the running version has (older versions lack some, and kept them all in `tokenizer.py`:
+    PYTHONPATH=/old/checkout/src profiles them too)."""
 
-    def level(graph, *args, **kwargs) -> str:
-        return "pixel level" if graph.grid is not None else "levels 2+"
+    def per_level(stage: str) -> Callable[..., str]:
+        def label(graph, *args, **kwargs) -> str:
+            return f"{stage}, {'pixel level' if graph.grid is not None else 'levels 2+'}"
 
-    stages = {
-        dht_tokenizer: {
-            "pixel_graph": "pixel graph (edge distances)",
-            "flat_edges": "flat edges (receptive fields one colour)",
-            "join_across": "join flat atoms",
-            "connected_components": "relabel into 4-connected pieces",
-            "enforce_budget": "budget (rank, absorb)",
-        },
-        DHTTokenizer: {
-            "_features": "pixel encoder",
-            "_partition": "partition: other (selection keys, partition from atoms)",
-            "_hierarchy": "hierarchy: other (selection bookkeeping)",
-            "_ic": "information criterion",
-            "_whole_image_ic": "information criterion",
-            "_self_edge_of": "self-edges",
-            "_absorb_thin": "thin-piece absorption",
-        },
+        return label
+
+    modules = [dht_tokenizer]
+    for name in ("hierarchy", "selection"):  # the split of tokenizer.py (issue 21)
+        if importlib.util.find_spec(f"adaptok.partitioners.dht.{name}") is not None:
+            modules.append(importlib.import_module(f"adaptok.partitioners.dht.{name}"))
+    functions = {
+        "pixel_graph": "pixel graph (edge distances)",
+        "flat_edges": "flat edges (receptive fields one colour)",
+        "join_across": "join flat atoms",
+        "region_ic": "information criterion",
+        "whole_image_ic": "information criterion",
+        "connected_components": "relabel into 4-connected pieces",
+        "absorb_thin": "thin-piece absorption",
+        "enforce_budget": "budget (rank, absorb)",
     }
-    for owner, labels in stages.items():
+    methods = {
+        "_features": "pixel encoder",
+        "_partition": "partition: other (selection keys, partition from atoms)",
+        "_hierarchy": "hierarchy: other (selection bookkeeping)",
+        "_ic": "information criterion",  # older versions: methods of the tokenizer
+        "_whole_image_ic": "information criterion",
+        "_self_edge_of": "self-edges",
+        "_absorb_thin": "thin-piece absorption",
+    }
+    for owner, labels in [*((module, functions) for module in modules), (DHTTokenizer, methods)]:
         for name, label in labels.items():
             if hasattr(owner, name):
                 setattr(owner, name, timer.wrap(label, getattr(owner, name)))
-    link, pool = dht_tokenizer.link_vertices, dht_tokenizer.pool_vertices
-    dht_tokenizer.link_vertices = timer.wrap(lambda g, *a, **k: f"links, {level(g)}", link)
-    dht_tokenizer.pool_vertices = timer.wrap(lambda g, *a, **k: f"pool, {level(g)}", pool)
+    for module in modules:
+        for name, stage in (("link_vertices", "links"), ("pool_vertices", "pool")):
+            if hasattr(module, name):
+                setattr(module, name, timer.wrap(per_level(stage), getattr(module, name)))
 
 
 def main() -> None:

@@ -16,6 +16,8 @@ told apart.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 from collections.abc import Callable
 
 import torch
@@ -23,13 +25,20 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import adaptok.models.vit as vit_module
-from accuracy_vs_tokens import library_commit  # benchmarks/ is the script's folder
+from accuracy.runs import library_commit  # benchmarks/ is the script's folder
 from adaptok.cli.benchmarking import machine_header
 from train_throughput import cases, make_model, photo_crops
 
-# Methods of DHTTokenizer profiled as stages when the running version has them (the table then
-# also works for older versions of the tokenizer).
-TOKENIZER_STEPS = ("_partition", "_hierarchy", "_absorb_thin", "_log_weights")
+# Methods of DHTTokenizer ("_name") and functions of its package's modules ("module.name"),
+# profiled as stages when the running version has them (the table then also works for older
+# versions of the tokenizer, which kept thin-piece absorption as the method `_absorb_thin`).
+TOKENIZER_STEPS = (
+    "_partition",
+    "_hierarchy",
+    "selection.absorb_thin",
+    "_absorb_thin",
+    "_log_weights",
+)
 
 
 def _labelled(label: str, function: Callable) -> Callable:
@@ -52,10 +61,15 @@ def instrument(model: torch.nn.Module) -> list[str]:
     dht = getattr(model.tokenizer, "tokenizer", None)
     if dht is not None:
         label_module(dht.encoder, "  pixel encoder")
-        for name in TOKENIZER_STEPS:
-            if hasattr(dht, name):
+        for step in TOKENIZER_STEPS:
+            module_name, _, name = step.rpartition(".")
+            owner: object = dht
+            if module_name:
+                path = f"adaptok.partitioners.dht.{module_name}"
+                owner = importlib.import_module(path) if importlib.util.find_spec(path) else None
+            if hasattr(owner, name):
                 label = f"  {name.strip('_')}"
-                setattr(dht, name, _labelled(label, getattr(dht, name)))
+                setattr(owner, name, _labelled(label, getattr(owner, name)))
                 labels.append(label)
     vit_module.extract_tokens = _labelled("extractor", vit_module.extract_tokens)
     labels.append("extractor")

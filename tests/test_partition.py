@@ -76,6 +76,19 @@ def test_select_keeps_the_images_partition() -> None:
     assert torch.equal(one.labels + part.offsets[1], part.labels[1:2])
 
 
+def test_concatenate_undoes_a_split_of_the_batch() -> None:
+    part = random_partition(batch=4)
+    chunks = [part.select([0]), part.select([1, 2]), part.select([3])]
+    joined = Partition.concatenate(chunks)
+    for name in ("labels", "batch_index", "box", "area"):
+        assert torch.equal(getattr(joined, name), getattr(part, name)), name
+    check_partition(joined)
+    with pytest.raises(PartitionError, match="at least one"):
+        Partition.concatenate([])
+    with pytest.raises(PartitionError, match=r"one image size, got \[\(12, 17\), \(12, 18\)\]"):
+        Partition.concatenate([part, random_partition(width=18)])
+
+
 def test_check_partition_rejects_disconnected_regions() -> None:
     labels = torch.tensor([[[0, 1, 0]]])
     part = Partition.from_labels(labels)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -160,6 +162,38 @@ class Partition:
         """The Partition of a subset of the images, renumbered from 0."""
         index = torch.as_tensor(index, device=self.device, dtype=torch.long)
         return Partition.from_labels(self.labels[index])
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Partition]) -> Partition:
+        """One Partition of the images of `parts` in order (e.g. the chunks of a batch
+        partitioned one after another): region ids and images are offset, nothing recomputed.
+
+        Raises:
+            PartitionError: no parts, or parts of different image sizes.
+        """
+        if not parts:
+            raise PartitionError("concatenate takes at least one Partition, got none")
+        sizes = sorted({part.image_size for part in parts})
+        if len(sizes) > 1:
+            raise PartitionError(
+                f"concatenate takes Partitions of one image size, got {sizes}; partition the "
+                "images at one size (or pad them) first"
+            )
+        region_offsets = itertools.accumulate([0] + [part.num_regions for part in parts[:-1]])
+        image_offsets = itertools.accumulate([0] + [part.batch_size for part in parts[:-1]])
+        return cls(
+            labels=torch.cat(
+                [part.labels + offset for part, offset in zip(parts, region_offsets, strict=True)]
+            ),
+            batch_index=torch.cat(
+                [
+                    part.batch_index + offset
+                    for part, offset in zip(parts, image_offsets, strict=True)
+                ]
+            ),
+            box=torch.cat([part.box for part in parts]),
+            area=torch.cat([part.area for part in parts]),
+        )
 
     # ------------------------------------------------------------------------ regions <-> pixels
     def scatter(self, values: Tensor) -> Tensor:

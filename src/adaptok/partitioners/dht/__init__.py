@@ -14,8 +14,9 @@ from torch import Tensor
 from ...errors import AdaptokError, check_images
 from ...regions import Partition
 from ..spec import NO_CAP, PartitionerSpec
+from .budget import AUTO, check_budget, default_budget
 from .criteria import CRITERIA, check_criterion, information_criterion
-from .tokenizer import AUTO, DHTResult, DHTTokenizer, check_budget, default_budget
+from .tokenizer import DHTResult, DHTTokenizer
 from .weights import (
     describe_default_weights,
     load_default_tokenizer,

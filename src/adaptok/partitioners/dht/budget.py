@@ -1,4 +1,8 @@
-"""Token budget: cut every image down to at most `budget` regions by absorbing the others.
+"""Token budget: what a dHT `budget` means, and cutting every image down to it.
+
+A budget is "auto" (the default cap round(sqrt(H*W) / 0.56), `default_budget`), an int >= 1 (a
+cap on regions per image) or None (no cap); `check_budget` refuses anything else and
+`resolve_budget` turns it into the cap at an image size.
 
 `budget` regions per image are kept; every dropped region joins its most similar neighbour that
 already belongs to a kept region, round after round, until all are absorbed (a dropped region
@@ -9,10 +13,57 @@ image ends with exactly min(regions, budget) regions.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-__all__ = ["absorb_regions", "choose_kept", "enforce_budget", "region_adjacency"]
+from ...errors import AdaptokError
+from .merge import pairs_between
+
+__all__ = [
+    "AUTO",
+    "absorb_regions",
+    "check_budget",
+    "choose_kept",
+    "default_budget",
+    "enforce_budget",
+    "region_adjacency",
+    "resolve_budget",
+]
+
+AUTO = "auto"
+
+
+def default_budget(height: int, width: int, coefficient: float = 0.56) -> int:
+    """The default token target round(sqrt(H*W) / 0.56) per image (what budget="auto" means)."""
+    return max(1, round(math.sqrt(height * width) / coefficient))
+
+
+def check_budget(budget: object) -> int | str | None:
+    """Validate a token budget: "auto" (the default target), None (no cap) or an int >= 1."""
+    if budget is None or budget == AUTO:
+        return budget
+    if isinstance(budget, bool) or not isinstance(budget, int):
+        raise AdaptokError(
+            f'budget must be a positive int (a cap on regions per image), "auto" (the default '
+            f"cap round(sqrt(H*W)/0.56)) or None (no cap), got {budget!r} of type "
+            f'{type(budget).__name__}; pass int(budget), "auto" or None'
+        )
+    if budget < 1:
+        raise AdaptokError(
+            f"budget must be at least 1 region per image, got {budget}; pass None for no cap"
+        )
+    return budget
+
+
+def resolve_budget(
+    budget: int | str | None, height: int, width: int, coefficient: float = 0.56
+) -> int | None:
+    """The cap on regions per image a (checked) budget means at H x W: None for no cap."""
+    if budget == AUTO:
+        return default_budget(height, width, coefficient)
+    return budget  # type: ignore[return-value]
 
 
 def region_adjacency(labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -30,12 +81,8 @@ def region_adjacency(labels: Tensor) -> tuple[Tensor, Tensor]:
     ]
     first = torch.cat([a.flatten() for a, _ in pairs])
     second = torch.cat([b.flatten() for _, b in pairs])
-    differ = first != second
-    first, second = first[differ], second[differ]
-    low, high = torch.minimum(first, second), torch.maximum(first, second)
     size = int(labels.max()) + 1 if labels.numel() else 1
-    keys = torch.unique(low * size + high)
-    return keys // size, keys % size
+    return pairs_between(first, second, size)
 
 
 def _rank_within_image(score: Tensor, image: Tensor) -> Tensor:

@@ -27,6 +27,7 @@ __all__ = [
     "join_across",
     "link_confidence",
     "link_vertices",
+    "pairs_between",
     "pixel_graph",
     "pool_statistics",
     "pool_vertices",
@@ -495,6 +496,17 @@ def distinct_pairs(first: Tensor, second: Tensor, size: int) -> tuple[Tensor, Te
     high = torch.maximum(first, second).to(key_type)
     keys = torch.unique(low * size + high).long()
     return keys // size, keys % size
+
+
+def pairs_between(first: Tensor, second: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """The distinct unordered pairs among [E] pairs of ids in [0, size), pairs whose two ends are
+    equal dropped: which groups touch, given the group at either end of every edge.
+
+    Returns:
+        (low [K], high [K]) int64 with low < high, sorted by (low, high) (`distinct_pairs`).
+    """
+    differ = torch.nonzero(first != second).flatten()
+    return distinct_pairs(first.index_select(0, differ), second.index_select(0, differ), size)
 
 
 def pool_vertices(

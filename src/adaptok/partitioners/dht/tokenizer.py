@@ -1,11 +1,14 @@
-"""The differentiable hierarchical tokenizer (∂HT): pixels -> hierarchy -> IC selection -> tokens.
+"""The differentiable hierarchical tokenizer (∂HT) as a module: pixels -> features -> hierarchy ->
+selection -> tokens, with mean-injected pixels that carry the gradient.
 
-Pipeline (docs/design.md, "dHT"): pixel encoder -> merge levels (Gaussian kernel, ties to the
-largest neighbour, no self-edge at the pixel level and exactly flat areas joined there, a learned
-self-edge above, optional compactness) -> selection by information criterion up the
-hierarchy, the whole image the last candidate (per pixel, the best IC along its path:
-compare="each"; or optimal pruning: compare="total") -> relabel into 4-connected regions, thin
-pieces absorbed -> token budget ("auto", an int, or None for no cap) -> mean injection.
+Pipeline (docs/design.md, "dHT"): pixel encoder (`encoder.py`) -> merge levels (Gaussian kernel,
+ties to the largest neighbour, no self-edge at the pixel level and exactly flat areas joined
+there, a learned self-edge above, optional compactness) -> selection by information criterion up
+the hierarchy, the whole image the last candidate (per pixel, the best IC along its path:
+compare="each"; or optimal pruning: compare="total") (`hierarchy.py`) -> relabel into
+4-connected regions, thin pieces absorbed -> token budget ("auto", an int, or None for no cap)
+(`selection.py`, `budget.py`) -> mean injection (here). `DHTTokenizer` holds the parameters and
+the options, runs a batch in chunks on CPU and joins the chunks' results.
 The partition is discrete; gradients reach the encoder, the self-edge projection and the
 injection map through the similarity-weighted region features used by the mean injection.
 """
@@ -13,35 +16,21 @@ injection map through the similarity-weighted region features used by the mean i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from ...errors import AdaptokError, check_images
-from ...graph import connected_components
 from ...ops import imagenet_mean_std, summary_repr
 from ...regions import Partition
-from .budget import absorb_regions, enforce_budget
-from .criteria import check_criterion, information_criterion
+from .budget import AUTO, check_budget, resolve_budget
+from .criteria import check_criterion
 from .encoder import PixelEncoder, exact_sigmoid, mix_channels
-from .merge import (
-    Links,
-    RegionGraph,
-    channel_major,
-    distinct_pairs,
-    flat_edges,
-    group_boxes,
-    join_across,
-    link_confidence,
-    link_vertices,
-    pixel_graph,
-    pool_statistics,
-    pool_vertices,
-    sum_columns,
-)
+from .hierarchy import Hierarchy, build_hierarchy, log_weights
+from .selection import select_partition
 
-__all__ = ["AUTO", "DHTResult", "DHTTokenizer", "check_budget", "default_budget", "resolve_budget"]
+__all__ = ["DHTResult", "DHTTokenizer"]
 
 INPUT_SPACES = ("unit", "imagenet")
 POOLINGS = ("exact", "similarity")
@@ -96,87 +85,6 @@ class DHTResult:
     __repr__ = summary_repr
 
 
-@dataclass(frozen=True)
-class _Merge:
-    """Internal: one merge above the pixel level, as the differentiable replay needs it.
-
-    Attributes:
-        graph: the level that linked (no gradient; its mean and variance are recomputed with
-            gradient by the replay, its counts and boxes are read as they are; no edges).
-        links: the links it made (parent and neighbour are what the replay reuses).
-        must_join: [V] bool vertices made to join, or None.
-        better: [A] bool atoms whose selection moved to the level this merge made.
-    """
-
-    graph: RegionGraph
-    links: Links
-    must_join: Tensor | None
-    better: Tensor
-
-
-@dataclass(frozen=True)
-class _Hierarchy:
-    """Internal: the merge levels and the selection, tracked per level-1 region ("atom").
-
-    Built without gradient; `DHTTokenizer._log_weights` replays the merges with gradient.
-
-    Attributes:
-        atom_of_pixel: [P] int64 atom of every pixel (P = B*H*W).
-        pixel_links: the links of the pixel level (every pixel joins a neighbour).
-        grid: (B, H, W).
-        atoms: the level-1 RegionGraph (A vertices).
-        selected: [A] int64 selection key (equal keys = the same selected region).
-        levels: one [A] int64 vertex map per level (level 1 first).
-        merges: the merges above the pixel level, one per level after the first.
-        whole_better: [A] bool atoms whose selection is the whole image.
-    """
-
-    atom_of_pixel: Tensor
-    pixel_links: Links
-    grid: tuple[int, int, int]
-    atoms: RegionGraph
-    selected: Tensor
-    levels: tuple[Tensor, ...]
-    merges: tuple[_Merge, ...]
-    whole_better: Tensor
-
-
-def _unique_pairs(first: Tensor, second: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Distinct unordered pairs (low < high) among the given pairs, dropping equal ends."""
-    differ = torch.nonzero(first != second).flatten()
-    return distinct_pairs(first.index_select(0, differ), second.index_select(0, differ), size)
-
-
-def _thin(graph: RegionGraph, min_width: float) -> Tensor:
-    """[V] bool: regions thinner than `min_width` (pixels over the longer side of the box)."""
-    side = (graph.box[:, 2:] - graph.box[:, :2]).amax(1).to(graph.count.dtype)
-    return graph.count < min_width * side
-
-
-def _piece_statistics(pieces: Tensor, num_pieces: int, atoms: RegionGraph) -> tuple[Tensor, Tensor]:
-    """([K] pixel count, [K, d] mean feature) of pieces made of atoms (no gradient)."""
-    columns = torch.cat([atoms.count[None], atoms.mean.detach().t() * atoms.count])
-    sums = sum_columns(columns, pieces, num_pieces)
-    area = sums[:, 0]
-    return area, sums[:, 1:] / area[:, None]
-
-
-def _concatenate(parts: list[Partition]) -> Partition:
-    """One Partition from the Partitions of consecutive chunks of a batch."""
-    region_offsets = torch.tensor([0] + [part.num_regions for part in parts]).cumsum(0).tolist()
-    image_offsets = torch.tensor([0] + [part.batch_size for part in parts]).cumsum(0).tolist()
-    return Partition(
-        labels=torch.cat(
-            [part.labels + offset for part, offset in zip(parts, region_offsets, strict=False)]
-        ),
-        batch_index=torch.cat(
-            [part.batch_index + offset for part, offset in zip(parts, image_offsets, strict=False)]
-        ),
-        box=torch.cat([part.box for part in parts]),
-        area=torch.cat([part.area for part in parts]),
-    )
-
-
 def _chunks(images: Tensor) -> list[Tensor]:
     """The batch as consecutive chunks of whole images of at most CHUNK_PIXELS pixels on CPU (at
     least one image per chunk), as one chunk on other devices."""
@@ -200,7 +108,7 @@ def _concatenate_results(results: list[DHTResult]) -> DHTResult:
 
     depth = max(len(result.levels) for result in results)
     return DHTResult(
-        partition=_concatenate([result.partition for result in results]),
+        partition=Partition.concatenate([result.partition for result in results]),
         pixels=torch.cat([result.pixels for result in results]),
         features=torch.cat([result.features for result in results]),
         region_features=torch.cat([result.region_features for result in results]),
@@ -211,59 +119,6 @@ def _concatenate_results(results: list[DHTResult]) -> DHTResult:
         ),
         selection=stack_ids([result.selection for result in results]),
     )
-
-
-def _partition_from_atoms(
-    region_of_atom: Tensor,
-    atom_of_pixel: Tensor,
-    atoms: RegionGraph,
-    batch: int,
-    height: int,
-    width: int,
-) -> Partition:
-    """Build the Partition from atom-level ids (consecutive, grouped by image) without another
-    pass over the pixels for areas and boxes."""
-    num_regions = int(region_of_atom.max()) + 1
-    area = torch.zeros(num_regions, dtype=torch.long, device=atoms.box.device)
-    area.index_add_(0, region_of_atom, atoms.count.round().long())
-    batch_index = atoms.image.new_zeros(num_regions).scatter_(0, region_of_atom, atoms.image)
-    labels = region_of_atom.index_select(0, atom_of_pixel).view(batch, height, width)
-    box = group_boxes(atoms.box, region_of_atom, num_regions)
-    return Partition(labels=labels, batch_index=batch_index, box=box, area=area)
-
-
-AUTO = "auto"
-
-
-def default_budget(height: int, width: int, coefficient: float = 0.56) -> int:
-    """The default token target round(sqrt(H*W) / 0.56) per image (what budget="auto" means)."""
-    return max(1, round(math.sqrt(height * width) / coefficient))
-
-
-def check_budget(budget: object) -> int | str | None:
-    """Validate a token budget: "auto" (the default target), None (no cap) or an int >= 1."""
-    if budget is None or budget == AUTO:
-        return budget
-    if isinstance(budget, bool) or not isinstance(budget, int):
-        raise AdaptokError(
-            f'budget must be a positive int (a cap on regions per image), "auto" (the default '
-            f"cap round(sqrt(H*W)/0.56)) or None (no cap), got {budget!r} of type "
-            f'{type(budget).__name__}; pass int(budget), "auto" or None'
-        )
-    if budget < 1:
-        raise AdaptokError(
-            f"budget must be at least 1 region per image, got {budget}; pass None for no cap"
-        )
-    return budget
-
-
-def resolve_budget(
-    budget: int | str | None, height: int, width: int, coefficient: float = 0.56
-) -> int | None:
-    """The cap on regions per image a (checked) budget means at H x W: None for no cap."""
-    if budget == AUTO:
-        return default_budget(height, width, coefficient)
-    return budget  # type: ignore[return-value]
 
 
 class DHTTokenizer(nn.Module):
@@ -407,155 +262,29 @@ class DHTTokenizer(nn.Module):
         cap = resolve_budget(check_budget(budget), height, width, self.target_coefficient)
         return cap, criterion
 
-    def _ic(
-        self, graph: RegionGraph, pixels_per_image: int, criterion: str, min_width: float
-    ) -> Tensor:
-        """IC of every vertex; -inf for regions thinner than `min_width`: a one- or two-pixel
-        strip along an edge has no variance, so the criterion would keep it, and such strips
-        are tokens a ViT wastes (docs/design.md, "dHT", step 5)."""
-        ic = information_criterion(
-            graph.variance.detach() / self.variance_scale,
-            graph.count,
-            pixels_per_image,
-            criterion=criterion,
-            iota=self.iota,
-        )
-        return torch.where(_thin(graph, min_width), -math.inf, ic)
-
-    def _whole_image_ic(
-        self, atoms: RegionGraph, batch: int, pixels_per_image: int, criterion: str
-    ) -> Tensor:
-        """[B] IC of every image scored as one region (the last candidate of the hierarchy)."""
-        dim = atoms.mean.shape[1]
-        mean, variance = atoms.mean.detach(), atoms.variance.detach()
-        # Rows into B sums: here index_add of whole rows is the fast form (column scatters into
-        # a few bins wait on each other's adds).
-        moments = torch.cat(
-            [
-                atoms.count[:, None],
-                atoms.count[:, None] * mean,
-                atoms.count[:, None] * (variance + mean.square()),
-            ],
-            1,
-        )
-        sums = moments.new_zeros(batch, moments.shape[1]).index_add(0, atoms.image, moments)
-        count = sums[:, 0]
-        image_mean = sums[:, 1 : 1 + dim] / count[:, None]
-        image_variance = (sums[:, 1 + dim :] / count[:, None] - image_mean.square()).clamp(min=0)
-        return information_criterion(
-            image_variance / self.variance_scale,
-            count,
-            pixels_per_image,
-            criterion=criterion,
-            iota=self.iota,
-        )
-
     # ------------------------------------------------------------------------------ algorithm
-    def _hierarchy(self, images: Tensor, features: Tensor, criterion: str) -> _Hierarchy:
-        """Merge levels and the information-criterion selection (no gradient: every choice here
+    def _hierarchy(self, images: Tensor, features: Tensor, criterion: str) -> Hierarchy:
+        """`build_hierarchy` with this tokenizer's options (no gradient needed: every choice
         is discrete; `_log_weights` replays the merges with gradient).
-
-        After level 1 every pixel's history is that of its level-1 region (its "atom"), so the
-        selection is tracked per atom, not per pixel: a few times fewer elements per level.
 
         Args:
             images: [B, C, H, W] the images the encoder read (for its flat areas).
             features: [B, d, H, W] their pixel features.
         """
-        batch, _, height, width = features.shape
-        pixels_per_image = height * width
-        graph = pixel_graph(features)
-        max_levels = math.ceil(math.log2(math.sqrt(pixels_per_image)))
-        # An image thinner than min_width still has candidates.
-        min_width = min(self.min_width, height, width)
-
-        # No self-edge at the pixel level: every pixel joins a neighbour (the authors' rule; a
-        # pixel self-edge left single pixels alone, about 5x more regions on noise).
-        links = link_vertices(graph, None, compactness=self.compactness)
-        # Pixels whose receptive fields are one colour (the same) share an atom, so a connected,
-        # exactly flat area is one atom and no later step can cut it: its links alone leave
-        # several atoms in it, bordered where the tie rule's chains happen to end, and the
-        # selection used to keep them at different levels, which drew straight seams through
-        # flat backgrounds (issue 20; docs/design.md, "dHT", step 2).
-        flat = flat_edges(images, *self.encoder.receptive_field(height, width))
-        links = join_across(links, graph, flat)
-        atoms = pool_vertices(graph, links, pooling=self.pooling)
-        num_atoms = atoms.num_vertices
-        vertex = torch.arange(num_atoms, device=features.device)
-        # Level 1 beats the single pixels (their IC is -inf), so every atom starts selected.
-        best_ic = self._ic(atoms, pixels_per_image, criterion, min_width)
-        total = best_ic  # per current vertex: summed IC of the selection inside it
-        selected = num_atoms + vertex
-        count_before = atoms.count
-        merges = []
-        active = torch.ones(batch, dtype=torch.bool, device=features.device)
-        levels = [vertex]
-        graph = atoms
-        for level in range(2, max_levels + 1):
-            regions = torch.bincount(graph.image, minlength=batch)
-            active = active & (regions > self.min_regions)
-            if not bool(active.any()):
-                break
-            # A region too thin to be selected has no self-edge either: it must join a neighbour.
-            must_join = _thin(graph, min_width)
-            step = link_vertices(
-                graph,
-                self._self_edge_of(graph.variance),
-                compactness=self.compactness,
-                must_join=must_join,
-            )
-            linked_graph = graph
-            graph = pool_vertices(graph, step, pooling=self.pooling)
-            vertex = step.parent.index_select(0, vertex)
-            levels.append(vertex)
-            ic = self._ic(graph, pixels_per_image, criterion, min_width)
-            if self.compare == "total":
-                # Optimal pruning of the tree: a region replaces the selection inside it when
-                # its IC is at least the sum of the selected regions' ICs.
-                inside = ic.new_zeros(graph.num_vertices).index_add(0, step.parent, total)
-                grew = torch.bincount(step.parent, minlength=graph.num_vertices) > 1
-                choose = active.index_select(0, graph.image) & (ic >= inside)
-                total = torch.where(choose, ic, inside)
-                better = choose.index_select(0, vertex)
-                improved = (choose & grew).index_select(0, vertex)
-            else:
-                # The reference rule: per pixel, the best IC seen along its path.
-                atom_ic = ic.index_select(0, vertex)
-                count = graph.count.index_select(0, vertex)
-                better = active.index_select(0, atoms.image) & (atom_ic >= best_ic)
-                # A region that grew out of a thin one (IC -inf) improves even while still thin.
-                rose = (atom_ic > best_ic) | (best_ic == -math.inf)
-                improved = better & rose & (count > count_before)
-                count_before = count
-                best_ic = torch.where(better, atom_ic, best_ic)
-            selected = torch.where(better, level * num_atoms + vertex, selected)
-            no_edges = linked_graph.src[:0]
-            merges.append(
-                _Merge(
-                    graph=replace(linked_graph, src=no_edges, dst=no_edges, edge_distance=None),
-                    links=step,
-                    must_join=must_join,
-                    better=better,
-                )
-            )
-            active = active & (torch.bincount(atoms.image[improved], minlength=batch) > 0)
-        # The whole image is the last candidate (the authors score it as one more level).
-        whole = self._whole_image_ic(atoms, batch, pixels_per_image, criterion)
-        if self.compare == "total":
-            current = whole.new_zeros(batch).index_add(0, graph.image, total)
-            better = (whole >= current).index_select(0, atoms.image)
-        else:
-            better = whole.index_select(0, atoms.image) >= best_ic
-        selected = torch.where(better, (max_levels + 1) * num_atoms + atoms.image, selected)
-        return _Hierarchy(
-            atom_of_pixel=links.parent,
-            pixel_links=links,
-            grid=(batch, height, width),
-            atoms=atoms,
-            selected=selected,
-            levels=tuple(levels),
-            merges=tuple(merges),
-            whole_better=better,
+        height, width = features.shape[-2:]
+        return build_hierarchy(
+            images,
+            features,
+            self_edge=self._self_edge_of,
+            receptive_field=self.encoder.receptive_field(height, width),
+            criterion=criterion,
+            iota=self.iota,
+            variance_scale=self.variance_scale,
+            compactness=self.compactness,
+            min_width=self.min_width,
+            min_regions=self.min_regions,
+            pooling=self.pooling,
+            compare=self.compare,
         )
 
     def _features(self, images: Tensor) -> Tensor:
@@ -568,54 +297,16 @@ class DHTTokenizer(nn.Module):
         logit = mix_channels(variance, self.self_edge.weight, self.self_edge.bias)
         return exact_sigmoid(logit).squeeze(-1)
 
-    def _log_weights(self, features: Tensor, tree: _Hierarchy) -> Tensor:
-        """[A] log similarity weight of every atom in its selected region.
-
-        With gradient (features that require it, autograd on), the merges are replayed with the
-        choices of the no-gradient pass (parents, best neighbours, forced joins, selections) and
-        the same arithmetic (`pool_statistics`, `link_confidence`), so the values are those of a
-        pass with gradient throughout, while the discrete work (edges, boxes, ties, components,
-        criteria) runs once, without autograd bookkeeping. Without gradient the link
-        confidences the no-gradient pass computed are summed as they are (the same values).
-        """
-        replay = torch.is_grad_enabled() and features.requires_grad
-        if replay:
-            mean = channel_major(features)
-            ones = mean.new_ones(mean.shape[0])
-            empty = tree.atom_of_pixel[:0]
-            pixels = RegionGraph(
-                mean=mean,
-                variance=torch.zeros_like(mean),
-                count=ones,
-                mass=ones,
-                box=empty[:, None],
-                image=empty,
-                src=empty,
-                dst=empty,
-                grid=tree.grid,
-            )
-            mean, variance, _, mass = pool_statistics(
-                pixels, tree.pixel_links, pooling=self.pooling
-            )
-        log_weight = features.new_zeros(tree.atoms.num_vertices)
-        selected = log_weight
-        for number, (merge, vertex) in enumerate(zip(tree.merges, tree.levels, strict=False)):
-            confidence = merge.links.confidence
-            if replay:
-                graph = replace(merge.graph, mean=mean, variance=variance, mass=mass)
-                confidence, _ = link_confidence(
-                    graph,
-                    merge.links.neighbour,
-                    self._self_edge_of(variance),
-                    compactness=self.compactness,
-                    must_join=merge.must_join,
-                )
-                if number + 1 < len(tree.merges):
-                    links = replace(merge.links, confidence=confidence)
-                    mean, variance, _, mass = pool_statistics(graph, links, pooling=self.pooling)
-            log_weight = log_weight + torch.log(confidence).index_select(0, vertex)
-            selected = torch.where(merge.better, log_weight, selected)
-        return torch.where(tree.whole_better, log_weight, selected)
+    def _log_weights(self, features: Tensor, tree: Hierarchy) -> Tensor:
+        """[A] log similarity weight of every atom in its selected region (`log_weights`:
+        the merges replayed with gradient when `features` carry it)."""
+        return log_weights(
+            features,
+            tree,
+            self_edge=self._self_edge_of,
+            compactness=self.compactness,
+            pooling=self.pooling,
+        )
 
     @torch.no_grad()
     def _partition(
@@ -626,7 +317,7 @@ class DHTTokenizer(nn.Module):
         criterion: str,
         generator: torch.Generator | None,
         sample_budget: bool,
-    ) -> tuple[Partition, _Hierarchy, Tensor]:
+    ) -> tuple[Partition, Hierarchy, Tensor]:
         """Hierarchy, selection, relabelling and budget (all discrete: no gradient).
 
         Args:
@@ -636,84 +327,15 @@ class DHTTokenizer(nn.Module):
         Returns:
             (partition, hierarchy, pieces [A] selection piece of every atom).
         """
-        batch, _, height, width = features.shape
         tree = self._hierarchy(images, features, criterion)
-        atoms = tree.atoms
-        # Relabel into 4-connected pieces: atoms are connected, so pieces are the components of
-        # the atom graph restricted to edges whose ends were selected into the same region.
-        same = tree.selected.index_select(0, atoms.src) == tree.selected.index_select(0, atoms.dst)
-        same = torch.nonzero(same).flatten()
-        pieces = connected_components(
-            atoms.num_vertices, atoms.src.index_select(0, same), atoms.dst.index_select(0, same)
-        )
-        pieces, area, piece_features, pairs = self._absorb_thin(
-            pieces, atoms, min(self.min_width, height, width)
-        )
-        num_pieces = area.shape[0]
-        piece_image = atoms.image.new_zeros(num_pieces).scatter_(0, pieces, atoms.image)
-        if cap is not None and int(torch.bincount(piece_image, minlength=batch).max()) > cap:
-            if pairs is None:
-                pairs = _unique_pairs(
-                    pieces.index_select(0, atoms.src), pieces.index_select(0, atoms.dst), num_pieces
-                )
-            group = enforce_budget(
-                area,
-                piece_image,
-                piece_features,
-                *pairs,
-                cap,
-                generator=generator,
-                random=sample_budget,
-            )
-            kept = group == torch.arange(num_pieces, device=group.device)
-            region_of_atom = (
-                (torch.cumsum(kept, 0) - 1).index_select(0, group).index_select(0, pieces)
-            )
-        else:
-            region_of_atom = pieces
-        part = _partition_from_atoms(
-            region_of_atom, tree.atom_of_pixel, atoms, batch, height, width
+        part, pieces = select_partition(
+            tree,
+            cap,
+            min_width=self.min_width,
+            generator=generator,
+            sample_budget=sample_budget,
         )
         return part, tree, pieces
-
-    def _absorb_thin(
-        self, pieces: Tensor, atoms: RegionGraph, min_width: float
-    ) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor] | None]:
-        """Selected pieces thinner than `min_width` join their most similar thicker neighbour.
-
-        The criterion never selects a thin region, but the per-pixel rule (compare="each") can
-        take part of a coarser region and leave the rest of it, a strip, selected on its own.
-        A piece joined by thin neighbours can come out thinner than `min_width` by the measure
-        (pixels over the longer side), but its box is at least `min_width` on both sides.
-
-        Returns:
-            (pieces [A] of every atom after absorption, area [K], mean feature [K, d], the
-             adjacent piece pairs (low [E], high [E]) when they were needed, else None).
-        """
-        num_pieces = int(pieces.max()) + 1
-        area, piece_features = _piece_statistics(pieces, num_pieces, atoms)
-        if min_width <= 0:
-            return pieces, area, piece_features, None
-        box = group_boxes(atoms.box, pieces, num_pieces)
-        thin = area < min_width * (box[:, 2:] - box[:, :2]).amax(1).to(area.dtype)
-        if not bool(thin.any()):
-            return pieces, area, piece_features, None
-        first, second = _unique_pairs(
-            pieces.index_select(0, atoms.src), pieces.index_select(0, atoms.dst), num_pieces
-        )
-        group = absorb_regions(~thin, piece_features, first, second)
-        kept = group == torch.arange(num_pieces, device=group.device)
-        new_id = (torch.cumsum(kept, 0) - 1).index_select(0, group)
-        size = int(kept.sum())
-        new_area = area.new_zeros(size).index_add(0, new_id, area)
-        new_features = (
-            piece_features.new_zeros(size, piece_features.shape[1]).index_add(
-                0, new_id, area[:, None] * piece_features
-            )
-            / new_area[:, None]
-        )
-        pairs = _unique_pairs(new_id.index_select(0, first), new_id.index_select(0, second), size)
-        return new_id.index_select(0, pieces), new_area, new_features, pairs
 
     # ---------------------------------------------------------------------------- public API
     def forward(
@@ -816,4 +438,4 @@ class DHTTokenizer(nn.Module):
             self._partition(chunk, self._features(chunk), cap, criterion, generator, sample)[0]
             for chunk in _chunks(images)
         ]
-        return parts[0] if len(parts) == 1 else _concatenate(parts)
+        return parts[0] if len(parts) == 1 else Partition.concatenate(parts)
