@@ -21,9 +21,6 @@ from .vit import AdaptiveViT, LearnedTokenizer, PartitionTokenizer
 
 __all__ = ["assemble_model", "make_embedder", "make_head", "make_tokenizer"]
 
-# dHT partition options applied on every call; the rest build the tokenizer.
-DHT_CALL_OPTIONS = ("budget", "criterion", "sample_budget")
-
 
 def make_tokenizer(config: ModelConfig) -> nn.Module:
     """The tokenizer module of a config.
@@ -35,8 +32,8 @@ def make_tokenizer(config: ModelConfig) -> nn.Module:
     `LearnedTokenizer` around a `DHTTokenizer` taking ImageNet-normalised images, whose weights
     come from partition option "weights": "default" (the bundled ones), a path saved by
     `save_tokenizer`, or "none" (a fresh, randomly initialised tokenizer, the only case where
-    construction options such as "compactness" may be given). "budget", "criterion" and
-    "sample_budget" are passed on every call.
+    construction options such as "compactness" may be given). The options its spec names as
+    `call_options` (budget, criterion, sample_budget) are passed on every call.
 
     Raises:
         AdaptokError: unknown options, construction options combined with trained weights, or
@@ -53,7 +50,7 @@ def make_tokenizer(config: ModelConfig) -> nn.Module:
 
     from ..partitioners.dht import DHTTokenizer, load_default_tokenizer, load_tokenizer
 
-    call = {name: options.pop(name) for name in DHT_CALL_OPTIONS if name in options}
+    call = {name: options.pop(name) for name in spec.call_options if name in options}
     spec.check(call, config.image_size, config.in_chans)
     weights = options.pop("weights", "default")
     if weights == "none":

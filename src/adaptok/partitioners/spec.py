@@ -2,10 +2,11 @@
 
 Every consumer of partition options reads the spec instead of restating it (docs/design.md,
 "Partitioner options"): `partition` (its size policy), `adaptok tokenize`, `vectorize` and
-`train` (what `--budget` means and how it is spelled), `ModelConfig` / `build_model` (options
-derived from the image and patch size, checked when the model is built) and `retrofit` (the
-same derivation around a timm ViT). The registry (`registry.py`) holds one spec per method; a
-partitioner registered without one gets `PartitionerSpec()`, which passes a budget on as given.
+`train` (what `--budget` means and how it is spelled), `ModelConfig` (options derived from the
+image and patch size), `build_model` (options checked when the model is built; which of a learned
+tokenizer's options go to every call) and `retrofit` (the same derivation around a timm ViT).
+The registry (`registry.py`) holds one spec per method; a partitioner registered without one gets
+`PartitionerSpec()`, which passes a budget on as given.
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class PartitionerSpec:
             image size cannot use, when it is built (default: partition one blank image).
         size_policy: (H, W, options) -> the multiple H and W are padded to by `partition`
             (None: any size as it is).
+        call_options: a learned partitioner's options passed on every call of its module (dht:
+            budget, criterion, sample_budget); a model's other options build the module. Empty
+            for partitioners that are plain functions (every option goes to each call).
     """
 
     name: str = ""
@@ -82,6 +86,7 @@ class PartitionerSpec:
     derive: Callable[[int, int, Mapping[str, object]], dict[str, object]] = _keep_options
     validate: Callable[[Mapping[str, object], int, int], None] | None = None
     size_policy: SizePolicy | None = None
+    call_options: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.budget is not None and self.budget not in BUDGET_MEANINGS:

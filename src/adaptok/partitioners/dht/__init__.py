@@ -118,4 +118,5 @@ SPEC = PartitionerSpec(
     default_budget=lambda height, width, options: default_budget(height, width),
     derive=derive_options,
     validate=check_model_options,
+    call_options=("budget", "criterion", "sample_budget"),
 )
