@@ -92,6 +92,52 @@ def test_a_model_derives_its_options_from_image_and_patch_size() -> None:
         derive_options("quadtree", 224, 32)
 
 
+@pytest.mark.parametrize("method", ["grid", "quadtree", "slic", "dht"])
+def test_a_model_config_with_only_a_method_gets_the_options_the_command_line_derives(
+    method: str,
+) -> None:
+    """`ModelConfig` derives the options itself, so a config made in Python builds the model
+    `adaptok train` builds; derived options are a fixed point, so a stored config (a
+    checkpoint's) rebuilds the same model."""
+    args = ["train", "--method", method, "--image-size", "64", "--patch-size", "8", *TINY_TRUNK]
+    cli_config, _ = configs_from_args(build_parser("train").parse_args(args))
+    config = ModelConfig(method=method, image_size=64, patch_size=8, encoder=cli_config.encoder)
+    assert config.partition_options == cli_config.partition_options
+    assert config.partition_options == derive_options(method, 64, 8)
+    assert config.partition_options != {}  # every built-in method derives something at 64 / 8
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    tokenizer = build_model(config).tokenizer
+    if method == "dht":
+        assert tokenizer.call_options["budget"] == 32  # half the 8x8 grid, not "auto" (114)
+    else:
+        assert tokenizer.options == config.partition_options
+    # given options merge over the derived ones, as on the command line
+    given = ModelConfig(method=method, image_size=64, patch_size=8, partition_options={"x": 1})
+    assert given.partition_options == {**config.partition_options, "x": 1}
+
+
+def test_a_config_stored_before_options_were_derived_rebuilds_the_model_it_trained() -> None:
+    """Checkpoints written before `ModelConfig` derived the options hold the options as given;
+    one left out meant the partitioner's own default, which it keeps (a grid's patch size was
+    already the config's)."""
+    expected = {
+        "dht": {"budget": "auto"},
+        "quadtree": {"budget": 13, "min_patch": 16, "max_patch": 64},
+        "slic": {"budget": 196},
+        "grid": {"patch_size": 8},
+    }
+    for method, options in expected.items():
+        stored = {**ModelConfig(method=method).to_dict(), "partition_options": {}}
+        if method == "quadtree":
+            stored["partition_options"] = {"budget": 13}
+        config = ModelConfig.from_dict(stored)
+        assert config.partition_options == options, method
+        assert dataclasses.replace(config, num_classes=3).partition_options == options  # kept
+        assert ModelConfig.from_dict(config.to_dict()) == config
+    model = build_model(ModelConfig.from_dict({**stored, "method": "dht", "partition_options": {}}))
+    assert model.tokenizer.call_options["budget"] == "auto"
+
+
 @pytest.mark.parametrize(
     ("method", "text", "expected"),
     [("dht", "100", 100), ("dht", "none", None), ("dht", "None", None), ("slic", "50", 50)],

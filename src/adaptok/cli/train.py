@@ -16,7 +16,7 @@ import sys
 
 from ..errors import AdaptokError
 from ..models.config import EMBEDDERS, EncoderConfig, ModelConfig
-from ..partitioners.registry import available_methods, derive_options, get_spec
+from ..partitioners.registry import available_methods, get_spec
 from ..train.config import TrainConfig
 from ..train.datasets import DATASETS
 from ..train.fit import TrainingInterrupted
@@ -229,19 +229,14 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
         given["max_patch"] = args.max_patch
     if args.partition_options:
         given.update(json.loads(args.partition_options))
-    # A backbone's patch size is known once timm builds it: `retrofit` derives the options then.
-    options = (
-        given
-        if args.backbone is not None
-        else derive_options(args.method, image_size, trunk["patch_size"], given)
-    )
+    # `ModelConfig` derives the options the flags leave out (with a backbone, `retrofit` does).
     if parent is not None:  # what init_from_checkpoint reads: the tokens; the rest is the parent's
         model_config = dataclasses.replace(
             parent,
             method=args.method,
             embedder=args.embedder,
             position=args.position,
-            partition_options=options,
+            partition_options=given,
             backbone_weights=None,
         )
     else:
@@ -252,7 +247,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
             patch_size=None if args.backbone is not None else trunk["patch_size"],
             embedder=args.embedder,
             position=args.position or ("learned" if args.backbone else "sincos"),
-            partition_options=options,
+            partition_options=given,
             encoder=EncoderConfig(
                 embed_dim=trunk["embed_dim"], depth=trunk["depth"], num_heads=trunk["heads"]
             ),

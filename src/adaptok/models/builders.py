@@ -28,7 +28,8 @@ def make_tokenizer(config: ModelConfig) -> nn.Module:
     Options are checked when the model is built, by the method's spec
     (`adaptok.partitioners.spec.PartitionerSpec.check`): a dHT budget of 0 or an unreachable
     quadtree budget is refused here, not at the first forward. A non-learned method gives a
-    `PartitionTokenizer` (grid defaults to the config's patch size). "dht" gives a
+    `PartitionTokenizer` with the config's options (derived by `ModelConfig`: a grid's patch
+    size is the config's). "dht" gives a
     `LearnedTokenizer` around a `DHTTokenizer` taking ImageNet-normalised images, whose weights
     come from partition option "weights": "default" (the bundled ones), a path saved by
     `save_tokenizer`, or "none" (a fresh, randomly initialised tokenizer, the only case where
@@ -42,8 +43,6 @@ def make_tokenizer(config: ModelConfig) -> nn.Module:
     options = dict(config.partition_options)
     spec = get_spec(config.method)
     if config.method != "dht":
-        if config.method == "grid":
-            options.setdefault("patch_size", config.patch_size)
         tokenizer = PartitionTokenizer(config.method, **options)
         spec.check(options, config.image_size, config.in_chans)
         return tokenizer

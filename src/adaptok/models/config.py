@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import AdaptokError
 from ..partitioners import available_methods
+from ..partitioners.registry import derive_options, get_spec
 from ..validate import check_choice, check_int
 
 __all__ = [
@@ -108,7 +109,11 @@ class ModelConfig:
             backbone is retrofitted (its pretrained table is kept), "sincos" from scratch.
         position_grid: p, the side of the position grid (the learned table, or the dHT
             histogram). None: image_size // patch_size.
-        partition_options: the partitioner's options (budget, min_patch, max_patch, ...).
+        partition_options: the partitioner's options (budget, min_patch, max_patch, ...),
+            merged over the ones the method derives from image_size and patch_size (its spec's
+            `derive`: quadtree patches P..4P and about half the grid's tokens, a dHT cap of half
+            the grid's tokens, ...), as `adaptok train` derives them; with a backbone, `retrofit`
+            derives them from the backbone's patch size. The config holds the merged options.
         encoder: the trunk's hyper-parameters (ignored when backbone is given).
         backbone: a timm model name to retrofit (built with pretrained=False), or None.
         backbone_weights: a local timm weights file for the backbone, or None.
@@ -156,6 +161,14 @@ class ModelConfig:
             raise AdaptokError(
                 f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}"
             )
+        if self.backbone is None:
+            # The one place a model's options are derived (the backbone's patch size is known
+            # only once timm builds it: `retrofit` derives them then). Derived options are a
+            # fixed point, so a stored config is rebuilt as it was.
+            options = derive_options(
+                self.method, self.image_size, self.patch_size, self.partition_options
+            )
+            object.__setattr__(self, "partition_options", options)
 
     @property
     def embedder_kind(self) -> str:
@@ -195,4 +208,19 @@ class ModelConfig:
         data = dict(data)
         if isinstance(data.get("encoder"), dict):
             data["encoder"] = EncoderConfig(**data["encoder"])
-        return cls(**data)
+        config = cls(**data)
+        stored = dict(data.get("partition_options") or {})  # type: ignore[call-overload]
+        if (
+            config.backbone is None
+            and config.method != "grid"
+            and config.partition_options != stored
+        ):
+            # Stored before configs derived their options: an option left out meant the
+            # partitioner's own default then (a grid's patch size was already the config's), so
+            # those are filled in and the checkpoint rebuilds the model it trained (a fixed
+            # point of the derivation: every derived option is given).
+            defaults = get_spec(config.method).defaults
+            missing = config.partition_options.keys() - stored.keys()
+            stored = {**{name: defaults[name] for name in missing if name in defaults}, **stored}
+            config = dataclasses.replace(config, partition_options=stored)
+        return config

@@ -34,7 +34,6 @@ from torch import Tensor, nn
 from ..embed import DHTEmbedder, PatchEmbedder
 from ..embed.timm import dht_embedder_state, patch_embedder_state
 from ..errors import AdaptokError
-from ..partitioners.registry import derive_options
 from ..weights import read_state_dict
 from .builders import assemble_model
 from .config import EncoderConfig, ModelConfig
@@ -286,7 +285,6 @@ def retrofit(
     num_classes = num_classes or vit_classes
     if not num_classes:
         raise AdaptokError("the ViT has no classifier head (num_classes=0); pass num_classes")
-    options = derive_options(method, image_size, patch_size, partition_options)
     config = ModelConfig(
         method=method,
         task=task,
@@ -297,7 +295,7 @@ def retrofit(
         embedder=embedder,
         position=position,
         position_grid=position_grid,
-        partition_options=options,
+        partition_options=partition_options or {},  # merged over the derived ones
         encoder=encoder_config,
     )
     if config.embedder_kind == "patch" and position_grid not in (None, grid_h):

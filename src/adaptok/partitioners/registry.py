@@ -129,8 +129,9 @@ def derive_options(
     """A model's options for `method` on square images of side `image_size` with tokens of
     `patch_size`: the caller's `given` options merged over the ones the method's spec derives
     (grid: the patch size; quadtree: patch sizes and about half the grid's tokens; slic: the
-    grid's count; dht and registered methods: their own defaults). What `ModelConfig` users,
-    `adaptok train`, `retrofit` and `init_from_checkpoint` call."""
+    grid's count; dht: a cap of half the grid's tokens; registered methods: their own
+    defaults). `ModelConfig` calls it, so every model config holds the merged options
+    (`adaptok train`, `retrofit` and `init_from_checkpoint` make one)."""
     return get_spec(method).derive(image_size, patch_size, dict(given or {}))
 
 

@@ -24,7 +24,6 @@ from ..errors import AdaptokError
 from ..models import AdaptiveViT, ModelConfig, build_model, export_timm, model_from_checkpoint
 from ..models.retrofitting import retrofit, retrofit_defaults
 from ..ops import sincos_2d
-from ..partitioners.registry import derive_options
 from .checkpoint import load_checkpoint
 
 __all__ = [
@@ -182,7 +181,6 @@ def init_from_model(
             goes through `with_learned_positions` first.
     """
     before: ModelConfig = parent.config  # type: ignore[assignment] (set by build_model)
-    options = derive_options(method, before.image_size, before.patch_size, partition_options)
     default_embedder, default_attention = retrofit_defaults(method)
     embedder = embedder or default_embedder
     if proportional_attention is None:
@@ -190,7 +188,7 @@ def init_from_model(
     config = dataclasses.replace(
         before,
         method=method,
-        partition_options=options,
+        partition_options=partition_options or {},  # merged over the derived ones
         embedder=embedder,
         position=position or before.position_kind,
         position_grid=position_grid,
@@ -218,7 +216,7 @@ def init_from_model(
         proportional_attention=proportional_attention,
         position=config.position_kind,
         position_grid=position_grid,
-        partition_options=options,
+        partition_options=partition_options,
         task=before.task,
         num_classes=before.num_classes,
     ).train()
