@@ -71,10 +71,11 @@ def test_a_model_derives_its_options_from_image_and_patch_size() -> None:
     assert derive_options("quadtree", 224, 16) == {"budget": 97, "min_patch": 16, "max_patch": 32}
     assert derive_options("slic", 64, 8) == {"budget": 64}
     # dHT: a cap of half the grid's tokens (its image-level default, 114 at 64x64, would give a
-    # model more tokens than its grid); None (no cap) and a given cap are kept
-    assert derive_options("dht", 64, 8) == {"budget": 32}
-    assert derive_options("dht", 224, 16) == {"budget": 98}
-    assert derive_options("dht", 64, 8, {"budget": None}) == {"budget": None}
+    # model more tokens than its grid), found at 8 working pixels per patch side; None (no cap)
+    # and a given cap are kept
+    assert derive_options("dht", 64, 8) == {"budget": 32, "resolution": 1.0}
+    assert derive_options("dht", 224, 16) == {"budget": 98, "resolution": 0.5}
+    assert derive_options("dht", 64, 8, {"budget": None}) == {"budget": None, "resolution": 1.0}
     # the caller's options merge over the derived ones; both patch sizes given: nothing derived
     assert derive_options("quadtree", 64, 8, {"budget": 31}) == {
         "budget": 31, "min_patch": 8, "max_patch": 32,
@@ -217,7 +218,7 @@ def test_train_budget_none_with_dht_builds_a_model_without_a_cap() -> None:
         ["train", "--method", "dht", "--budget", "none", "--image-size", "32", *TINY_TRUNK]
     )
     model_config, _ = configs_from_args(args)
-    assert model_config.partition_options == {"budget": None}
+    assert model_config.partition_options["budget"] is None
     model = build_model(model_config).eval()
     noise = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():

@@ -327,6 +327,11 @@ def retrofit_plan(profile: Profile) -> list[Run]:
     return runs
 
 
+# dHT rows measured before `derive_options` ran a ViT's dHT at 8 working pixels per patch side
+# keep the full-size hierarchy they were measured with (a row keeps meaning what it meant).
+FULL_SIZE_DHT = frozenset({"dht-learned", "retrofit-dht", "retrofit-dht-patch"})
+
+
 # What each kind of row was measured with (embedder, size-aware attention), written out rather
 # than taken from `retrofit`'s defaults, which changed (pooled tokens, issue 18): a row keeps
 # meaning what it meant. New kinds of rows get new tokenizer names.

@@ -34,6 +34,7 @@ from .plan import (
     EMBED_DIM,
     EMBEDDERS,
     FINETUNE_LR_FACTOR,
+    FULL_SIZE_DHT,
     HEADS,
     LR,
     PROFILES,
@@ -261,6 +262,13 @@ def train_scorer(
     torch.save(result.model.features.state_dict(), path)  # the local file FeatureScorer loads
 
 
+def row_options(run: Run) -> dict:
+    """The partitioner options a row's model is built with: the plan's, and a full-size
+    hierarchy for the dHT rows measured with one (FULL_SIZE_DHT)."""
+    pinned = {"resolution": 1.0} if run.tokenizer in FULL_SIZE_DHT else {}
+    return {**pinned, **run.options}
+
+
 def build(run: Run, num_classes: int, task: str, work: Path, device: str) -> nn.Module:
     """The AdaptiveViT of a from-scratch row."""
     from adaptok.models import PartitionTokenizer, retrofit
@@ -268,7 +276,7 @@ def build(run: Run, num_classes: int, task: str, work: Path, device: str) -> nn.
     size = DATASET_SIZES[run.dataset]
     vit = make_vit(size, run.patch, num_classes, run.seed)
     method = {"quadtree-cnn": "quadtree", "dht-learned": "dht"}.get(run.tokenizer, run.tokenizer)
-    options = dict(run.options) or None
+    options = row_options(run) or None
     if run.tokenizer == "quadtree-cnn":
         from adaptok.ops import imagenet_mean_std
         from adaptok.partitioners.scorers import FeatureScorer
@@ -313,7 +321,7 @@ def retrofitted(run: Run, profile: Profile, work: Path, num_classes: int) -> nn.
     return init_from_model(
         parent,
         method,
-        partition_options=dict(run.options),
+        partition_options=row_options(run),
         embedder=embedder,
         proportional_attention=attention,
         position="learned",

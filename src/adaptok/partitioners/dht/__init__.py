@@ -16,7 +16,7 @@ from ...regions import Partition
 from ..spec import NO_CAP, PartitionerSpec
 from .budget import AUTO, check_budget, default_budget
 from .criteria import CRITERIA, check_criterion, information_criterion
-from .tokenizer import DHTResult, DHTTokenizer
+from .tokenizer import DHTResult, DHTTokenizer, working_size
 from .weights import (
     describe_default_weights,
     load_default_tokenizer,
@@ -55,6 +55,7 @@ def dht_partition(
     criterion: str = "aicc",
     tokenizer: DHTTokenizer | None = None,
     input_space: str = "unit",
+    resolution: float = 1.0,
 ) -> Partition:
     """Partition images with ∂HT (eval mode, no gradient, deterministic).
 
@@ -69,6 +70,9 @@ def dht_partition(
             device).
         input_space: with the default tokenizer, "unit" for images in [0, 1] or "imagenet" for
             ImageNet-normalised images.
+        resolution: fraction of the image's side at which the hierarchy runs, the regions
+            lifted back to full size (1: full size; see `DHTTokenizer.forward`). A ViT's tokens
+            default to 8 working pixels per patch side (`derive_options`).
 
     Returns:
         The Partition.
@@ -76,6 +80,7 @@ def dht_partition(
     check_images(images, min_size=2)
     check_budget(budget)
     check_criterion(criterion)
+    working_size(*images.shape[-2:], resolution)
     if tokenizer is None:
         tokenizer = _default_tokenizer(images.device, input_space)
     if images.shape[1] == 1 and tokenizer.in_chans == 3:
@@ -84,7 +89,9 @@ def dht_partition(
     was_training = tokenizer.training
     tokenizer.eval()
     try:
-        return tokenizer.partition(images, budget=budget, criterion=criterion)
+        return tokenizer.partition(
+            images, budget=budget, criterion=criterion, resolution=resolution
+        )
     finally:
         tokenizer.train(was_training)
 
@@ -98,15 +105,26 @@ def check_model_options(options: Mapping[str, object], image_size: int, in_chans
         check_criterion(options["criterion"])
     if not isinstance(options.get("sample_budget", False), bool):
         raise AdaptokError(f"sample_budget must be True or False, got {options['sample_budget']!r}")
+    working_size(image_size, image_size, options.get("resolution", 1.0))
+
+
+# A ViT's dHT tokens are found at this many working pixels per patch side (resolution 8 / P,
+# at most 1): chosen on held-out photos (benchmarks/results/dht_resolution.md: retina,
+# stereo_motorcycle, colorwheel, logo and six grey textures, none of them a benchmark photo) at
+# the ViT-S/16 setting (224x224, cap 98): working at 112 gave a better mean-colour PSNR at the
+# same 98 regions (23.64 against 22.34 dB) in a quarter of the time.
+PATCH_PIXELS = 8
 
 
 def derive_options(image_size: int, patch_size: int, given: Mapping[str, object]) -> dict:
     """A model's dHT options: a cap of half the plain grid's tokens (98 for a 224 ViT with
-    16-pixel patches), as the quadtree's derived budget, `given` merged over it. The image-level
-    default (`"auto"`, 400 at 224) would give a retrofitted ViT-S twice its grid's tokens:
-    slower, where the point of retrofitting is fewer tokens."""
+    16-pixel patches), as the quadtree's derived budget, and the hierarchy run at PATCH_PIXELS
+    working pixels per patch side (half size for 16-pixel patches, full size up to 8); `given`
+    merged over them. The image-level default (`"auto"`, 400 at 224) would give a retrofitted
+    ViT-S twice its grid's tokens: slower, where the point of retrofitting is fewer tokens."""
     grid = (image_size // patch_size) ** 2
-    return {"budget": max(1, grid // 2), **given}
+    resolution = min(1.0, PATCH_PIXELS / patch_size)
+    return {"budget": max(1, grid // 2), "resolution": resolution, **given}
 
 
 SPEC = PartitionerSpec(
@@ -118,5 +136,5 @@ SPEC = PartitionerSpec(
     default_budget=lambda height, width, options: default_budget(height, width),
     derive=derive_options,
     validate=check_model_options,
-    call_options=("budget", "criterion", "sample_budget"),
+    call_options=("budget", "criterion", "sample_budget", "resolution"),
 )

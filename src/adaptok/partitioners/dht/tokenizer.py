@@ -15,10 +15,12 @@ injection map through the similarity-weighted region features used by the mean i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import AdaptokError, check_images
@@ -30,7 +32,7 @@ from .encoder import PixelEncoder, exact_sigmoid, mix_channels
 from .hierarchy import Hierarchy, build_hierarchy, log_weights
 from .selection import select_partition
 
-__all__ = ["DHTResult", "DHTTokenizer"]
+__all__ = ["DHTResult", "DHTTokenizer", "lift", "working_size"]
 
 INPUT_SPACES = ("unit", "imagenet")
 POOLINGS = ("exact", "similarity")
@@ -56,6 +58,38 @@ CHUNK_PIXELS = 1 << 18
 MIN_WIDTH = 3.0
 
 
+def working_size(height: int, width: int, resolution: float) -> tuple[int, int]:
+    """(h, w) the hierarchy runs at for `resolution`, a fraction of the image's side in (0, 1].
+
+    Raises:
+        AdaptokError: resolution outside (0, 1], or a working size under 2 pixels.
+    """
+    if isinstance(resolution, bool) or not isinstance(resolution, int | float):
+        raise AdaptokError(f"resolution must be a number in (0, 1], got {resolution!r}")
+    if not 0 < resolution <= 1:
+        raise AdaptokError(
+            f"resolution must be a fraction of the image's side in (0, 1] (1: full size), got "
+            f"{resolution}"
+        )
+    size = (max(1, round(height * resolution)), max(1, round(width * resolution)))
+    if min(size) < MIN_SIZE:
+        raise AdaptokError(
+            f"resolution {resolution} leaves {size[0]}x{size[1]} pixels of a {height}x{width} "
+            f"image; the hierarchy needs at least {MIN_SIZE}x{MIN_SIZE}: raise resolution"
+        )
+    return size
+
+
+def lift(maps: Tensor, height: int, width: int) -> Tensor:
+    """[B, h, w] integer maps -> [B, H, W] (H >= h, W >= w): every pixel takes the value of the
+    working pixel it falls in (row y reads row y * h // H). Each working pixel covers a block of
+    whole pixels and neighbouring pixels cover neighbouring blocks, so a 4-connected region stays
+    4-connected, keeps its id and its order by first pixel."""
+    rows = torch.arange(height, device=maps.device) * maps.shape[-2] // height
+    columns = torch.arange(width, device=maps.device) * maps.shape[-1] // width
+    return maps.index_select(-2, rows).index_select(-1, columns)
+
+
 @dataclass(frozen=True)
 class DHTResult:
     """What the tokenizer produces for a batch of B images of size H x W.
@@ -65,7 +99,8 @@ class DHTResult:
             budget per image).
         pixels: [B, C, H, W] mean-injected pixels x + (W·f̄_S - x̄_S), in the input's space;
             carries gradient to the encoder, the self-edge projection and the injection map.
-        features: [B, d, H, W] pixel features f from the encoder.
+        features: [B, d, h, w] pixel features f from the encoder at the working size (H x W at
+            resolution 1, and for every image when some of the batch fell back to full size).
         region_features: [N, d] similarity-weighted mean feature f̄_S of every final region.
         region_colors: [N, C] W·f̄_S in the input's space (the injected region means).
         levels: one [B, H, W] int64 map per merge level (vertex ids of that level, unique across
@@ -119,6 +154,30 @@ def _concatenate_results(results: list[DHTResult]) -> DHTResult:
         ),
         selection=stack_ids([result.selection for result in results]),
     )
+
+
+def _per_image(result: DHTResult) -> list[DHTResult]:
+    """A batch's DHTResult as one result per image (ids of the maps restarted at 0)."""
+    part = result.partition
+    return [
+        DHTResult(
+            partition=part.select([index]),
+            pixels=result.pixels[index : index + 1],
+            features=result.features[index : index + 1],
+            region_features=result.region_features[part.batch_index == index],
+            region_colors=result.region_colors[part.batch_index == index],
+            levels=tuple(level[index : index + 1] - level[index].min() for level in result.levels),
+            selection=result.selection[index : index + 1] - result.selection[index].min(),
+        )
+        for index in range(part.batch_size)
+    ]
+
+
+def _interleave(first: list, second: list, take_second: Tensor) -> list:
+    """Items in batch order: image i from `second` where take_second[i], else from `first`
+    (each list holds its images in batch order)."""
+    first_items, second_items = iter(first), iter(second)
+    return [next(second_items) if taken else next(first_items) for taken in take_second.tolist()]
 
 
 class DHTTokenizer(nn.Module):
@@ -346,6 +405,7 @@ class DHTTokenizer(nn.Module):
         criterion: str | None = None,
         generator: torch.Generator | None = None,
         sample_budget: bool | None = None,
+        resolution: float = 1.0,
     ) -> DHTResult:
         """Tokenize a batch.
 
@@ -361,36 +421,96 @@ class DHTTokenizer(nn.Module):
             sample_budget: choose the regions kept under the budget by sampling ∝ 1/sqrt(area)
                 (the paper's training rule) instead of the deterministic merge-cost rule; None
                 samples in training mode only.
+            resolution: fraction of the image's side at which the hierarchy runs (1: full size).
+                Below 1 the images are resampled (antialiased bilinear) to that size, tokenized
+                there, and the regions lifted back to H x W (`lift`), so `pixels` and the
+                partition are full size. The cost falls with the pixel count, and under a cap
+                that binds, a smaller working image keeps larger, truer regions
+                (benchmarks/results/dht_resolution.md). An image left with fewer regions than
+                the cap at the working size (too little to split there) is tokenized at full
+                size instead, so the cap, not the resolution, decides how many tokens an image
+                gets; without a cap the working size is used as it is.
 
         Returns:
             DHTResult.
         """
         cap, criterion = self._check(images, budget, criterion)
         sample = self.training if sample_budget is None else sample_budget
-        results = [
-            self._tokenize(chunk, cap, criterion, generator, sample) for chunk in _chunks(images)
+        result = self._tokenize_at(images, resolution, cap, criterion, generator, sample)
+        short = self._short_of_the_cap(result.partition, resolution, cap)
+        if not short.any():
+            return result
+        full = self._tokenize_at(images[short], 1.0, cap, criterion, generator, sample)
+        if bool(short.all()):
+            return full
+        size = images.shape[-2:]  # features of the kept images lifted to the full ones' size
+        kept = [
+            dataclasses.replace(r, features=F.interpolate(r.features, size=size, mode="nearest"))
+            for r, s in zip(_per_image(result), short.tolist(), strict=True)
+            if not s
         ]
-        return results[0] if len(results) == 1 else _concatenate_results(results)
+        return _concatenate_results(_interleave(kept, _per_image(full), short))
 
-    def _tokenize(
+    def _tokenize_at(
         self,
         images: Tensor,
+        resolution: float,
         cap: int | None,
         criterion: str,
         generator: torch.Generator | None,
         sample_budget: bool,
     ) -> DHTResult:
-        """`forward` on one chunk of the batch (checked arguments)."""
+        """`forward` of the whole batch at one working resolution, in chunks."""
+        work = self._working_images(images, resolution)
+        chunks = _chunks(work)
+        fulls = images.split([len(chunk) for chunk in chunks])  # the same images, full size
+        results = [
+            self._tokenize(small, full, cap, criterion, generator, sample_budget)
+            for small, full in zip(chunks, fulls, strict=True)
+        ]
+        return results[0] if len(results) == 1 else _concatenate_results(results)
+
+    @staticmethod
+    def _short_of_the_cap(part: Partition, resolution: float, cap: int | None) -> Tensor:
+        """[B] bool: images that a working resolution below 1 left with fewer regions than the
+        cap (a smaller image has less to split; they are tokenized at full size instead)."""
+        if resolution == 1 or cap is None:
+            return torch.zeros(part.batch_size, dtype=torch.bool)
+        return part.counts.cpu() < cap
+
+    def _working_images(self, images: Tensor, resolution: float) -> Tensor:
+        """The images at the working size of `resolution` (the images themselves at 1)."""
+        height, width = images.shape[-2:]
+        size = working_size(height, width, resolution)
+        if size == (height, width):
+            return images
+        return F.interpolate(
+            images, size=size, mode="bilinear", antialias=True, align_corners=False
+        )
+
+    def _tokenize(
+        self,
+        images: Tensor,
+        full: Tensor,
+        cap: int | None,
+        criterion: str,
+        generator: torch.Generator | None,
+        sample_budget: bool,
+    ) -> DHTResult:
+        """`forward` on one chunk of the batch (checked arguments): `images` at the working
+        size, `full` the same chunk at its own size (the same pixels at resolution 1)."""
         features = self._features(images)
         part, tree, pieces = self._partition(
             images.detach(), features.detach(), cap, criterion, generator, sample_budget
         )
         log_weight = self._log_weights(features, tree).index_select(0, tree.atom_of_pixel)
         shape = part.labels.shape
+        height, width = full.shape[-2:]
         levels = tuple(
-            level.index_select(0, tree.atom_of_pixel).view(shape) for level in tree.levels
+            lift(level.index_select(0, tree.atom_of_pixel).view(shape), height, width)
+            for level in tree.levels
         )
-        selection = pieces.index_select(0, tree.atom_of_pixel).view(shape)
+        selection = lift(pieces.index_select(0, tree.atom_of_pixel).view(shape), height, width)
         # Similarity-weighted region features: each pixel counts with the product of its
         # ancestors' link confidences, which carries gradient to the similarities (encoder) and
         # the self-edges (projection).
@@ -406,8 +526,10 @@ class DHTTokenizer(nn.Module):
             / total[:, None]
         )
         region_colors = self._denormalise_colors(self.inject(region_features))
-        correction = region_colors - part.region_mean(images)
-        pixels = images + part.scatter(correction)
+        if part.labels.shape[-2:] != (height, width):  # the regions at full size (same ids)
+            part = Partition.from_labels(lift(part.labels, height, width), relabel=False)
+        correction = region_colors - part.region_mean(full)
+        pixels = full + part.scatter(correction)
         return DHTResult(
             partition=part,
             pixels=pixels,
@@ -427,15 +549,41 @@ class DHTTokenizer(nn.Module):
         criterion: str | None = None,
         generator: torch.Generator | None = None,
         sample_budget: bool | None = None,
+        resolution: float = 1.0,
     ) -> Partition:
         """Only the Partition (no injection, no gradient): the fast path of `dht_partition`.
 
-        Args and budget contract as in `forward`.
+        Args, budget contract and resolution as in `forward`.
         """
         cap, criterion = self._check(images, budget, criterion)
         sample = self.training if sample_budget is None else sample_budget
+        part = self._partition_at(images, resolution, cap, criterion, generator, sample)
+        short = self._short_of_the_cap(part, resolution, cap)
+        if not short.any():
+            return part
+        full = self._partition_at(images[short], 1.0, cap, criterion, generator, sample)
+        if bool(short.all()):
+            return full
+        kept = [part.select([i]) for i, s in enumerate(short.tolist()) if not s]
+        redone = [full.select([i]) for i in range(full.batch_size)]
+        return Partition.concatenate(_interleave(kept, redone, short))
+
+    def _partition_at(
+        self,
+        images: Tensor,
+        resolution: float,
+        cap: int | None,
+        criterion: str,
+        generator: torch.Generator | None,
+        sample_budget: bool,
+    ) -> Partition:
+        """`partition` of the whole batch at one working resolution, in chunks."""
+        work = self._working_images(images, resolution)
         parts = [
-            self._partition(chunk, self._features(chunk), cap, criterion, generator, sample)[0]
-            for chunk in _chunks(images)
+            self._partition(chunk, self._features(chunk), cap, criterion, generator, sample_budget)
+            for chunk in _chunks(work)
         ]
-        return parts[0] if len(parts) == 1 else Partition.concatenate(parts)
+        part = Partition.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+        if work is images:
+            return part
+        return Partition.from_labels(lift(part.labels, *images.shape[-2:]), relabel=False)
