@@ -128,3 +128,13 @@ def _tiny_vit():
     return timm.create_model(
         "vit_tiny_patch16_224", pretrained=False, img_size=64, num_classes=10, depth=1
     ).eval()
+
+
+def test_configs_stored_before_the_working_resolution_keep_the_full_size() -> None:
+    from adaptok.models import ModelConfig
+
+    fresh = ModelConfig(method="dht", image_size=64, patch_size=16)
+    assert fresh.partition_options["resolution"] == 0.5
+    stored = {**fresh.to_dict(), "partition_options": {"budget": 8}}  # a 0.2-era checkpoint
+    assert ModelConfig.from_dict(stored).partition_options == {"budget": 8, "resolution": 1.0}
+    assert ModelConfig.from_dict(fresh.to_dict()) == fresh

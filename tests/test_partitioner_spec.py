@@ -122,7 +122,7 @@ def test_a_config_stored_before_options_were_derived_rebuilds_the_model_it_train
     one left out meant the partitioner's own default, which it keeps (a grid's patch size was
     already the config's)."""
     expected = {
-        "dht": {"budget": "auto"},
+        "dht": {"budget": "auto", "resolution": 1.0},
         "quadtree": {"budget": 13, "min_patch": 16, "max_patch": 64},
         "slic": {"budget": 196},
         "grid": {"patch_size": 8},
