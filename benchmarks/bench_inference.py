@@ -8,7 +8,8 @@ tokenizer inside the timer:
     timm grid        the timm model itself on its own patch grid (the reference: 1.00x)
     retrofit grid    adaptok.retrofit(vit, "grid"): the same tokens through AdaptiveViT
     retrofit quadtree   retrofit(vit, "quadtree"), patches P..2P, the valid budget nearest half
-    retrofit dht     retrofit(vit, "dht"), partition_options budget = half the grid's tokens
+    retrofit dht     retrofit(vit, "dht"), partition_options budget = half the grid's tokens (the
+                     hierarchy at the derived working resolution), and again at full size
     ToMe             adaptok.models.tome: the timm model merging down to half the tokens
     dHT partition alone   the dht row's tokenizer call, also as a share of the timm forward
 
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 from adaptok import retrofit
 from adaptok.cli.benchmarking import machine_header
 from adaptok.models.tome import tome_forward
+from adaptok.partitioners.dht import derive_options as dht_options
 from adaptok.partitioners.quadtree import nearest_budget
 from train_throughput import photo_crops
 
@@ -94,6 +96,7 @@ def build_rows(vit: nn.Module, images: Tensor) -> list[Row]:
     grid = int(vit.patch_embed.num_patches)
     half = grid // 2
     budget = nearest_budget(side, side, half, min_patch=patch, max_patch=2 * patch)
+    resolution = dht_options(side, patch, {})["resolution"]  # what retrofit derives
     models = {
         "grid": retrofit(vit, "grid"),
         f"quadtree (budget {budget}, patches {patch}..{2 * patch})": retrofit(
@@ -101,8 +104,14 @@ def build_rows(vit: nn.Module, images: Tensor) -> list[Row]:
             "quadtree",
             partition_options={"budget": budget, "min_patch": patch, "max_patch": 2 * patch},
         ),
-        f"dht (budget {half})": retrofit(vit, "dht", partition_options={"budget": half}),
+        f"dht (budget {half}, resolution {resolution})": retrofit(
+            vit, "dht", partition_options={"budget": half}
+        ),
     }
+    if resolution < 1:  # beside it, the same retrofit with the hierarchy at full size
+        models[f"dht (budget {half}, resolution 1.0)"] = retrofit(
+            vit, "dht", partition_options={"budget": half, "resolution": 1.0}
+        )
     rows = [Row(f"timm grid ({grid} tokens)", vit, float(grid))]
     with torch.inference_mode():
         for name, model in models.items():
@@ -112,7 +121,7 @@ def build_rows(vit: nn.Module, images: Tensor) -> list[Row]:
     rows.append(
         Row(f"ToMe (final {half} tokens)", lambda x: tome_forward(vit, x, final_tokens=half), half)
     )
-    dht = models[f"dht (budget {half})"]
+    dht = models[f"dht (budget {half}, resolution {resolution})"]
     rows.append(Row("dHT partition alone", dht.tokenizer, None))
     return rows
 
