@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -436,47 +437,48 @@ class DHTTokenizer(nn.Module):
         """
         cap, criterion = self._check(images, budget, criterion)
         sample = self.training if sample_budget is None else sample_budget
-        result = self._tokenize_at(images, resolution, cap, criterion, generator, sample)
-        short = self._short_of_the_cap(result.partition, resolution, cap)
-        if not short.any():
-            return result
-        full = self._tokenize_at(images[short], 1.0, cap, criterion, generator, sample)
-        if bool(short.all()):
-            return full
-        size = images.shape[-2:]  # features of the kept images lifted to the full ones' size
-        kept = [
-            dataclasses.replace(r, features=F.interpolate(r.features, size=size, mode="nearest"))
-            for r, s in zip(_per_image(result), short.tolist(), strict=True)
-            if not s
-        ]
-        return _concatenate_results(_interleave(kept, _per_image(full), short))
 
-    def _tokenize_at(
-        self,
-        images: Tensor,
-        resolution: float,
-        cap: int | None,
-        criterion: str,
-        generator: torch.Generator | None,
-        sample_budget: bool,
-    ) -> DHTResult:
-        """`forward` of the whole batch at one working resolution, in chunks."""
+        def run(batch: Tensor, at: float) -> DHTResult:
+            results = self._chunked(
+                batch, at, lambda small, full: self._tokenize(
+                    small, full, cap, criterion, generator, sample
+                )
+            )  # fmt: skip
+            return results[0] if len(results) == 1 else _concatenate_results(results)
+
+        def join(kept: DHTResult, redone: DHTResult, short: Tensor) -> DHTResult:
+            size = images.shape[-2:]  # features of the kept images lifted to the full size
+            kept_images = [
+                dataclasses.replace(r, features=F.interpolate(r.features, size=size))
+                for r, s in zip(_per_image(kept), short.tolist(), strict=True)
+                if not s
+            ]
+            return _concatenate_results(_interleave(kept_images, _per_image(redone), short))
+
+        return self._with_fallback(images, resolution, cap, run, join)
+
+    def _chunked(self, images: Tensor, resolution: float, step: Callable) -> list:
+        """`step(small, full)` on each chunk of the batch: the chunk at the working size of
+        `resolution` and the same images at their own size."""
         work = self._working_images(images, resolution)
         chunks = _chunks(work)
-        fulls = images.split([len(chunk) for chunk in chunks])  # the same images, full size
-        results = [
-            self._tokenize(small, full, cap, criterion, generator, sample_budget)
-            for small, full in zip(chunks, fulls, strict=True)
-        ]
-        return results[0] if len(results) == 1 else _concatenate_results(results)
+        fulls = images.split([len(chunk) for chunk in chunks])
+        return [step(small, full) for small, full in zip(chunks, fulls, strict=True)]
 
-    @staticmethod
-    def _short_of_the_cap(part: Partition, resolution: float, cap: int | None) -> Tensor:
-        """[B] bool: images that a working resolution below 1 left with fewer regions than the
-        cap (a smaller image has less to split; they are tokenized at full size instead)."""
+    def _with_fallback(
+        self, images: Tensor, resolution: float, cap: int | None, run: Callable, join: Callable
+    ):
+        """`run(images, resolution)`, with the images it left short of the cap (below full
+        size) run again at full size and put back in their places by `join`."""
+        result = run(images, resolution)
         if resolution == 1 or cap is None:
-            return torch.zeros(part.batch_size, dtype=torch.bool)
-        return part.counts.cpu() < cap
+            return result
+        part = result if isinstance(result, Partition) else result.partition
+        short = part.counts.cpu() < cap  # a smaller image had too little to split
+        if not short.any():
+            return result
+        redone = run(images[short], 1.0)
+        return redone if bool(short.all()) else join(result, redone, short)
 
     def _working_images(self, images: Tensor, resolution: float) -> Tensor:
         """The images at the working size of `resolution` (the images themselves at 1)."""
@@ -557,33 +559,21 @@ class DHTTokenizer(nn.Module):
         """
         cap, criterion = self._check(images, budget, criterion)
         sample = self.training if sample_budget is None else sample_budget
-        part = self._partition_at(images, resolution, cap, criterion, generator, sample)
-        short = self._short_of_the_cap(part, resolution, cap)
-        if not short.any():
-            return part
-        full = self._partition_at(images[short], 1.0, cap, criterion, generator, sample)
-        if bool(short.all()):
-            return full
-        kept = [part.select([i]) for i, s in enumerate(short.tolist()) if not s]
-        redone = [full.select([i]) for i in range(full.batch_size)]
-        return Partition.concatenate(_interleave(kept, redone, short))
 
-    def _partition_at(
-        self,
-        images: Tensor,
-        resolution: float,
-        cap: int | None,
-        criterion: str,
-        generator: torch.Generator | None,
-        sample_budget: bool,
-    ) -> Partition:
-        """`partition` of the whole batch at one working resolution, in chunks."""
-        work = self._working_images(images, resolution)
-        parts = [
-            self._partition(chunk, self._features(chunk), cap, criterion, generator, sample_budget)
-            for chunk in _chunks(work)
-        ]
-        part = Partition.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-        if work is images:
-            return part
-        return Partition.from_labels(lift(part.labels, *images.shape[-2:]), relabel=False)
+        def run(batch: Tensor, at: float) -> Partition:
+            parts = self._chunked(
+                batch, at, lambda small, full: self._partition(
+                    small, self._features(small), cap, criterion, generator, sample
+                )[0]
+            )  # fmt: skip
+            part = Partition.concatenate(parts) if len(parts) > 1 else parts[0]
+            if part.labels.shape[-2:] == batch.shape[-2:]:
+                return part
+            return Partition.from_labels(lift(part.labels, *batch.shape[-2:]), relabel=False)
+
+        def join(kept: Partition, redone: Partition, short: Tensor) -> Partition:
+            kept_images = [kept.select([i]) for i, s in enumerate(short.tolist()) if not s]
+            redone_images = [redone.select([i]) for i in range(redone.batch_size)]
+            return Partition.concatenate(_interleave(kept_images, redone_images, short))
+
+        return self._with_fallback(images, resolution, cap, run, join)
