@@ -103,7 +103,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     method = "grid" if args.grid else "dht"
-    _, patch, options = cases(args.size, args.tokens, 8)[method]
+    _, patch, options, _ = cases(args.size, args.tokens, 8)[method]
     model = make_model(method, patch, options, args.size, (128, 4, 4))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     images = photo_crops(args.batch, args.size)

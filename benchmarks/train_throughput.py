@@ -54,37 +54,47 @@ def photo_crops(batch: int, size: int, seed: int = 0) -> torch.Tensor:
     return normalize(torch.stack(crops).clamp(0, 1))
 
 
-def cases(size: int, tokens: int, patch: int) -> dict[str, tuple[str, int, dict]]:
-    """Tokenizer name -> (method, patch size, partition options) at `tokens` tokens per image."""
+def cases(size: int, tokens: int, patch: int) -> dict[str, tuple[str, int, dict, str]]:
+    """Row name -> (method, patch size, partition options, embedder) at `tokens` tokens per
+    image: every row with the dHT embedder (8x8 position grid), and dHT again with the pooled
+    embedder that retrofits use (no box resampling)."""
     side = round(size / tokens**0.5)
     if side * side * tokens != size * size:
         raise SystemExit(f"{tokens} tokens do not tile {size}x{size} into a grid")
     # The quadtree's largest patch: four grid patches wide where the image allows it.
     largest = 4 * side if size % (4 * side) == 0 else 2 * side
     return {
-        "grid": ("grid", side, {"patch_size": side}),
+        "grid": ("grid", side, {"patch_size": side}, "dht"),
         "quadtree": (
             "quadtree",
             patch,
             {"budget": tokens, "min_patch": patch, "max_patch": largest},
+            "dht",
         ),
-        "dht": ("dht", patch, {"budget": tokens}),
+        "dht": ("dht", patch, {"budget": tokens}, "dht"),
+        "dht, pooled embedder": ("dht", patch, {"budget": tokens}, "pooled"),
     }
 
 
 def make_model(
-    method: str, patch_size: int, options: dict, size: int, trunk: tuple[int, int, int]
+    method: str,
+    patch_size: int,
+    options: dict,
+    size: int,
+    trunk: tuple[int, int, int],
+    embedder: str = "dht",
 ) -> torch.nn.Module:
-    """The AdaptiveViT every row trains (seeded, in training mode): the dHT embedder with an
-    8x8 position grid on `method` tokens, trunk = (width, depth, heads)."""
+    """The AdaptiveViT a row trains (seeded, in training mode): `embedder` on `method` tokens
+    (the dHT embedder with an 8x8 position grid; pooled tokens read the patch grid's own
+    positions), trunk = (width, depth, heads)."""
     width, depth, heads = trunk
     torch.manual_seed(0)
     config = ModelConfig(
         method=method,
         image_size=size,
         patch_size=patch_size,
-        embedder="dht",
-        position_grid=8,
+        embedder=embedder,
+        position_grid=8 if embedder == "dht" else None,
         partition_options=options,
         encoder=EncoderConfig(embed_dim=width, depth=depth, num_heads=heads),
     )
@@ -120,8 +130,9 @@ def main() -> int:
     images = photo_crops(batch, size).to(device)
     labels = torch.randint(0, 10, (batch,), generator=torch.Generator().manual_seed(1)).to(device)
     grid_ms = None
-    for name, (method, patch_size, options) in cases(size, tokens, patch).items():
-        model = make_model(method, patch_size, options, size, (width, depth, heads)).to(device)
+    for name, (method, patch_size, options, embedder) in cases(size, tokens, patch).items():
+        trunk = (width, depth, heads)
+        model = make_model(method, patch_size, options, size, trunk, embedder).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         tokenizer_forward = model.tokenizer.forward
         tokenizer_ms: list[float] = []
