@@ -523,3 +523,29 @@ def test_progress_bar_shows_on_a_terminal_unless_switched_off(monkeypatch) -> No
     assert not progress_bar(range(3), 3, shown).disable
     assert progress_bar(range(1), 1, shown).disable  # one file: nothing to follow
     assert progress_bar(range(3), 3, argparse.Namespace(no_progress=True)).disable
+
+
+def test_tokenize_runs_dht_at_a_working_resolution(
+    image_files, tmp_path, capsys, monkeypatch
+) -> None:
+    """--resolution reaches dHT's hierarchy, and is refused for other methods and outside
+    (0, 1], once."""
+    from adaptok.partitioners.dht import DHTTokenizer
+
+    seen = []
+    partition = DHTTokenizer.partition
+
+    def spy(self, images, **options):
+        seen.append(options["resolution"])
+        return partition(self, images, **options)
+
+    monkeypatch.setattr(DHTTokenizer, "partition", spy)
+    out = tmp_path / "half"
+    argv = ["tokenize", str(image_files[0]), "--method", "dht", "--budget", "12"]
+    assert main([*argv, "--resolution", "0.5", "-o", str(out)]) == 0
+    assert "12 tokens (dht)" in capsys.readouterr().out and seen == [0.5]
+    assert main([*argv, "--resolution", "1.5", "-o", str(tmp_path / "bad")]) == 2
+    assert capsys.readouterr().err.count("resolution must be a fraction") == 1
+    quadtree = ["tokenize", str(image_files[0]), "--resolution", "0.5", "-o", str(tmp_path / "q")]
+    assert main(quadtree) == 2
+    assert "does not take --resolution" in capsys.readouterr().err

@@ -26,6 +26,7 @@ METHOD_OPTIONS = {
     "max_patch": ("quadtree",),
     "scorer": ("quadtree",),
     "scorer_weights": ("quadtree",),
+    "resolution": ("dht",),
 }
 
 
@@ -70,6 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="local weights of the feature scorer's ResNet-18 (a timm state dict)",
     )
     parser.add_argument(
+        "--resolution",
+        type=float,
+        default=None,
+        help="dht: fraction of the image's side at which its hierarchy runs (default 1: full "
+        "size; 0.5 is faster and keeps truer regions under a tight --budget)",
+    )
+    parser.add_argument(
         "-o",
         "--output",
         type=Path,
@@ -100,6 +108,10 @@ def partition_options(args: argparse.Namespace) -> dict[str, object]:
     options: dict[str, object] = {}
     if args.budget is not None:
         options["budget"] = spec.parse_budget(args.budget)
+    if "resolution" in given:
+        from ..partitioners.dht.tokenizer import check_resolution
+
+        options["resolution"] = check_resolution(given["resolution"])  # once, not per file
     if args.method == "grid" and "patch_size" in given:
         options["patch_size"] = check_int("--patch-size", given["patch_size"])
     elif args.method == "quadtree":

@@ -33,7 +33,7 @@ from .encoder import PixelEncoder, exact_sigmoid, mix_channels
 from .hierarchy import Hierarchy, build_hierarchy, log_weights
 from .selection import select_partition
 
-__all__ = ["DHTResult", "DHTTokenizer", "lift", "working_size"]
+__all__ = ["DHTResult", "DHTTokenizer", "check_resolution", "lift", "working_size"]
 
 INPUT_SPACES = ("unit", "imagenet")
 POOLINGS = ("exact", "similarity")
@@ -59,11 +59,11 @@ CHUNK_PIXELS = 1 << 18
 MIN_WIDTH = 3.0
 
 
-def working_size(height: int, width: int, resolution: float) -> tuple[int, int]:
-    """(h, w) the hierarchy runs at for `resolution`, a fraction of the image's side in (0, 1].
+def check_resolution(resolution: object) -> float:
+    """A working resolution: a fraction of the image's side in (0, 1].
 
     Raises:
-        AdaptokError: resolution outside (0, 1], or a working size under 2 pixels.
+        AdaptokError: anything else.
     """
     if isinstance(resolution, bool) or not isinstance(resolution, int | float):
         raise AdaptokError(f"resolution must be a number in (0, 1], got {resolution!r}")
@@ -72,6 +72,16 @@ def working_size(height: int, width: int, resolution: float) -> tuple[int, int]:
             f"resolution must be a fraction of the image's side in (0, 1] (1: full size), got "
             f"{resolution}"
         )
+    return float(resolution)
+
+
+def working_size(height: int, width: int, resolution: float) -> tuple[int, int]:
+    """(h, w) the hierarchy runs at for `resolution`, a fraction of the image's side in (0, 1].
+
+    Raises:
+        AdaptokError: resolution outside (0, 1], or a working size under 2 pixels.
+    """
+    resolution = check_resolution(resolution)
     size = (max(1, round(height * resolution)), max(1, round(width * resolution)))
     if min(size) < MIN_SIZE:
         raise AdaptokError(
