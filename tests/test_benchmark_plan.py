@@ -195,7 +195,9 @@ def test_augmented_rows_are_their_own_rows(bench) -> None:
     ]  # fmt: skip
 
 
-def retrofit_rows(tokenizer: str, values, *, tokens: int, steps: int, speed: float = 100.0):
+def retrofit_rows(
+    tokenizer: str, values, *, tokens: int, steps: int, speed: float = 100.0, val: str = ""
+):
     """Issue-18 rows on Fashion-MNIST: a parent ("grid-aug"), retrofits, ToMe."""
     return [
         {
@@ -210,6 +212,7 @@ def retrofit_rows(tokenizer: str, values, *, tokens: int, steps: int, speed: flo
             "train_seconds": "1",
             "eval_images_per_second": str(speed),
             "device": "cpu",
+            "best_val": val,
         }
         for seed, value in enumerate(values)
     ]
@@ -249,6 +252,15 @@ def test_the_retrofit_goals_are_decided_on_numbers(bench) -> None:
     tuned = found[f"{key}-dht-one-epoch"]
     assert tuned.status == "met" and "distilled" in tuned.text
     assert tuned.gap == pytest.approx(0.0)
+    # With as many seeds, the protocol with the better validation score decides, never the test.
+    plain = retrofit_rows("retrofit-quadtree-pooled", [0.80] * 3, tokens=31, steps=125, val="0.8")
+    for val, chosen in (("0.7", "retrofit-quadtree-pooled"), ("0.9", "retrofit-quadtree-kd")):
+        kd = retrofit_rows("retrofit-quadtree-kd", [0.85] * 3, tokens=31, steps=125, val=val)
+        groups = bench.group_rows([*parent, *plain, *kd])
+        verdict = {v.key: v for v in bench.verdicts(groups, "cpu-long")}[
+            f"{key}-quadtree-one-epoch"
+        ]
+        assert verdict.gap == pytest.approx(0.80 - 0.85 if chosen.endswith("pooled") else 0.0)
 
 
 def test_retrofit_and_tome_rows_run_from_an_augmented_parent(bench, tmp_path) -> None:
