@@ -106,6 +106,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--budget", type=int, default=98)
+    parser.add_argument(
+        "--resolution",
+        type=float,
+        default=1.0,
+        help="the hierarchy's working resolution (0.5: what a ViT-S/16 retrofit uses)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
@@ -115,7 +121,8 @@ def main() -> None:
     images = photos.repeat(args.batch // photos.shape[0] + 1, 1, 1, 1)[: args.batch]
 
     def run() -> adaptok.Partition:
-        return adaptok.partition(images, method="dht", budget=args.budget)
+        options = {"resolution": args.resolution} if args.resolution != 1 else {}
+        return adaptok.partition(images, method="dht", budget=args.budget, **options)
 
     for _ in range(args.warmup):
         run()
@@ -132,7 +139,8 @@ def main() -> None:
     total = statistics.median(totals) * per_image
     print(f"# dHT partition profile — {machine_header()}")
     print(
-        f"{args.batch} images of {args.size}x{args.size}, budget {args.budget} "
+        f"{args.batch} images of {args.size}x{args.size}, budget {args.budget}, resolution "
+        f"{args.resolution} "
         f"({part.counts.float().mean():.0f} regions per image), {args.threads} thread(s); "
         f"CPU time of this thread, median of {args.repeats} calls, per image\n"
     )

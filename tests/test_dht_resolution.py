@@ -56,8 +56,15 @@ def test_a_partition_at_a_resolution_is_the_lifted_partition_of_the_smaller_imag
     # The module's forward gives the same regions and full-size pixels and maps.
     result = model(images, budget=12, resolution=resolution)
     assert torch.equal(result.partition.labels, part.labels)
+    check_partition(result.partition)  # boxes, areas and images carried over, not recomputed
     assert result.pixels.shape == images.shape
     assert result.features.shape[-2:] == (48, 40)  # some fell back: all lifted to full size
+    # Every region keeps its row of region colours: the injected pixels rebuild from them.
+    rebuilt = images + result.partition.scatter(
+        result.region_colors - result.partition.region_mean(images)
+    )
+    torch.testing.assert_close(result.pixels, rebuilt)
+    assert result.region_features.shape[0] == result.partition.num_regions
     assert all(level.shape == (4, 48, 40) for level in result.levels)
     assert result.selection.shape == (4, 48, 40)
     check_partition(Partition.from_labels(result.selection, relabel=False))

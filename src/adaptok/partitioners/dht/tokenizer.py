@@ -167,28 +167,51 @@ def _concatenate_results(results: list[DHTResult]) -> DHTResult:
     )
 
 
-def _per_image(result: DHTResult) -> list[DHTResult]:
-    """A batch's DHTResult as one result per image (ids of the maps restarted at 0)."""
-    part = result.partition
-    return [
-        DHTResult(
-            partition=part.select([index]),
-            pixels=result.pixels[index : index + 1],
-            features=result.features[index : index + 1],
-            region_features=result.region_features[part.batch_index == index],
-            region_colors=result.region_colors[part.batch_index == index],
-            levels=tuple(level[index : index + 1] - level[index].min() for level in result.levels),
-            selection=result.selection[index : index + 1] - result.selection[index].min(),
-        )
-        for index in range(part.batch_size)
-    ]
+def _take(part: Partition, index: Tensor) -> tuple[Partition, Tensor]:
+    """(the Partition of images `index` in that order, the old id of each new region): ids are
+    renumbered image after image, each image's regions keeping their order (`Partition.select`
+    would renumber them by first pixel)."""
+    counts = part.counts
+    taken = counts[index]
+    first = taken.cumsum(0) - taken
+    starts = counts.cumsum(0) - counts
+    rows = torch.repeat_interleave(starts[index] - first, taken) + torch.arange(
+        int(taken.sum()), device=counts.device
+    )
+    new_id = torch.full((part.num_regions,), -1, dtype=torch.long, device=counts.device)
+    new_id[rows] = torch.arange(rows.numel(), device=counts.device)
+    image = torch.repeat_interleave(torch.arange(index.numel(), device=counts.device), taken)
+    labels = new_id[part.labels[index]]
+    return Partition(
+        labels=labels, batch_index=image, box=part.box[rows], area=part.area[rows]
+    ), rows
 
 
-def _interleave(first: list, second: list, take_second: Tensor) -> list:
-    """Items in batch order: image i from `second` where take_second[i], else from `first`
-    (each list holds its images in batch order)."""
-    first_items, second_items = iter(first), iter(second)
-    return [next(second_items) if taken else next(first_items) for taken in take_second.tolist()]
+def _take_images(result: DHTResult, index: Tensor) -> DHTResult:
+    """The DHTResult of images `index` of a batch, in that order, every region keeping its row
+    of region_features / region_colors (`_take`)."""
+    part, rows = _take(result.partition, index)
+    selection = result.selection[index]  # ids consecutive per image: shift each image's range
+    lowest = result.selection.flatten(1).amin(1)
+    spans = result.selection.flatten(1).amax(1) - lowest + 1
+    shift = (spans[index].cumsum(0) - spans[index]) - lowest[index]
+    return DHTResult(
+        partition=part,
+        pixels=result.pixels[index],
+        features=result.features[index],
+        region_features=result.region_features[rows],
+        region_colors=result.region_colors[rows],
+        levels=tuple(level[index] for level in result.levels),
+        selection=selection + shift.view(-1, 1, 1),
+    )
+
+
+def _batch_order(short: Tensor) -> Tensor:
+    """Image i of a batch in [the batch's first results, then the results redone for the
+    `short` images]: i itself where it is not short, else its place among the redone ones."""
+    batch = short.numel()
+    redone = batch + torch.cumsum(short.long(), 0) - 1
+    return torch.where(short, redone, torch.arange(batch, device=short.device))
 
 
 class DHTTokenizer(nn.Module):
@@ -456,14 +479,11 @@ class DHTTokenizer(nn.Module):
             )  # fmt: skip
             return results[0] if len(results) == 1 else _concatenate_results(results)
 
-        def join(kept: DHTResult, redone: DHTResult, short: Tensor) -> DHTResult:
-            size = images.shape[-2:]  # features of the kept images lifted to the full size
-            kept_images = [
-                dataclasses.replace(r, features=F.interpolate(r.features, size=size))
-                for r, s in zip(_per_image(kept), short.tolist(), strict=True)
-                if not s
-            ]
-            return _concatenate_results(_interleave(kept_images, _per_image(redone), short))
+        def join(first: DHTResult, redone: DHTResult, short: Tensor) -> DHTResult:
+            size = images.shape[-2:]  # features at the working size lifted to the full size
+            first = dataclasses.replace(first, features=F.interpolate(first.features, size=size))
+            joined = _concatenate_results([first, redone])
+            return _take_images(joined, _batch_order(short).to(images.device))
 
         return self._with_fallback(images, resolution, cap, run, join)
 
@@ -581,9 +601,8 @@ class DHTTokenizer(nn.Module):
                 return part
             return Partition.from_labels(lift(part.labels, *batch.shape[-2:]), relabel=False)
 
-        def join(kept: Partition, redone: Partition, short: Tensor) -> Partition:
-            kept_images = [kept.select([i]) for i, s in enumerate(short.tolist()) if not s]
-            redone_images = [redone.select([i]) for i in range(redone.batch_size)]
-            return Partition.concatenate(_interleave(kept_images, redone_images, short))
+        def join(first: Partition, redone: Partition, short: Tensor) -> Partition:
+            joined = Partition.concatenate([first, redone])
+            return _take(joined, _batch_order(short).to(images.device))[0]
 
         return self._with_fallback(images, resolution, cap, run, join)
