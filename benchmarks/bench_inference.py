@@ -10,7 +10,8 @@ tokenizer inside the timer:
     retrofit quadtree   retrofit(vit, "quadtree"), patches P..2P, the valid budget nearest half
     retrofit dht     retrofit(vit, "dht"), partition_options budget = half the grid's tokens (the
                      hierarchy at the derived working resolution), and again at full size
-    ToMe             adaptok.models.tome: the timm model merging down to half the tokens
+    ToMe             adaptok.models.tome: the timm model merging down to half the tokens, and
+                     to a quarter
     dHT partition alone   the dht row's tokenizer call, also as a share of the timm forward
 
 The rows are timed in turn within each repeat (after the warm-up calls), so a change in the
@@ -24,6 +25,7 @@ the date, processor, threads, torch version and load.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -118,9 +120,19 @@ def build_rows(vit: nn.Module, images: Tensor) -> list[Row]:
             model.eval()
             _, counts = model(images, return_counts=True)
             rows.append(Row(f"retrofit {name}", model, float(counts.float().mean())))
-    rows.append(
-        Row(f"ToMe (final {half} tokens)", lambda x: tome_forward(vit, x, final_tokens=half), half)
-    )
+    # The same count, and merged further towards the quadtree's throughput where the blocks can
+    # (each merges at most half its tokens).
+    finals = [half]
+    if grid // 4 >= math.ceil(grid / 2 ** len(vit.blocks)):
+        finals.append(grid // 4)
+    for final in finals:
+        rows.append(
+            Row(
+                f"ToMe (final {final} tokens)",
+                lambda x, final=final: tome_forward(vit, x, final_tokens=final),
+                final,
+            )
+        )
     dht = models[f"dht (budget {half}, resolution {resolution})"]
     rows.append(Row("dHT partition alone", dht.tokenizer, None))
     return rows

@@ -311,6 +311,9 @@ def retrofit_plan(profile: Profile) -> list[Run]:
             "retrofit-dht-pooled": {"budget": 64},
         }
         runs.append(Run(dataset, "tome", 31, 0, p, {"final_tokens": 31}, parent.run_id))
+        # ToMe merged further, towards the quadtree retrofit's throughput (bench_inference
+        # times both in turn; these rows give the accuracy there).
+        runs.append(Run(dataset, "tome", 16, 0, p, {"final_tokens": 16}, parent.run_id))
         for tokenizer, options in half.items():
             runs.append(Run(dataset, tokenizer, 31, 0, p, options, parent.run_id, 0))
             runs.append(Run(dataset, tokenizer, 31, 0, p, options, parent.run_id, epoch))
