@@ -182,9 +182,8 @@ def _take(part: Partition, index: Tensor) -> tuple[Partition, Tensor]:
     new_id[rows] = torch.arange(rows.numel(), device=counts.device)
     image = torch.repeat_interleave(torch.arange(index.numel(), device=counts.device), taken)
     labels = new_id[part.labels[index]]
-    return Partition(
-        labels=labels, batch_index=image, box=part.box[rows], area=part.area[rows]
-    ), rows
+    box, area = part.box[rows], part.area[rows]
+    return Partition(labels=labels, batch_index=image, box=box, area=area), rows
 
 
 def _take_images(result: DHTResult, index: Tensor) -> DHTResult:
