@@ -272,7 +272,7 @@ PARENT_MIN_CROP = 0.75  # best validation accuracy of the three (74.6, 76.3, 79.
 # Weight of distillation from the parent in the "-kd" retrofit fine-tunes (TrainConfig.distill),
 # chosen by a probe on the retrofit probe's parent and held-out images (the last 1,000 of the
 # training split): 0.5 gained 1.0 (quadtree, 2 seeds) and 2.0 points (dHT) over labels alone,
-# 0.9 gained 1.5 and 0.3.
+# 0.9 gained 1.5 and 0.3. In the table's rows it changed little (docs/training.md).
 DISTILL = 0.5
 
 

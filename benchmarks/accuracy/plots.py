@@ -78,7 +78,7 @@ def plot_all(
                 if run.seed == 0 and run.tokens == CURVE_TOKENS and not run.augment
                 and run.tokenizer in TOKENIZER_LABELS
             ]  # fmt: skip
-            figures.append(plot_curves(plt, curves.get(profile, {}), runs, docs / name))
+            figures.append(plot_curves(plt, curves.get(profile, {}), runs, docs / name, profile))
     figures.append(cluttered_panel(docs / "cluttered_tokens.png", work, plt))
     return [figure for figure in figures if figure and Path(figure).name in captions]
 
@@ -166,7 +166,7 @@ def gather_curves(work: Path, stored: Path) -> dict[str, dict[str, list]]:
 CURVE_TOKENS = 64  # the curves picture shows the rows at equal tokens (the README's comparison)
 
 
-def plot_curves(plt, curves: dict, runs: list, path: Path) -> str | None:
+def plot_curves(plt, curves: dict, runs: list, path: Path, profile: str = "") -> str | None:
     """Validation score against steps of `runs` (a profile's seed-0 from-scratch rows at
     CURVE_TOKENS tokens; `curves` that profile's, by run id), one panel per dataset, one legend
     below; the existing figure while a row's curve is missing (a redraw would leave it out)."""
@@ -191,7 +191,9 @@ def plot_curves(plt, curves: dict, runs: list, path: Path) -> str | None:
         ax.set_ylabel("validation " + ("mean IoU" if dataset == "shapes" else "accuracy") + " (%)")
         ax.grid(alpha=0.3)
     labels = [label for label in TOKENIZER_LABELS.values() if label in drawn]
-    fig.suptitle(f"Validation score during training, {CURVE_TOKENS} tokens per image", fontsize=11)
+    where = f" ({profile}, seed 0)" if profile else " (seed 0)"
+    title = f"Validation score during training, {CURVE_TOKENS} tokens per image{where}"
+    fig.suptitle(title, fontsize=11)
     fig.legend([drawn[label] for label in labels], labels, loc="lower center", ncol=len(labels))
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=90)
