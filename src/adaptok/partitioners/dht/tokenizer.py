@@ -506,7 +506,7 @@ class DHTTokenizer(nn.Module):
         short = part.counts.cpu() < cap  # a smaller image had too little to split
         if not short.any():
             return result
-        redone = run(images[short], 1.0)
+        redone = run(images[short.to(images.device)], 1.0)
         return redone if bool(short.all()) else join(result, redone, short)
 
     def _working_images(self, images: Tensor, resolution: float) -> Tensor:
