@@ -145,3 +145,20 @@ def test_configs_stored_before_the_working_resolution_keep_the_full_size() -> No
     stored = {**fresh.to_dict(), "partition_options": {"budget": 8}}  # a 0.2-era checkpoint
     assert ModelConfig.from_dict(stored).partition_options == {"budget": 8, "resolution": 1.0}
     assert ModelConfig.from_dict(fresh.to_dict()) == fresh
+
+
+@pytest.mark.cuda
+def test_the_working_resolution_and_its_fallback_on_cuda() -> None:
+    """A mixed batch (one flat image falls back) on the GPU: a valid partition within the cap,
+    every region keeping its row of region colours, the same counts as on the CPU."""
+    images = torch.cat([smooth_images(3, 48, 40, seed=11), torch.full((1, 3, 48, 40), 0.4)])
+    model = load_default_tokenizer().eval()
+    cpu = model.partition(images, budget=12, resolution=0.5)
+    model = model.cuda()
+    result = model(images.cuda(), budget=12, resolution=0.5)
+    check_partition(result.partition)
+    assert result.partition.counts.tolist() == cpu.counts.tolist()
+    rebuilt = images.cuda() + result.partition.scatter(
+        result.region_colors - result.partition.region_mean(images.cuda())
+    )
+    torch.testing.assert_close(result.pixels, rebuilt)
