@@ -119,7 +119,8 @@ def plot_accuracy(plt, groups: dict, profile: str, path: Path) -> str | None:
                 color=COLOURS[tokenizer],
             )
         ax.set_xscale("log", base=2)
-        ticks = [t for t in (16, 32, 64, 128, 256) if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        candidates = (16, 24, 32, 48, 64, 96, 128, 192, 256)
+        ticks = [t for t in candidates if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.set_xlabel("tokens per image (test split, log scale)")
         ax.set_ylabel(METRIC_LABELS[metric])
