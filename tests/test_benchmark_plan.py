@@ -329,7 +329,7 @@ def test_curves_are_kept_beside_the_table_and_redraw_only_when_complete(bench, t
     grid = bench.Run("fashion-mnist-64", "grid", 64, 0, 8)
     dht = bench.Run("fashion-mnist-64", "dht", 64, 0, 8)
     picture = tmp_path / "curves.png"
-    assert plots.plot_curves(plt, curves["cpu-small"], [grid, dht], picture) is None
+    assert plots.plot_curves(plt, curves["cpu-small"], [grid, dht], picture, "cpu-small") is None
     assert not picture.exists()  # dHT's curve is missing: nothing to redraw
-    assert plots.plot_curves(plt, curves["cpu-small"], [grid], picture)
+    assert plots.plot_curves(plt, curves["cpu-small"], [grid], picture, "cpu-small")
     assert picture.stat().st_size > 0

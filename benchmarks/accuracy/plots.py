@@ -167,7 +167,7 @@ def gather_curves(work: Path, stored: Path) -> dict[str, dict[str, list]]:
 CURVE_TOKENS = 64  # the curves picture shows the rows at equal tokens (the README's comparison)
 
 
-def plot_curves(plt, curves: dict, runs: list, path: Path, profile: str = "") -> str | None:
+def plot_curves(plt, curves: dict, runs: list, path: Path, profile: str) -> str | None:
     """Validation score against steps of `runs` (a profile's seed-0 from-scratch rows at
     CURVE_TOKENS tokens; `curves` that profile's, by run id), one panel per dataset, one legend
     below; the existing figure while a row's curve is missing (a redraw would leave it out)."""
@@ -192,8 +192,7 @@ def plot_curves(plt, curves: dict, runs: list, path: Path, profile: str = "") ->
         ax.set_ylabel("validation " + ("mean IoU" if dataset == "shapes" else "accuracy") + " (%)")
         ax.grid(alpha=0.3)
     labels = [label for label in TOKENIZER_LABELS.values() if label in drawn]
-    where = f" ({profile}, seed 0)" if profile else " (seed 0)"
-    title = f"Validation score during training, {CURVE_TOKENS} tokens per image{where}"
+    title = f"Validation score during training, {CURVE_TOKENS} tokens per image ({profile}, seed 0)"
     fig.suptitle(title, fontsize=11)
     fig.legend([drawn[label] for label in labels], labels, loc="lower center", ncol=len(labels))
     fig.tight_layout(rect=(0, 0.08, 1, 1))

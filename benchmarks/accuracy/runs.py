@@ -306,16 +306,12 @@ def build(run: Run, num_classes: int, task: str, work: Path, device: str) -> nn.
     return model.to(device)
 
 
-def retrofitted(run: Run, profile: Profile, work: Path, num_classes: int) -> nn.Module:
-    """A retrofit row's model: its grid parent's best.pt carried onto the row's tokens with
-    `adaptok.train.init_from_model` (the library path of `adaptok train --init-from`).
-
-    Raises:
-        FileNotFoundError: the parent has not finished yet.
-    """
+def retrofitted(run: Run, parent: nn.Module, source: Path) -> nn.Module:
+    """A retrofit row's model: its grid parent (`parent_model`, read from `source`) carried
+    onto the row's tokens with `adaptok.train.init_from_model` (the library path of
+    `adaptok train --init-from`); the parent itself is left as it is."""
     from adaptok.train import init_from_model
 
-    parent = parent_model(run, profile, work, num_classes)
     method = run.tokenizer.removeprefix("retrofit-").partition("-")[0]
     embedder, attention = EMBEDDERS[run.tokenizer]
     return init_from_model(
@@ -325,7 +321,7 @@ def retrofitted(run: Run, profile: Profile, work: Path, num_classes: int) -> nn.
         embedder=embedder,
         proportional_attention=attention,
         position="learned",
-        source=str(parent_checkpoint(run, profile, work)),
+        source=str(source),
     )
 
 
@@ -510,11 +506,14 @@ def execute(run: Run, profile: Profile, work: Path, device: str, log: Log) -> li
     info = data["train"].info  # type: ignore[attr-defined]
     folder = work / "runs" / profile.name / run.run_id
     retrofit_row = run.tokenizer.startswith("retrofit")
+    parent = None  # a retrofit row's grid parent: its starting weights, and a teacher
     if run.tokenizer == "tome":
         model = tome_model(run, profile, work, info.num_classes).to(device)
         steps, lr, eval_every = 0, LR, 1
     elif retrofit_row:
-        model = retrofitted(run, profile, work, info.num_classes).to(device)
+        parent = parent_model(run, profile, work, info.num_classes)
+        source = parent_checkpoint(run, profile, work)
+        model = retrofitted(run, parent, source).to(device)
         steps = run.finetune
         lr, eval_every = LR * FINETUNE_LR_FACTOR, max(1, run.finetune // 2)
     else:
@@ -533,7 +532,7 @@ def execute(run: Run, profile: Profile, work: Path, device: str, log: Log) -> li
         config = fit_config(
             run, profile, data, folder, device, steps=steps, lr=lr, eval_every=eval_every
         )
-        teacher = parent_model(run, profile, work, info.num_classes) if run.distilled else None
+        teacher = parent if run.distilled else None
         result = fit(model, data["train"], data["val"], config, teacher=teacher, resume=True)
         log(f"fit: best validation {result.best_score:.4f} at step {result.best_step}")
     scored = score(model, data, device)

@@ -429,8 +429,9 @@ def _fit(
 ) -> TrainResult:
     output = Path(config.output)
     check_output(output, resume=resume, overwrite=overwrite)
-    distillation = _distillation(teacher, config, _task(model, train_set), info.device)
-    augment = config.augment_for(_task(model, train_set))
+    task = _task(model, train_set)
+    distillation = _distillation(teacher, config, task, info.device)
+    augment = config.augment_for(task)
     config = dataclasses.replace(config, augment=augment)
     model_config = model_config if model_config is not None else getattr(model, "config", None)
     sampler = train_sampler(train_set, config, info)

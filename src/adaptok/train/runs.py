@@ -23,7 +23,7 @@ from .config import TrainConfig
 from .datasets import build_dataset, holdout
 from .distributed import cleanup_distributed, init_distributed
 from .fit import TrainResult, check_output, fit
-from .init_from import init_from_checkpoint
+from .init_from import init_from_model
 
 __all__ = ["check_split_folders", "datasets_for", "train"]
 
@@ -93,7 +93,7 @@ def train(
         resume: continue from `config.output/last.pt` (see `fit`).
         overwrite: start afresh in an output folder that already holds a run.
         init_from: a checkpoint written by `train` (last.pt or best.pt) whose weights the model
-            starts from, even with another tokenizer (`init_from_checkpoint`); the trunk, patch
+            starts from, even with another tokenizer (`init_from_model`); the trunk, patch
             size and image size are the checkpoint's. A resumed run reads last.pt instead. With
             `config.distill` > 0 the checkpoint's model is also the teacher.
 
@@ -110,14 +110,18 @@ def train(
         )
         _seed_everything(config.seed)
         model: AdaptiveViT
+        parent = None
         if init_from is not None:
-            model = init_from_checkpoint(
-                init_from,
+            # Read once: the child copies its weights, and a distilling run's teacher is it.
+            parent = load_model(init_from)
+            model = init_from_model(
+                parent,
                 model_config.method,
                 partition_options=model_config.partition_options or None,
                 embedder=model_config.embedder,
                 position=model_config.position,
                 position_grid=model_config.position_grid,
+                source=str(init_from),
             )
             model_config = model.config  # type: ignore[assignment]
         else:
@@ -128,7 +132,7 @@ def train(
             trained = init_from is not None or model_config.backbone_weights is not None
             augment = data.task == "classification" and not trained
             config = dataclasses.replace(config, augment=augment)
-        teacher = load_model(init_from) if init_from is not None and config.distill else None
+        teacher = parent if config.distill else None
         return fit(
             model, train_set, val_set, config, test_set=test_set, teacher=teacher,
             resume=resume, overwrite=overwrite, model_config=model_config,
