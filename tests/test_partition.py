@@ -89,6 +89,26 @@ def test_concatenate_undoes_a_split_of_the_batch() -> None:
         Partition.concatenate([part, random_partition(width=18)])
 
 
+def test_take_keeps_each_images_region_order_and_says_where_each_region_came_from() -> None:
+    part = random_partition(batch=4)
+    # Ids out of first-pixel order within each image (as dHT gives them): reverse them.
+    start = (part.counts.cumsum(0) - part.counts)[part.batch_index]
+    end = part.counts.cumsum(0)[part.batch_index]
+    reversed_ids = start + end - 1 - torch.arange(part.num_regions)
+    shuffled = Partition.from_labels(reversed_ids[part.labels], relabel=False)
+    taken, rows = shuffled.take([3, 1])
+    check_partition(taken)
+    selected = shuffled.select([3, 1])
+    assert torch.equal(Partition.from_labels(taken.labels).labels, selected.labels)
+    # Region j of the result is region rows[j] of the source, in the source's order per image.
+    for new, old in enumerate(rows.tolist()):
+        assert torch.equal(taken.labels == new, shuffled.labels[[3, 1]] == old), (new, old)
+    assert torch.equal(taken.box, shuffled.box[rows]) and torch.equal(
+        taken.area, shuffled.area[rows]
+    )
+    assert bool((rows[1:] > rows[:-1])[taken.batch_index[1:] == taken.batch_index[:-1]].all())
+
+
 def test_check_partition_rejects_disconnected_regions() -> None:
     labels = torch.tensor([[[0, 1, 0]]])
     part = Partition.from_labels(labels)

@@ -163,6 +163,28 @@ class Partition:
         index = torch.as_tensor(index, device=self.device, dtype=torch.long)
         return Partition.from_labels(self.labels[index])
 
+    def take(self, index: Tensor | list[int]) -> tuple[Partition, Tensor]:
+        """(the Partition of images `index` in that order, [N'] the old id of each new region).
+
+        Unlike `select`, which renumbers every image's regions by first pixel, each image keeps
+        its regions' order (ids offset image after image), so per-region values of this
+        Partition follow along by indexing with the second result; boxes and areas are carried
+        over, not recomputed.
+        """
+        index = torch.as_tensor(index, device=self.device, dtype=torch.long)
+        counts = self.counts
+        taken = counts[index]
+        first = taken.cumsum(0) - taken  # new first id of each taken image
+        starts = counts.cumsum(0) - counts  # old first id of every image
+        rows = torch.repeat_interleave(starts[index] - first, taken) + torch.arange(
+            int(taken.sum()), device=self.device
+        )
+        new_id = torch.full((self.num_regions,), -1, dtype=torch.long, device=self.device)
+        new_id[rows] = torch.arange(rows.numel(), device=self.device)
+        image = torch.repeat_interleave(torch.arange(index.numel(), device=self.device), taken)
+        labels = new_id[self.labels[index]]
+        return Partition(labels, image, self.box[rows], self.area[rows]), rows
+
     @classmethod
     def concatenate(cls, parts: Sequence[Partition]) -> Partition:
         """One Partition of the images of `parts` in order (e.g. the chunks of a batch

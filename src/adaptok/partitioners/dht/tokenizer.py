@@ -167,29 +167,17 @@ def _concatenate_results(results: list[DHTResult]) -> DHTResult:
     )
 
 
-def _take(part: Partition, index: Tensor) -> tuple[Partition, Tensor]:
-    """(the Partition of images `index` in that order, the old id of each new region): ids are
-    renumbered image after image, each image's regions keeping their order (`Partition.select`
-    would renumber them by first pixel)."""
-    counts = part.counts
-    taken = counts[index]
-    first = taken.cumsum(0) - taken
-    starts = counts.cumsum(0) - counts
-    rows = torch.repeat_interleave(starts[index] - first, taken) + torch.arange(
-        int(taken.sum()), device=counts.device
-    )
-    new_id = torch.full((part.num_regions,), -1, dtype=torch.long, device=counts.device)
-    new_id[rows] = torch.arange(rows.numel(), device=counts.device)
-    image = torch.repeat_interleave(torch.arange(index.numel(), device=counts.device), taken)
-    labels = new_id[part.labels[index]]
-    box, area = part.box[rows], part.area[rows]
-    return Partition(labels=labels, batch_index=image, box=box, area=area), rows
+def _lift_partition(part: Partition, height: int, width: int) -> Partition:
+    """A working-size Partition at H x W (`lift`: same ids, same order); itself at full size."""
+    if part.labels.shape[-2:] == (height, width):
+        return part
+    return Partition.from_labels(lift(part.labels, height, width), relabel=False)
 
 
 def _take_images(result: DHTResult, index: Tensor) -> DHTResult:
     """The DHTResult of images `index` of a batch, in that order, every region keeping its row
-    of region_features / region_colors (`_take`)."""
-    part, rows = _take(result.partition, index)
+    of region_features / region_colors (`Partition.take`)."""
+    part, rows = result.partition.take(index)
     selection = result.selection[index]  # ids consecutive per image: shift each image's range
     lowest = result.selection.flatten(1).amin(1)
     spans = result.selection.flatten(1).amax(1) - lowest + 1
@@ -557,8 +545,7 @@ class DHTTokenizer(nn.Module):
             / total[:, None]
         )
         region_colors = self._denormalise_colors(self.inject(region_features))
-        if part.labels.shape[-2:] != (height, width):  # the regions at full size (same ids)
-            part = Partition.from_labels(lift(part.labels, height, width), relabel=False)
+        part = _lift_partition(part, height, width)
         correction = region_colors - part.region_mean(full)
         pixels = full + part.scatter(correction)
         return DHTResult(
@@ -596,12 +583,10 @@ class DHTTokenizer(nn.Module):
                 )[0]
             )  # fmt: skip
             part = Partition.concatenate(parts) if len(parts) > 1 else parts[0]
-            if part.labels.shape[-2:] == batch.shape[-2:]:
-                return part
-            return Partition.from_labels(lift(part.labels, *batch.shape[-2:]), relabel=False)
+            return _lift_partition(part, *batch.shape[-2:])
 
         def join(first: Partition, redone: Partition, short: Tensor) -> Partition:
             joined = Partition.concatenate([first, redone])
-            return _take(joined, _batch_order(short).to(images.device))[0]
+            return joined.take(_batch_order(short))[0]
 
         return self._with_fallback(images, resolution, cap, run, join)
