@@ -11,8 +11,8 @@ import adaptok
 from adaptok import AdaptokError, Partition
 from adaptok.graph import label_components
 from adaptok.partitioners.dht import derive_options, load_default_tokenizer
-from adaptok.partitioners.dht.tokenizer import lift, working_size
-from adaptok.regions import check_partition
+from adaptok.partitioners.dht.tokenizer import working_size
+from adaptok.regions import check_partition, lift
 from conftest import assert_gradients_reach
 from test_dht import canonical, smooth_images
 

@@ -4,7 +4,7 @@ import torch
 import adaptok
 from adaptok import AdaptokError, Partition
 from adaptok.graph import label_components
-from adaptok.regions import PartitionError, check_partition
+from adaptok.regions import PartitionError, check_partition, lift
 
 
 def random_partition(batch: int = 3, height: int = 12, width: int = 17) -> Partition:
@@ -107,6 +107,20 @@ def test_take_keeps_each_images_region_order_and_says_where_each_region_came_fro
         taken.area, shuffled.area[rows]
     )
     assert bool((rows[1:] > rows[:-1])[taken.batch_index[1:] == taken.batch_index[:-1]].all())
+
+
+@pytest.mark.parametrize("size", [(12, 17), (24, 34), (13, 40), (31, 18)])
+def test_lift_carries_every_field_to_a_finer_grid(size: tuple[int, int]) -> None:
+    """Boxes and areas derived from the blocks equal those of the lifted labels' pixels."""
+    part = random_partition()
+    lifted = part.lift(*size)
+    assert torch.equal(lifted.labels, lift(part.labels, *size))
+    derived = Partition.from_labels(lifted.labels, relabel=False)
+    for name in ("batch_index", "box", "area"):
+        assert torch.equal(getattr(lifted, name), getattr(derived, name)), name
+    check_partition(lifted)
+    with pytest.raises(AdaptokError, match="at least the Partition's 12x17"):
+        part.lift(11, 40)
 
 
 def test_check_partition_rejects_disconnected_regions() -> None:

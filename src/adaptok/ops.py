@@ -39,7 +39,9 @@ def summary_repr(result: object) -> str:
         return repr(value)
 
     shown = ", ".join(
-        f"{field.name}={show(getattr(result, field.name))}" for field in dataclasses.fields(result)
+        f"{field.name}={show(getattr(result, field.name))}"
+        for field in dataclasses.fields(result)
+        if field.repr
     )
     return f"{type(result).__name__}({shown})"
 

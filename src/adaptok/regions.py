@@ -13,11 +13,28 @@ from .errors import AdaptokError
 from .graph import label_components
 from .ops import counted
 
-__all__ = ["Partition", "PartitionError", "check_partition"]
+__all__ = ["Partition", "PartitionError", "check_partition", "lift"]
 
 
 class PartitionError(AdaptokError):
     """A Partition's invariants do not hold."""
+
+
+def lift(maps: Tensor, height: int, width: int) -> Tensor:
+    """[B, h, w] integer maps -> [B, H, W] (H >= h, W >= w): every pixel takes the value of the
+    coarse pixel it falls in (row y reads row y * h // H). Each coarse pixel covers a block of
+    whole pixels and neighbouring pixels cover neighbouring blocks, so a 4-connected region stays
+    4-connected, keeps its id and its order by first pixel."""
+    rows = torch.arange(height, device=maps.device) * maps.shape[-2] // height
+    columns = torch.arange(width, device=maps.device) * maps.shape[-1] // width
+    return maps.index_select(-2, rows).index_select(-1, columns)
+
+
+def _block_starts(coarse: int, fine: int, device: torch.device) -> Tensor:
+    """[coarse + 1] the first of the `fine` rows that `lift` maps to each coarse row, then
+    `fine`: row y reads y * coarse // fine, so coarse row r starts at ceil(r * fine / coarse)."""
+    rows = torch.arange(coarse + 1, device=device)
+    return (rows * fine + coarse - 1) // coarse
 
 
 @dataclass(frozen=True)
@@ -157,6 +174,36 @@ class Partition:
         return Partition(
             *(t.to(device) for t in (self.labels, self.batch_index, self.box, self.area))
         )
+
+    def lift(self, height: int, width: int) -> Partition:
+        """This Partition on a finer grid of H x W pixels (H >= h, W >= w), every pixel in the
+        region of the coarse pixel it falls in (`lift`): same ids, order and images; boxes and
+        areas follow from the blocks instead of a pass over the H x W pixels. Itself at its own
+        size."""
+        coarse = self.image_size
+        if (height, width) == coarse:
+            return self
+        if height < coarse[0] or width < coarse[1]:
+            raise AdaptokError(
+                f"lift goes to at least the Partition's {coarse[0]}x{coarse[1]} pixels, got "
+                f"{height}x{width}; a coarser Partition needs partitioning again"
+            )
+        rows = _block_starts(coarse[0], height, self.device)
+        columns = _block_starts(coarse[1], width, self.device)
+        box = torch.stack(
+            [
+                rows[self.box[:, 0]],
+                columns[self.box[:, 1]],
+                rows[self.box[:, 2]],
+                columns[self.box[:, 3]],
+            ],
+            1,
+        )
+        block = rows.diff()[:, None] * columns.diff()[None, :]  # pixels under each coarse pixel
+        area = torch.zeros_like(self.area).index_add_(
+            0, self.labels.flatten(), block.expand_as(self.labels).flatten()
+        )
+        return Partition(lift(self.labels, height, width), self.batch_index, box, area)
 
     def select(self, index: Tensor | list[int]) -> Partition:
         """The Partition of a subset of the images, renumbered from 0."""

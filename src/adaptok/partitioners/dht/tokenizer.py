@@ -18,7 +18,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -26,14 +28,14 @@ from torch import Tensor, nn
 
 from ...errors import AdaptokError, check_images
 from ...ops import imagenet_mean_std, summary_repr
-from ...regions import Partition
+from ...regions import Partition, lift
 from .budget import AUTO, check_budget, resolve_budget
 from .criteria import check_criterion
 from .encoder import PixelEncoder, exact_sigmoid, mix_channels
 from .hierarchy import Hierarchy, build_hierarchy, log_weights
 from .selection import select_partition
 
-__all__ = ["DHTResult", "DHTTokenizer", "check_resolution", "lift", "working_size"]
+__all__ = ["DHTResult", "DHTTokenizer", "check_resolution", "working_size"]
 
 INPUT_SPACES = ("unit", "imagenet")
 POOLINGS = ("exact", "similarity")
@@ -91,14 +93,12 @@ def working_size(height: int, width: int, resolution: float) -> tuple[int, int]:
     return size
 
 
-def lift(maps: Tensor, height: int, width: int) -> Tensor:
-    """[B, h, w] integer maps -> [B, H, W] (H >= h, W >= w): every pixel takes the value of the
-    working pixel it falls in (row y reads row y * h // H). Each working pixel covers a block of
-    whole pixels and neighbouring pixels cover neighbouring blocks, so a 4-connected region stays
-    4-connected, keeps its id and its order by first pixel."""
-    rows = torch.arange(height, device=maps.device) * maps.shape[-2] // height
-    columns = torch.arange(width, device=maps.device) * maps.shape[-1] // width
-    return maps.index_select(-2, rows).index_select(-1, columns)
+class Inspection(NamedTuple):
+    """The maps a DHTResult builds on first read (see DHTResult)."""
+
+    features: Tensor
+    levels: tuple[Tensor, ...]
+    selection: Tensor
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,16 @@ class DHTResult:
             budget per image).
         pixels: [B, C, H, W] mean-injected pixels x + (W·f̄_S - x̄_S), in the input's space;
             carries gradient to the encoder, the self-edge projection and the injection map.
-        features: [B, d, h, w] pixel features f from the encoder at the working size (H x W at
-            resolution 1, and for every image when some of the batch fell back to full size).
         region_features: [N, d] similarity-weighted mean feature f̄_S of every final region.
         region_colors: [N, C] W·f̄_S in the input's space (the injected region means).
+        inspect: () -> Inspection, the maps below, built on their first read: a model reads
+            none of them, and at full size they cost a ViT-S/16 retrofit about a tenth of its
+            forward (benchmarks/results/inference_speed.md).
+
+    Properties (built by `inspect`, once):
+        features: [B, d, h, w] pixel features f from the encoder at the working size (H x W at
+            resolution 1, and for every image when some of the batch fell back to full size);
+            they carry gradient.
         levels: one [B, H, W] int64 map per merge level (vertex ids of that level, unique across
             the batch); each level's regions are unions of the previous level's.
         selection: [B, H, W] int64 regions chosen by the information criterion, relabelled into
@@ -122,13 +128,27 @@ class DHTResult:
 
     partition: Partition
     pixels: Tensor
-    features: Tensor
     region_features: Tensor
     region_colors: Tensor
-    levels: tuple[Tensor, ...]
-    selection: Tensor
+    inspect: Callable[[], Inspection] = field(repr=False)
 
     __repr__ = summary_repr
+
+    @cached_property
+    def _inspection(self) -> Inspection:
+        return self.inspect()
+
+    @property
+    def features(self) -> Tensor:
+        return self._inspection.features
+
+    @property
+    def levels(self) -> tuple[Tensor, ...]:
+        return self._inspection.levels
+
+    @property
+    def selection(self) -> Tensor:
+        return self._inspection.selection
 
 
 def _chunks(images: Tensor) -> list[Tensor]:
@@ -152,44 +172,48 @@ def _concatenate_results(results: list[DHTResult]) -> DHTResult:
         offsets = torch.tensor([0] + [int(ids.max()) + 1 for ids in maps[:-1]]).cumsum(0)
         return torch.cat([ids + int(offset) for ids, offset in zip(maps, offsets, strict=True)])
 
-    depth = max(len(result.levels) for result in results)
+    def inspect() -> Inspection:
+        depth = max(len(result.levels) for result in results)
+        return Inspection(
+            features=torch.cat([result.features for result in results]),
+            levels=tuple(
+                stack_ids([result.levels[min(at, len(result.levels) - 1)] for result in results])
+                for at in range(depth)
+            ),
+            selection=stack_ids([result.selection for result in results]),
+        )
+
     return DHTResult(
         partition=Partition.concatenate([result.partition for result in results]),
         pixels=torch.cat([result.pixels for result in results]),
-        features=torch.cat([result.features for result in results]),
         region_features=torch.cat([result.region_features for result in results]),
         region_colors=torch.cat([result.region_colors for result in results]),
-        levels=tuple(
-            stack_ids([result.levels[min(level, len(result.levels) - 1)] for result in results])
-            for level in range(depth)
-        ),
-        selection=stack_ids([result.selection for result in results]),
+        inspect=inspect,
     )
-
-
-def _lift_partition(part: Partition, height: int, width: int) -> Partition:
-    """A working-size Partition at H x W (`lift`: same ids, same order); itself at full size."""
-    if part.labels.shape[-2:] == (height, width):
-        return part
-    return Partition.from_labels(lift(part.labels, height, width), relabel=False)
 
 
 def _take_images(result: DHTResult, index: Tensor) -> DHTResult:
     """The DHTResult of images `index` of a batch, in that order, every region keeping its row
     of region_features / region_colors (`Partition.take`)."""
     part, rows = result.partition.take(index)
-    selection = result.selection[index]  # ids consecutive per image: shift each image's range
-    lowest = result.selection.flatten(1).amin(1)
-    spans = result.selection.flatten(1).amax(1) - lowest + 1
-    shift = (spans[index].cumsum(0) - spans[index]) - lowest[index]
+
+    def inspect() -> Inspection:
+        selection = result.selection  # ids consecutive per image: shift each image's range
+        lowest = selection.flatten(1).amin(1)
+        spans = selection.flatten(1).amax(1) - lowest + 1
+        shift = (spans[index].cumsum(0) - spans[index]) - lowest[index]
+        return Inspection(
+            features=result.features.index_select(0, index),
+            levels=tuple(level.index_select(0, index) for level in result.levels),
+            selection=selection.index_select(0, index) + shift.view(-1, 1, 1),
+        )
+
     return DHTResult(
         partition=part,
-        pixels=result.pixels[index],
-        features=result.features[index],
-        region_features=result.region_features[rows],
-        region_colors=result.region_colors[rows],
-        levels=tuple(level[index] for level in result.levels),
-        selection=selection + shift.view(-1, 1, 1),
+        pixels=result.pixels.index_select(0, index),
+        region_features=result.region_features.index_select(0, rows),
+        region_colors=result.region_colors.index_select(0, rows),
+        inspect=inspect,
     )
 
 
@@ -467,9 +491,12 @@ class DHTTokenizer(nn.Module):
             return results[0] if len(results) == 1 else _concatenate_results(results)
 
         def join(first: DHTResult, redone: DHTResult, short: Tensor) -> DHTResult:
-            size = images.shape[-2:]  # features at the working size lifted to the full size
-            first = dataclasses.replace(first, features=F.interpolate(first.features, size=size))
-            joined = _concatenate_results([first, redone])
+            def inspect() -> Inspection:  # features at the working size lifted to the full size
+                features = F.interpolate(first.features, size=images.shape[-2:])
+                return first._inspection._replace(features=features)
+
+            lifted = dataclasses.replace(first, inspect=inspect)
+            joined = _concatenate_results([lifted, redone])
             return _take_images(joined, _batch_order(short).to(images.device))
 
         return self._with_fallback(images, resolution, cap, run, join)
@@ -525,11 +552,14 @@ class DHTTokenizer(nn.Module):
         log_weight = self._log_weights(features, tree).index_select(0, tree.atom_of_pixel)
         shape = part.labels.shape
         height, width = full.shape[-2:]
-        levels = tuple(
-            lift(level.index_select(0, tree.atom_of_pixel).view(shape), height, width)
-            for level in tree.levels
-        )
-        selection = lift(pieces.index_select(0, tree.atom_of_pixel).view(shape), height, width)
+
+        def inspect() -> Inspection:
+            def full_size(atom_ids: Tensor) -> Tensor:
+                return lift(atom_ids.index_select(0, tree.atom_of_pixel).view(shape), height, width)
+
+            levels = tuple(full_size(level) for level in tree.levels)
+            return Inspection(features, levels, full_size(pieces))
+
         # Similarity-weighted region features: each pixel counts with the product of its
         # ancestors' link confidences, which carries gradient to the similarities (encoder) and
         # the self-edges (projection).
@@ -545,17 +575,15 @@ class DHTTokenizer(nn.Module):
             / total[:, None]
         )
         region_colors = self._denormalise_colors(self.inject(region_features))
-        part = _lift_partition(part, height, width)
+        part = part.lift(height, width)
         correction = region_colors - part.region_mean(full)
         pixels = full + part.scatter(correction)
         return DHTResult(
             partition=part,
             pixels=pixels,
-            features=features,
             region_features=region_features,
             region_colors=region_colors,
-            levels=levels,
-            selection=selection,
+            inspect=inspect,
         )
 
     @torch.no_grad()
@@ -583,7 +611,7 @@ class DHTTokenizer(nn.Module):
                 )[0]
             )  # fmt: skip
             part = Partition.concatenate(parts) if len(parts) > 1 else parts[0]
-            return _lift_partition(part, *batch.shape[-2:])
+            return part.lift(*batch.shape[-2:])
 
         def join(first: Partition, redone: Partition, short: Tensor) -> Partition:
             joined = Partition.concatenate([first, redone])
