@@ -122,11 +122,19 @@ def test_dense_retrofit_keeps_the_trunk_and_predicts_per_pixel():
     assert bool((logits[:, :, :16, :16] == logits[:, :, :1, :1]).all())
 
 
-def test_retrofit_takes_a_ready_tokenizer():
+def test_retrofit_takes_a_ready_tokenizer_with_the_options_of_the_call():
     vit = _vit(img_size=32)
     tokenizer = DHTTokenizer(input_space="imagenet")
-    model = retrofit(vit, "dht", tokenizer=tokenizer)
-    assert model.tokenizer is tokenizer
+    model = retrofit(vit, "dht", tokenizer=tokenizer, partition_options={"budget": 3}).eval()
+    assert model.tokenizer.tokenizer is tokenizer
+    assert model.tokenizer.call_options["budget"] == 3
+    with torch.no_grad():
+        _, counts = model(torch.randn(2, 3, 32, 32), return_counts=True)
+    assert counts.tolist() == [3, 3]  # the budget reaches every call, not the tokenizer's "auto"
+    with pytest.raises(AdaptokError, match='input_space="imagenet"'):
+        retrofit(vit, "dht", tokenizer=DHTTokenizer())
+    with pytest.raises(AdaptokError, match="compactness build a dHT tokenizer"):
+        retrofit(vit, "dht", tokenizer=tokenizer, partition_options={"compactness": 0.5})
     with pytest.raises(AdaptokError, match="not 'quadtree'"):
         retrofit(vit, "quadtree", tokenizer=PartitionTokenizer("grid", patch_size=16))
 

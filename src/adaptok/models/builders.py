@@ -22,8 +22,9 @@ from .vit import AdaptiveViT, LearnedTokenizer, PartitionTokenizer
 __all__ = ["assemble_model", "make_embedder", "make_head", "make_tokenizer"]
 
 
-def make_tokenizer(config: ModelConfig) -> nn.Module:
-    """The tokenizer module of a config.
+def make_tokenizer(config: ModelConfig, *, ready: nn.Module | None = None) -> nn.Module:
+    """The tokenizer module of a config (around `ready`, a DHTTokenizer the caller built, when
+    given).
 
     Options are checked when the model is built, by the method's spec
     (`adaptok.partitioners.spec.PartitionerSpec.check`): a dHT budget of 0 or an unreachable
@@ -34,11 +35,13 @@ def make_tokenizer(config: ModelConfig) -> nn.Module:
     come from partition option "weights": "default" (the bundled ones), a path saved by
     `save_tokenizer`, or "none" (a fresh, randomly initialised tokenizer, the only case where
     construction options such as "compactness" may be given). The options its spec names as
-    `call_options` (budget, criterion, sample_budget) are passed on every call.
+    `call_options` (budget, criterion, sample_budget, resolution) are passed on every call,
+    also to a `ready` tokenizer, which takes the place of the weights.
 
     Raises:
-        AdaptokError: unknown options, construction options combined with trained weights, or
-            a channel-count mismatch. Nothing falls back silently to random weights.
+        AdaptokError: unknown options, construction options combined with trained weights or a
+            ready tokenizer, a ready tokenizer that takes [0, 1] images, or a channel-count
+            mismatch. Nothing falls back silently to random weights.
     """
     options = dict(config.partition_options)
     spec = get_spec(config.method)
@@ -52,7 +55,22 @@ def make_tokenizer(config: ModelConfig) -> nn.Module:
     call = {name: options.pop(name) for name in spec.call_options if name in options}
     spec.check(call, config.image_size, config.in_chans)
     weights = options.pop("weights", "default")
-    if weights == "none":
+    if ready is not None:
+        if options or weights != "default":
+            given = ", ".join([*options, *(["weights"] if weights != "default" else [])])
+            raise AdaptokError(
+                f"partition option(s) {given} build a dHT tokenizer, but a ready one was given; "
+                "build it with them yourself, or drop them"
+            )
+        if getattr(ready, "input_space", None) != "imagenet":
+            raise AdaptokError(
+                "the model gives its tokenizer ImageNet-normalised images, but this dHT tokenizer "
+                f"takes {getattr(ready, 'input_space', 'unknown')!r} ones; build it with "
+                'input_space="imagenet" (load_default_tokenizer(input_space="imagenet"), '
+                'load_tokenizer(path, input_space="imagenet"))'
+            )
+        tokenizer = ready
+    elif weights == "none":
         check_options(DHTTokenizer, options, what="the dHT tokenizer")
         tokenizer = DHTTokenizer(in_chans=config.in_chans, input_space="imagenet", **options)
     elif options:
@@ -140,7 +158,8 @@ def assemble_model(
         config: the model config (kept on the model as `model.config`).
         encoder: the trunk (fresh, or mirroring a timm ViT's); its config also gives the
             layout around it (prefix tokens, pooling, norms).
-        tokenizer: a ready tokenizer module instead of the config's.
+        tokenizer: a ready tokenizer module instead of the config's (a bare DHTTokenizer gets
+            the config's per-call options, as the config's own would).
     """
     layout = encoder.config
     embedder, extract_options = make_embedder(
@@ -161,6 +180,8 @@ def assemble_model(
         tokenizer = make_tokenizer(config)
     elif isinstance(tokenizer, PartitionTokenizer) and tokenizer.method != config.method:
         raise AdaptokError(f"tokenizer uses method {tokenizer.method!r}, not {config.method!r}")
+    elif config.method == "dht" and not isinstance(tokenizer, LearnedTokenizer):
+        tokenizer = make_tokenizer(config, ready=tokenizer)  # the config's budget on every call
     model = AdaptiveViT(
         tokenizer=tokenizer,
         embedder=embedder,
