@@ -275,9 +275,11 @@ class Partition:
             [B, C, H, W] map where every pixel holds its region's vector (or [B, H, W] for [N]).
         """
         self._check_rows(values)
+        # index_select rather than values[labels]: twice as fast with its backward on CPU.
+        spread = values.index_select(0, self.labels.flatten())
         if values.ndim == 1:
-            return values[self.labels]
-        return values[self.labels].permute(0, 3, 1, 2)
+            return spread.view(self.labels.shape)
+        return spread.view(*self.labels.shape, *values.shape[1:]).permute(0, 3, 1, 2)
 
     def region_mean(self, images: Tensor) -> Tensor:
         """Mean of every region's pixels.
