@@ -27,7 +27,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 import adaptok.models.vit as vit_module
 from accuracy.runs import library_commit  # benchmarks/ is the script's folder
 from adaptok.cli.benchmarking import machine_header
-from train_throughput import cases, make_model, photo_crops
+from train_throughput import cases, photo_crops
 
 # Methods of DHTTokenizer ("_name") and functions of its package's modules ("module.name"),
 # profiled as stages when the running version has them (the table then also works for older
@@ -99,12 +99,18 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=64, help="dHT budget (grid: its count)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--grid", action="store_true", help="profile grid tokens instead")
+    parser.add_argument(
+        "--retrofit", action="store_true", help="profile the dHT retrofit of a timm ViT instead"
+    )
     parser.add_argument("--rows", type=int, default=12, help="rows of the operation tables")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    method = "grid" if args.grid else "dht"
-    _, patch, options, _ = cases(args.size, args.tokens, 8)[method]
-    model = make_model(method, patch, options, args.size, (128, 4, 4))
+    rows = cases(args.size, args.tokens, 8, (128, 4, 4))
+    name = "grid" if args.grid else "dht"
+    if args.retrofit:
+        name = next(row for row in rows if row.startswith("dht retrofit"))
+    model = rows[name]()
+    method, options = model.config.method, model.config.partition_options
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     images = photo_crops(args.batch, args.size)
     labels = torch.randint(0, 10, (args.batch,), generator=torch.Generator().manual_seed(1))

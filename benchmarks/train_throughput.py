@@ -2,10 +2,12 @@
 
 Times full training steps (tokenize, extract, embed, encode, loss, backward, AdamW) on random
 crops of scikit-image photos after two warm-up steps, for grid, quadtree and dHT tokens with the
-same number of tokens per image, and prints a Markdown table with the date and device: images/s
-and their ratio to the grid's, the step time as a multiple of the grid step, and the share of the
-step spent in the tokenizer's forward. The loss must stay finite under the device's autocast
-policy (bf16 on CUDA).
+same number of tokens per image, and the dHT retrofit of a timm ViT whose grid has that many
+patches (what `adaptok.retrofit(vit, "dht")` trains: pooled tokens, size-aware attention, the
+hierarchy at the derived working resolution), and prints a Markdown table with the date and
+device: images/s and their ratio to the grid's, the step time as a multiple of the grid step,
+and the share of the step spent in the tokenizer's forward. The loss must stay finite under
+the device's autocast policy (bf16 on CUDA).
 
     python benchmarks/train_throughput.py                          # CPU, one thread, 128x128
     python benchmarks/train_throughput.py --setting vit-s --device cuda   # batch 256, 224x224
@@ -16,12 +18,17 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
+import timm
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from adaptok import retrofit
 from adaptok.cli.benchmarking import machine_header
 from adaptok.models import EncoderConfig, ModelConfig, build_model
+from adaptok.partitioners.dht import derive_options as dht_options
 from adaptok.train.datasets import normalize
 from adaptok.train.loop import autocast_context
 
@@ -54,26 +61,52 @@ def photo_crops(batch: int, size: int, seed: int = 0) -> torch.Tensor:
     return normalize(torch.stack(crops).clamp(0, 1))
 
 
-def cases(size: int, tokens: int, patch: int) -> dict[str, tuple[str, int, dict, str]]:
-    """Row name -> (method, patch size, partition options, embedder) at `tokens` tokens per
-    image: every row with the dHT embedder (8x8 position grid), and dHT again with the pooled
-    embedder that retrofits use (no box resampling)."""
+def cases(
+    size: int, tokens: int, patch: int, trunk: tuple[int, int, int]
+) -> dict[str, Callable[[], nn.Module]]:
+    """Row name -> a builder of the model it trains, at `tokens` tokens per image: grid,
+    quadtree and dHT with the dHT embedder (8x8 position grid), dHT again with the pooled
+    embedder that retrofits use (no box resampling), and the dHT retrofit of a timm ViT on the
+    grid's patches (the derived working resolution: 8 / its patch side)."""
     side = round(size / tokens**0.5)
     if side * side * tokens != size * size:
         raise SystemExit(f"{tokens} tokens do not tile {size}x{size} into a grid")
     # The quadtree's largest patch: four grid patches wide where the image allows it.
     largest = 4 * side if size % (4 * side) == 0 else 2 * side
+    resolution = dht_options(size, side, {})["resolution"]
+
+    def built(method: str, patch_size: int, options: dict, embedder: str = "dht"):
+        return lambda: make_model(method, patch_size, options, size, trunk, embedder)
+
     return {
-        "grid": ("grid", side, {"patch_size": side}, "dht"),
-        "quadtree": (
-            "quadtree",
-            patch,
-            {"budget": tokens, "min_patch": patch, "max_patch": largest},
-            "dht",
+        "grid": built("grid", side, {"patch_size": side}),
+        "quadtree": built(
+            "quadtree", patch, {"budget": tokens, "min_patch": patch, "max_patch": largest}
         ),
-        "dht": ("dht", patch, {"budget": tokens}, "dht"),
-        "dht, pooled embedder": ("dht", patch, {"budget": tokens}, "pooled"),
+        "dht": built("dht", patch, {"budget": tokens}),
+        "dht, pooled embedder": built("dht", patch, {"budget": tokens}, "pooled"),
+        f"dht retrofit of a timm ViT/{side} (resolution {resolution})": lambda: retrofitted(
+            size, side, trunk, tokens
+        ),
     }
+
+
+def retrofitted(size: int, side: int, trunk: tuple[int, int, int], tokens: int) -> nn.Module:
+    """`retrofit(vit, "dht")` of a timm ViT (seeded random weights) with `side`-pixel patches at
+    `size`, budget `tokens`, in training mode."""
+    width, depth, heads = trunk
+    torch.manual_seed(0)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=size,
+        patch_size=side,
+        embed_dim=width,
+        depth=depth,
+        num_heads=heads,
+        num_classes=10,
+    )
+    return retrofit(vit, "dht", partition_options={"budget": tokens}).train()
 
 
 def make_model(
@@ -130,9 +163,8 @@ def main() -> int:
     images = photo_crops(batch, size).to(device)
     labels = torch.randint(0, 10, (batch,), generator=torch.Generator().manual_seed(1)).to(device)
     grid_ms = None
-    for name, (method, patch_size, options, embedder) in cases(size, tokens, patch).items():
-        trunk = (width, depth, heads)
-        model = make_model(method, patch_size, options, size, trunk, embedder).to(device)
+    for name, build in cases(size, tokens, patch, (width, depth, heads)).items():
+        model = build().to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         tokenizer_forward = model.tokenizer.forward
         tokenizer_ms: list[float] = []
