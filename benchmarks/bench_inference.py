@@ -14,12 +14,23 @@ tokenizer inside the timer:
                      to a quarter
     dHT partition alone   the dht row's tokenizer call, also as a share of the timm forward
 
+The settings named after a dataset of the accuracy benchmark (fashion-mnist-64,
+cluttered-fashion-mnist-128) time that benchmark's own models instead, on the first images of
+the dataset's test split: its grid parent (random weights; the timm row is the parent exported
+to timm), and every retrofit and ToMe row of issue 18 as `benchmarks/accuracy/plan.py` plans
+them (`speed_runs`: the same budgets, patch sizes, embedders and final counts), built by the
+same functions as the benchmark's rows. The accuracy report's ToMe verdicts read their ratios
+from the JSON that --json writes (benchmarks/results/inference_speed.json).
+
 The rows are timed in turn within each repeat (after the warm-up calls), so a change in the
 machine's load touches every row alike, and the table gives medians. Printed as Markdown with
 the date, processor, threads, torch version and load.
 
-    python benchmarks/bench_inference.py                        # both settings, 1 thread
+    python benchmarks/bench_inference.py                        # vit-s and small, 1 thread
     python benchmarks/bench_inference.py --setting vit-s --threads 2 --repeats 9
+    # the accuracy benchmark's two trunks, for the report's ToMe verdicts:
+    python benchmarks/bench_inference.py --setting fashion-mnist-64 \
+        cluttered-fashion-mnist-128 --json benchmarks/results/inference_speed.json
 """
 
 from __future__ import annotations
@@ -27,19 +38,26 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import timm
 import torch
 from torch import Tensor, nn
 
+from accuracy.plan import DATASET_SIZES, TRUNK, retrofit_parent, speed_runs, trunk_options
+from accuracy.runs import ToMeModel, build, fashion_split, make_vit, retrofitted, row_options
+from accuracy.speeds import SpeedRow, SpeedTable, write_speeds
 from adaptok import retrofit
-from adaptok.cli.benchmarking import machine_header
+from adaptok.cli.benchmarking import header_line, machine_facts
+from adaptok.models import export_timm
 from adaptok.models.tome import tome_forward
 from adaptok.partitioners.dht import derive_options as dht_options
 from adaptok.partitioners.quadtree import nearest_budget
+from adaptok.train.datasets import FASHION_CLASSES
 from train_throughput import photo_crops
 
 
@@ -51,22 +69,33 @@ class Setting:
         model: the timm model name (random weights).
         options: timm.create_model keyword arguments (image size, patch size, trunk).
         batch: images per call.
+        dataset: a dataset of the accuracy benchmark: the setting times that benchmark's models
+            of it (`accuracy_rows`) on its test images; None: `build_rows` on photo crops.
     """
 
     model: str
     options: dict[str, object] = field(default_factory=dict)
     batch: int = 8
+    dataset: str | None = None
+
+
+def accuracy_setting(dataset: str) -> Setting:
+    """The accuracy benchmark's trunk for `dataset` (its grid parent's patch), batch 64 as its
+    evaluation."""
+    size, patch = DATASET_SIZES[dataset], retrofit_parent(dataset).patch
+    options = trunk_options(size, patch, len(FASHION_CLASSES))
+    return Setting(TRUNK, options, batch=64, dataset=dataset)
 
 
 SETTINGS = {
     # The issue's ViT-S/16 at 224 (196 grid tokens).
     "vit-s": Setting("vit_small_patch16_224", {}, batch=8),
-    # The accuracy benchmark's small trunk (64x64, 8-px patches: 64 grid tokens).
-    "small": Setting(
-        "vit_tiny_patch16_224",
-        dict(img_size=64, patch_size=8, embed_dim=128, depth=4, num_heads=4, num_classes=10),
-        batch=64,
-    ),
+    # The accuracy benchmark's small trunk (64x64, 8-px patches: 64 grid tokens) on photo crops,
+    # with the rows above.
+    "small": Setting(TRUNK, trunk_options(64, 8, len(FASHION_CLASSES)), batch=64),
+    # The accuracy benchmark's own models of its two classification datasets.
+    "fashion-mnist-64": accuracy_setting("fashion-mnist-64"),
+    "cluttered-fashion-mnist-128": accuracy_setting("cluttered-fashion-mnist-128"),
     # A few seconds end to end, for the smoke test.
     "smoke": Setting(
         "vit_tiny_patch16_224",
@@ -84,11 +113,23 @@ class Row:
         name: the table's first column.
         run: the timed call.
         tokens: tokens per image (mean over the batch).
+        kind: what it runs (`accuracy.speeds.KINDS`).
+        budget: the token target (a retrofit's budget, ToMe's final count), None for the rest.
     """
 
     name: str
     run: Callable[[Tensor], object]
     tokens: float | None
+    kind: str
+    budget: int | None = None
+
+
+def counted(name: str, model: nn.Module, kind: str, budget: int | None, images: Tensor) -> Row:
+    """A row of an AdaptiveViT (or ToMe) with the tokens per image it ends with on `images`."""
+    model.eval()
+    with torch.inference_mode():
+        _, counts = model(images, return_counts=True)
+    return Row(name, model, float(counts.float().mean()), kind, budget)
 
 
 def build_rows(vit: nn.Module, images: Tensor) -> list[Row]:
@@ -99,27 +140,36 @@ def build_rows(vit: nn.Module, images: Tensor) -> list[Row]:
     half = grid // 2
     budget = nearest_budget(side, side, half, min_patch=patch, max_patch=2 * patch)
     resolution = dht_options(side, patch, {})["resolution"]  # what retrofit derives
-    models = {
-        "grid": retrofit(vit, "grid"),
-        f"quadtree (budget {budget}, patches {patch}..{2 * patch})": retrofit(
-            vit,
-            "quadtree",
-            partition_options={"budget": budget, "min_patch": patch, "max_patch": 2 * patch},
+    dht_name = f"retrofit dht (budget {half}, resolution {resolution})"
+    rows = [
+        Row(f"timm grid ({grid} tokens)", vit, float(grid), "grid"),
+        counted("retrofit grid", retrofit(vit, "grid"), "retrofit-grid", None, images),
+        counted(
+            f"retrofit quadtree (budget {budget}, patches {patch}..{2 * patch})",
+            retrofit(
+                vit,
+                "quadtree",
+                partition_options={"budget": budget, "min_patch": patch, "max_patch": 2 * patch},
+            ),
+            "retrofit-quadtree",
+            budget,
+            images,
         ),
-        f"dht (budget {half}, resolution {resolution})": retrofit(
-            vit, "dht", partition_options={"budget": half}
+        counted(
+            dht_name,
+            retrofit(vit, "dht", partition_options={"budget": half}),
+            "retrofit-dht",
+            half,
+            images,
         ),
-    }
+    ]
     if resolution < 1:  # beside it, the same retrofit with the hierarchy at full size
-        models[f"dht (budget {half}, resolution 1.0)"] = retrofit(
-            vit, "dht", partition_options={"budget": half, "resolution": 1.0}
+        full = retrofit(vit, "dht", partition_options={"budget": half, "resolution": 1.0})
+        rows.append(
+            counted(
+                f"retrofit dht (budget {half}, resolution 1.0)", full, "retrofit-dht", half, images
+            )
         )
-    rows = [Row(f"timm grid ({grid} tokens)", vit, float(grid))]
-    with torch.inference_mode():
-        for name, model in models.items():
-            model.eval()
-            _, counts = model(images, return_counts=True)
-            rows.append(Row(f"retrofit {name}", model, float(counts.float().mean())))
     # The same count, and merged further towards the quadtree's throughput where the blocks can
     # (each merges at most half its tokens).
     finals = [half]
@@ -130,11 +180,58 @@ def build_rows(vit: nn.Module, images: Tensor) -> list[Row]:
             Row(
                 f"ToMe (final {final} tokens)",
                 lambda x, final=final: tome_forward(vit, x, final_tokens=final),
+                float(final),
+                "tome",
                 final,
             )
         )
-    dht = models[f"dht (budget {half}, resolution {resolution})"]
-    rows.append(Row("dHT partition alone", dht.tokenizer, None))
+    dht = next(row for row in rows if row.name == dht_name)
+    rows.append(Row("dHT partition alone", dht.run.tokenizer, None, "dht-partition"))
+    return rows
+
+
+def dataset_images(dataset: str, batch: int) -> Tensor:
+    """[batch, 3, S, S] the first test images of an accuracy-benchmark dataset, as its models
+    read them."""
+    source = fashion_split(dataset, "test")
+    return torch.stack([source[index][0] for index in range(batch)])
+
+
+def accuracy_rows(setting: Setting, images: Tensor, device: torch.device) -> list[Row]:
+    """The accuracy benchmark's models of `setting.dataset`, random weights: its grid parent
+    (built as the parent row is), the parent exported to timm (the reference, and the model ToMe
+    merges in, as the ToMe rows are built), every retrofit (`retrofitted`, as the retrofit rows
+    are built) and ToMe count of `speed_runs`, and the first dHT retrofit's tokenizer alone."""
+    dataset = str(setting.dataset)
+    parent_run = retrofit_parent(dataset)
+    size, patch = DATASET_SIZES[dataset], parent_run.patch
+    num_classes = int(setting.options["num_classes"])  # type: ignore[arg-type]
+    parent = build(parent_run, num_classes, "classification", Path("."), str(device)).eval()
+    vit = export_timm(parent, make_vit(size, patch, num_classes, 0)).eval().to(device)
+    grid = int(vit.patch_embed.num_patches)
+    rows = [
+        Row(f"timm grid ({grid} tokens)", vit, float(grid), "grid"),
+        counted("retrofit grid", parent, "retrofit-grid", None, images),
+    ]
+    merged = []  # ToMe after the retrofits, as in the other settings
+    for run in speed_runs(dataset):
+        if run.tokenizer == "tome":
+            final = int(run.options["final_tokens"])
+            name = f"ToMe (final {final} tokens)"
+            merged.append(counted(name, ToMeModel(vit, final), "tome", final, images))
+            continue
+        method = run.tokenizer.removeprefix("retrofit-").partition("-")[0]
+        options = row_options(run)
+        if method == "quadtree":
+            detail = f"patches {options['min_patch']}..{options['max_patch']}"
+        else:
+            detail = f"resolution {dht_options(size, patch, options)['resolution']}"
+        model = retrofitted(run, parent, "random weights").to(device)
+        name = f"retrofit {method} (budget {options['budget']}, {detail})"
+        rows.append(counted(name, model, f"retrofit-{method}", int(options["budget"]), images))
+    rows += merged
+    dht = next(row for row in rows if row.kind == "retrofit-dht")
+    rows.append(Row("dHT partition alone", dht.run.tokenizer, None, "dht-partition"))
     return rows
 
 
@@ -156,24 +253,39 @@ def time_rows(
     return [statistics.median(row_times) for row_times in times]
 
 
-def table(rows: Sequence[Row], medians: Sequence[float], batch: int) -> list[str]:
+def measured(rows: Sequence[Row], medians: Sequence[float], batch: int) -> list[SpeedRow]:
+    """Each row's ms per image and its ratio to the timm grid (the first row)."""
+    reference = medians[0]
+    return [
+        SpeedRow(
+            row.name,
+            row.kind,
+            row.budget,
+            row.tokens,
+            round(median / batch, 4),
+            None if row.tokens is None else round(reference / median, 4),
+        )
+        for row, median in zip(rows, medians, strict=True)
+    ]
+
+
+def table(rows: Sequence[SpeedRow]) -> list[str]:
     """Markdown lines: tokens, ms per image, images/s and the ratio to the timm grid row."""
     lines = [
         "| model | tokens / image | ms / image | images/s | vs timm grid |",
         "|---|---:|---:|---:|---:|",
     ]
-    reference = medians[0]
-    for row, median in zip(rows, medians, strict=True):
-        per_image = median / batch
-        if row.tokens is None:  # the partition alone: a share of the timm forward, no logits
+    reference = rows[0].ms_per_image
+    for row in rows:
+        if row.ratio is None:  # the partition alone: a share of the timm forward, no logits
             lines.append(
-                f"| {row.name} | | {per_image:.2f} | | {100 * median / reference:.0f}% of the "
-                "timm forward |"
+                f"| {row.row} | | {row.ms_per_image:.2f} | | "
+                f"{100 * row.ms_per_image / reference:.0f}% of the timm forward |"
             )
         else:
             lines.append(
-                f"| {row.name} | {row.tokens:.1f} | {per_image:.2f} | "
-                f"{1000 * batch / median:.1f} | {reference / median:.2f}x |"
+                f"| {row.row} | {row.tokens:.1f} | {row.ms_per_image:.2f} | "
+                f"{1000 / row.ms_per_image:.1f} | {row.ratio:.2f}x |"
             )
     return lines
 
@@ -188,31 +300,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per row")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per row first")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="also write the measured rows and the machine's facts there (the accuracy "
+        "report's ToMe verdicts read benchmarks/results/inference_speed.json)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    tables = []
     for name in args.setting:
         setting = SETTINGS[name]
         batch = args.batch or setting.batch
         torch.manual_seed(0)
-        vit = timm.create_model(setting.model, pretrained=False, **setting.options)
-        vit = vit.eval().to(device)
-        side = int(vit.patch_embed.img_size[0])
-        images = photo_crops(batch, side).to(device)
-        rows = build_rows(vit, images)
+        if setting.dataset:
+            images = dataset_images(setting.dataset, batch).to(device)
+            rows = accuracy_rows(setting, images, device)
+            what = f"the first {setting.dataset} test images"
+        else:
+            vit = timm.create_model(setting.model, pretrained=False, **setting.options)
+            vit = vit.eval().to(device)
+            side = int(vit.patch_embed.img_size[0])
+            images = photo_crops(batch, side).to(device)
+            rows = build_rows(vit, images)
+            what = f"{side}x{side} photo crops"
         medians = time_rows(rows, images, repeats=args.repeats, warmup=args.warmup, device=device)
+        speeds = measured(rows, medians, batch)
+        facts = machine_facts(args.device)
         options = "".join(f", {key}={value}" for key, value in setting.options.items())
         print(
-            f"### {name}: {setting.model}{options} (random weights) · batch "
-            f"{batch} of {side}x{side} photo crops · median of {args.repeats} calls after "
-            f"{args.warmup} warm-up calls, rows in turn"
+            f"### {name}: {setting.model}{options} (random weights) · batch {batch} of {what} · "
+            f"median of {args.repeats} calls after {args.warmup} warm-up calls, rows in turn"
         )
         print()
-        print(machine_header(args.device))
+        print(header_line(facts))
         print()
-        print("\n".join(table(rows, medians, batch)))
+        print("\n".join(table(speeds)))
         print()
+        tables.append(
+            SpeedTable(
+                name, setting.dataset, setting.model, dict(setting.options), batch,
+                args.repeats, args.warmup, facts, tuple(speeds),
+            )
+        )  # fmt: skip
+    if args.json:
+        arguments = sys.argv[1:] if argv is None else list(argv)
+        write_speeds(
+            args.json, tables, " ".join(["python benchmarks/bench_inference.py", *arguments])
+        )
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -50,3 +50,66 @@ def test_smoke_setting_prints_every_row(bench, capsys):
     assert 1 <= float(tokens["retrofit dht (budget 8, resolution 1.0)"]) <= 8
     assert rows["timm grid (16 tokens)"][-1].startswith("1.00x")
     assert re.match(r"\d+% of the timm forward", rows["dHT partition alone"][-1])
+
+
+def test_json_holds_the_markdown_rows_and_the_machine(bench, tmp_path, capsys):
+    """--json writes what the Markdown table shows (row, tokens, ratio), each row's kind and
+    budget, and the facts of the header; read back, it is the same table."""
+    from accuracy.speeds import read_speeds
+
+    path = tmp_path / "speed.json"
+    argv = ["--setting", "smoke", "--repeats", "1", "--warmup", "0", "--json", str(path)]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    (table,) = read_speeds(path)
+    assert (table.setting, table.dataset, table.batch, table.repeats) == ("smoke", None, 2, 1)
+    assert table.facts.threads == 1 and table.facts.date in out
+    assert [row.row for row in table.rows] == [
+        line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ")
+    ][1:]
+    kinds = {row.row: (row.kind, row.budget) for row in table.rows}
+    assert kinds["retrofit quadtree (budget 7, patches 8..16)"] == ("retrofit-quadtree", 7)
+    assert kinds["ToMe (final 8 tokens)"] == ("tome", 8)
+    assert kinds["dHT partition alone"] == ("dht-partition", None)
+    for row in table.rows:
+        if row.ratio is not None:
+            assert f"| {row.ratio:.2f}x |" in out
+    assert table.rows[0].ratio == 1.0 and table.rows[-1].ratio is None
+
+
+@pytest.mark.parametrize("dataset", ["fashion-mnist-64", "cluttered-fashion-mnist-128"])
+def test_accuracy_settings_time_the_accuracy_benchmark_s_rows(bench, dataset, tmp_path):
+    """The settings of the accuracy benchmark's datasets time its trunk and every retrofit and
+    ToMe row its plan has for issue 18, with the plan's budgets (what the report's ToMe verdicts
+    look up), on the dataset's test images."""
+    from accuracy.plan import DATASET_SIZES, speed_runs
+    from accuracy.speeds import read_speeds
+    from adaptok.train.datasets import FASHION_MNIST_ROOT
+
+    if not Path(FASHION_MNIST_ROOT).is_dir():
+        pytest.fail(f"Fashion-MNIST missing at {FASHION_MNIST_ROOT}: run scripts/setup.sh")
+    path = tmp_path / "speed.json"
+    argv = ["--setting", dataset, "--batch", "2", "--repeats", "1", "--warmup", "0"]
+    assert bench.main([*argv, "--json", str(path)]) == 0
+    (table,) = read_speeds(path)
+    size = DATASET_SIZES[dataset]
+    assert table.dataset == dataset and table.options["img_size"] == size
+    assert table.options["patch_size"] == size // 8  # 64 grid tokens, the parent's
+    planned = {
+        (
+            "tome" if run.tokenizer == "tome" else run.tokenizer.removesuffix("-pooled"),
+            int(run.options.get("budget", run.options.get("final_tokens"))),
+        )
+        for run in speed_runs(dataset)
+    }
+    assert {("retrofit-quadtree", 31), ("retrofit-dht", 31), ("tome", 31), ("tome", 16)} <= planned
+    timed = {(row.kind, row.budget): row for row in table.rows if row.budget is not None}
+    assert set(timed) == planned
+    assert [row.kind for row in table.rows[:2]] == ["grid", "retrofit-grid"]
+    assert table.rows[0].tokens == 64 and table.rows[-1].kind == "dht-partition"
+    for (kind, budget), row in timed.items():
+        if kind == "retrofit-dht":  # at most the budget: dHT stops where regions run out
+            assert 1 <= row.tokens <= budget
+        else:  # the quadtree reaches its (valid) budget, ToMe its final count
+            assert row.tokens == budget
+        assert row.ratio > 0

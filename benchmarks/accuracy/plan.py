@@ -12,9 +12,12 @@ __all__ = [
     "MIDDLE",
     "PROFILES",
     "SUBSET_PROFILES",
+    "TRUNK",
     "Profile",
     "Run",
     "plan",
+    "speed_runs",
+    "trunk_options",
 ]
 
 # ------------------------------------------------------------------------------------ profiles
@@ -79,6 +82,22 @@ WARMUP_FRACTION = 0.1
 FINETUNE_FRACTION = 0.1  # retrofit fine-tune: 10% of the pretraining steps
 FINETUNE_LR_FACTOR = 0.1  # fine-tuning a trained model: a tenth of the peak learning rate
 EMBED_DIM, DEPTH, HEADS = 128, 4, 4
+TRUNK = "vit_tiny_patch16_224"  # the timm layout of every row's ViT, at the width above
+
+
+def trunk_options(size: int, patch: int, num_classes: int) -> dict[str, object]:
+    """`timm.create_model(TRUNK, **options)` keyword arguments of the one ViT trunk of every row
+    (random weights): images of side `size`, patches of side `patch`."""
+    return dict(
+        img_size=size,
+        patch_size=patch,
+        embed_dim=EMBED_DIM,
+        depth=DEPTH,
+        num_heads=HEADS,
+        num_classes=num_classes,
+        in_chans=3,
+    )
+
 
 DATASET_SIZES = {"fashion-mnist-64": 64, "cluttered-fashion-mnist-128": 128, "shapes": 64}
 DATASET_TITLES = {
@@ -328,6 +347,21 @@ def retrofit_plan(profile: Profile) -> list[Run]:
                 kind = tokenizer.replace("-pooled", "-kd")
                 runs.append(Run(dataset, kind, 31, seed, p, options, parent.run_id, epoch))
     return runs
+
+
+def speed_runs(dataset: str) -> list[Run]:
+    """Issue 18's rows of `dataset` whose throughput `benchmarks/bench_inference.py` measures
+    (the ToMe verdicts read it): each retrofit model once (before fine-tuning: the fine-tunes
+    and the distilled ones run the same model) and each ToMe count, in the plan's order."""
+    # Which rows there are does not depend on the profile (only the fine-tunes' steps do).
+    rows = retrofit_plan(PROFILES["cpu-long"])
+    return [
+        run
+        for run in rows
+        if run.dataset == dataset
+        and (run.tokenizer == "tome" or (run.tokenizer.endswith("-pooled") and run.finetune == 0))
+        and run.seed == 0
+    ]
 
 
 # dHT rows measured before `derive_options` ran a ViT's dHT at 8 working pixels per patch side

@@ -29,20 +29,19 @@ from torch.utils.data import Dataset
 
 from .plan import (
     DATASET_SIZES,
-    DEPTH,
     DISTILL,
-    EMBED_DIM,
     EMBEDDERS,
     FINETUNE_LR_FACTOR,
     FULL_SIZE_DHT,
-    HEADS,
     LR,
     PROFILES,
+    TRUNK,
     WARMUP_FRACTION,
     WEIGHT_DECAY,
     Profile,
     Run,
     plan,
+    trunk_options,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,12 +95,21 @@ def _materialise(dataset: Dataset, count: int, cache: Path) -> Dataset:
     return data
 
 
+def fashion_split(name: str, split: str) -> Dataset:
+    """A split ("train" or "test") of a Fashion-MNIST dataset of the table, plain or cluttered,
+    at the table's size, 3 channels, ImageNet-normalised (what the rows' models read)."""
+    from adaptok.train import FashionMNIST
+    from adaptok.train.cluttered import ClutteredFashionMNIST
+
+    make = ClutteredFashionMNIST if name.startswith("cluttered") else FashionMNIST
+    return make(split=split, image_size=DATASET_SIZES[name], in_chans=3)
+
+
 def load_splits(name: str, profile: Profile, work: Path) -> dict[str, Dataset]:
     """{"train", "val", "test"} of a dataset. Validation is the library's one rule
     (`adaptok.train.holdout`, a seeded draw) applied to the first train_images + val_images
     images of the training split."""
-    from adaptok.train import FashionMNIST, ShapesDataset, holdout
-    from adaptok.train.cluttered import ClutteredFashionMNIST
+    from adaptok.train import ShapesDataset, holdout
 
     size = DATASET_SIZES[name]
     folder = work / "data" / profile.name
@@ -112,9 +120,8 @@ def load_splits(name: str, profile: Profile, work: Path) -> dict[str, Dataset]:
         test_source: Dataset = ShapesDataset(profile.shapes_test, image_size=size, seed=1)
         pool_count, test_count = len(pool_source), len(test_source)
     else:
-        make = ClutteredFashionMNIST if name.startswith("cluttered") else FashionMNIST
-        pool_source = make(split="train", image_size=size, in_chans=3)
-        test_source = make(split="test", image_size=size, in_chans=3)
+        pool_source = fashion_split(name, "train")
+        test_source = fashion_split(name, "test")
         wanted = (profile.train_images or len(pool_source)) + profile.val_images
         pool_count = min(wanted, len(pool_source))
         test_count = min(profile.test_images or len(test_source), len(test_source))
@@ -132,17 +139,7 @@ def make_vit(size: int, patch: int, num_classes: int, seed: int) -> nn.Module:
     import timm
 
     torch.manual_seed(seed)
-    return timm.create_model(
-        "vit_tiny_patch16_224",
-        pretrained=False,
-        img_size=size,
-        patch_size=patch,
-        embed_dim=EMBED_DIM,
-        depth=DEPTH,
-        num_heads=HEADS,
-        num_classes=num_classes,
-        in_chans=3,
-    )
+    return timm.create_model(TRUNK, pretrained=False, **trunk_options(size, patch, num_classes))
 
 
 class CachedPartitions(nn.Module):
@@ -306,7 +303,7 @@ def build(run: Run, num_classes: int, task: str, work: Path, device: str) -> nn.
     return model.to(device)
 
 
-def retrofitted(run: Run, parent: nn.Module, source: Path) -> nn.Module:
+def retrofitted(run: Run, parent: nn.Module, source: Path | str) -> nn.Module:
     """A retrofit row's model: its grid parent (`parent_model`, read from `source`) carried
     onto the row's tokens with `adaptok.train.init_from_model` (the library path of
     `adaptok train --init-from`); the parent itself is left as it is."""

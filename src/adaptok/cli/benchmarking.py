@@ -8,31 +8,78 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-__all__ = ["cpu_name", "machine_header", "median_ms"]
+__all__ = [
+    "MachineFacts",
+    "cpu_name",
+    "header_line",
+    "machine_facts",
+    "machine_header",
+    "median_ms",
+]
 
 
-def machine_header(device: str = "cpu") -> str:
-    """One line naming the date, processor, threads and versions, for the top of a table."""
+@dataclass(frozen=True)
+class MachineFacts:
+    """Where and when a timing was taken (what `machine_header` prints; benchmarks that write
+    JSON store the fields).
+
+    Attributes:
+        date: ISO date.
+        machine: the processor's model name, or the CUDA device's.
+        threads: torch's CPU threads.
+        torch: torch's version.
+        python: Python's version.
+        load: the 1-minute load average (None where the system does not tell): times from a
+            busy machine are slower than its idle speed.
+        cores: CPU cores (None where unknown).
+    """
+
+    date: str
+    machine: str
+    threads: int
+    torch: str
+    python: str
+    load: float | None
+    cores: int | None
+
+
+def machine_facts(device: str = "cpu") -> MachineFacts:
+    """The date, processor (or CUDA device), threads, versions and load, now."""
     if device.startswith("cuda") and torch.cuda.is_available():
         where = torch.cuda.get_device_name(torch.device(device))
     else:
         where = cpu_name()
-    return (
-        f"{datetime.date.today().isoformat()} · {where} · {torch.get_num_threads()} threads · "
-        f"torch {torch.__version__} · Python {platform.python_version()}{_load()}"
+    try:
+        load: float | None = round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        load = None
+    return MachineFacts(
+        datetime.date.today().isoformat(),
+        where,
+        torch.get_num_threads(),
+        torch.__version__,
+        platform.python_version(),
+        load,
+        os.cpu_count(),
     )
 
 
-def _load() -> str:
-    """' · load 1.9 on 2 cores' (the 1-minute load average: times from a busy machine are
-    slower than its idle speed), or '' where the system does not tell."""
-    try:
-        return f" · load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
-    except (AttributeError, OSError):
-        return ""
+def machine_header(device: str = "cpu") -> str:
+    """One line naming the date, processor, threads and versions, for the top of a table."""
+    return header_line(machine_facts(device))
+
+
+def header_line(facts: MachineFacts) -> str:
+    """`machine_header`'s line for given facts."""
+    load = f" · load {facts.load:.1f} on {facts.cores} cores" if facts.load is not None else ""
+    return (
+        f"{facts.date} · {facts.machine} · {facts.threads} threads · torch {facts.torch} · "
+        f"Python {facts.python}{load}"
+    )
 
 
 def cpu_name() -> str:
