@@ -21,6 +21,7 @@ from .plan import (
 )
 from .plots import curves_path, gather_curves, plot_all
 from .runs import ROOT, read_rows
+from .speeds import SPEEDS_PATH, SpeedTable, read_speeds
 
 __all__ = [
     "Group",
@@ -191,8 +192,11 @@ def _cluttered_best(groups: dict[tuple, Group], profile: str) -> Verdict:
     return Verdict(key, text, goal, "missed", gap, max(0.05 - gap, spread - gap))
 
 
-def verdicts(groups: dict[tuple, Group], profile: str) -> list[Verdict]:
-    """Each goal of issue 9 for one profile, decided on its rows (or "not measured")."""
+def verdicts(
+    groups: dict[tuple, Group], profile: str, *, speeds: list[SpeedTable]
+) -> list[Verdict]:
+    """Each goal of issue 9 (and 18) for one profile, decided on its rows (or "not measured");
+    the ToMe goals on the throughput of `speeds` (`benchmarks/bench_inference.py --json`)."""
     out = [_cluttered_best(groups, profile)]
     dht = _best(groups, profile, CLUTTER, ("dht", "dht-learned"), 64)
     grid256 = find(groups, profile, CLUTTER, "grid", 256, "accuracy")
@@ -286,18 +290,26 @@ def verdicts(groups: dict[tuple, Group], profile: str) -> list[Verdict]:
             out.append(Verdict(key, text, "> 0", "met" if gap > 0 else "missed", gap))
         else:
             out.append(Verdict(key, text))
-    return out + retrofit_verdicts(groups, profile)
+    return out + retrofit_verdicts(groups, profile, speeds=speeds)
 
 
-def retrofit_verdicts(groups: dict[tuple, Group], profile: str) -> list[Verdict]:
+def retrofit_verdicts(
+    groups: dict[tuple, Group], profile: str, *, speeds: list[SpeedTable]
+) -> list[Verdict]:
     """The goals of issue 18 for one profile: a grid parent trained with augmentation
-    ("grid-aug"), retrofitted with the pooled defaults at about half its 64 tokens."""
+    ("grid-aug"), retrofitted with the pooled defaults at about half its 64 tokens; beside it
+    ToMe on the same parent, compared at the throughput `speeds` measured."""
     out = []
     for dataset in (FASHION, CLUTTER):
         title = DATASET_TITLES[dataset]
         tail = retrofit_parent(dataset).augment_tail
         parent = find(groups, profile, dataset, "grid" + tail, 64, "accuracy")
-        tome = find(groups, profile, dataset, "tome", 31, "accuracy")
+        tomes = [
+            g
+            for k, g in groups.items()
+            if k[:3] == (profile, dataset, "tome") and k[5] == "accuracy"
+        ]
+        speed = next((t for t in speeds if t.dataset == dataset), None)
         for method in ("quadtree", "dht"):
             name = f"retrofit-{method}-pooled"
             zero = find(groups, profile, dataset, name, 31, "accuracy", steps=0)
@@ -347,40 +359,91 @@ def retrofit_verdicts(groups: dict[tuple, Group], profile: str) -> list[Verdict]
                 out.append(Verdict(f"{key}-one-epoch", text))
             for label, group in (("no fine-tune", zero), ("one epoch", tuned)):
                 key_tome = f"{key}-vs-tome-{'zero-shot' if group is zero else 'one-epoch'}"
-                text = f"{title}: {method} retrofit ({label}) vs ToMe on the same parent"
-                if not (group and tome):
-                    out.append(Verdict(key_tome, text))
-                    continue
-                faster = statistics.median(group.speed) >= statistics.median(tome.speed)
-                gap = group.mean - tome.mean
-                text = (
-                    f"{title}: {method} retrofit ({label}, {statistics.median(group.speed):.0f} "
-                    f"images/s) vs ToMe at {tome.mean_tokens:.0f} final tokens "
-                    f"({statistics.median(tome.speed):.0f} images/s, {100 * tome.mean:.1f}%)"
-                )
-                if gap >= 0 and faster:
-                    out.append(Verdict(key_tome, text, ">= 0 at >= ToMe's speed", "met", gap))
-                elif gap < 0 and not faster:
-                    out.append(Verdict(key_tome, text, ">= 0 at >= ToMe's speed", "missed", gap))
-                else:
-                    note = (
-                        "faster than ToMe but less accurate: equal throughput needs a ToMe row "
-                        "merged to fewer tokens"
-                        if faster
-                        else "more accurate but slower: equal throughput needs fewer tokens"
-                    )
-                    out.append(
-                        Verdict(
-                            key_tome, text, ">= 0 at >= ToMe's speed", "not decided", gap,
-                            note=note,
-                        )
-                    )  # fmt: skip
+                what = f"{title}: {method} retrofit"
+                out.append(tome_verdict(key_tome, what, label, method, group, tomes, speed))
     return out
 
 
-def stated(groups: dict[tuple, Group], profile: str) -> list[str]:
+TOME_GOAL = ">= 0 at >= ToMe's throughput"
+
+
+def tome_verdict(
+    key: str,
+    what: str,
+    label: str,
+    method: str,
+    group: Group | None,
+    tomes: list[Group],
+    speed: SpeedTable | None,
+) -> Verdict:
+    """Issue 18's ToMe goal for one retrofit group: at equal end-to-end throughput, at least
+    ToMe's accuracy on the same parent. Throughput is `speed`'s (bench_inference's ratios to the
+    timm grid, rows timed in turn), never the accuracy runs' own images/s.
+
+    Met when some ToMe row at most as fast as the retrofit is no more accurate (the retrofit
+    dominates it, and ToMe merged further to the retrofit's speed only loses more); missed when
+    some ToMe row at least as fast is more accurate (that decides first); otherwise not decided,
+    with the ToMe count that would decide it. Not measured without the retrofit's accuracy, a
+    ToMe row's, or their throughput in `speed`.
+
+    Args:
+        key: the verdict's key.
+        what: the retrofit in words ("Fashion-MNIST 64x64: quadtree retrofit"); label: which
+            of its rows ("no fine-tune", "one epoch").
+        method: "quadtree" or "dht" (the retrofit row of `speed` is "retrofit-<method>").
+        group: the retrofit's accuracy rows.
+        tomes: ToMe's accuracy rows on the same parent, one group per final count.
+        speed: the setting of bench_inference's JSON that times the dataset's models.
+    """
+    source = SPEEDS_PATH.relative_to(ROOT)
+    text = f"{what} ({label}) vs ToMe on the same parent"
+    if group is None or not tomes:
+        return Verdict(key, text)
+    if speed is None:
+        return Verdict(key, f"{text} (no throughput of {group.dataset} in `{source}`)")
+    retrofit = speed.find(f"retrofit-{method}", int(group.budget))
+    timed = sorted(  # (accuracy, throughput) of each ToMe count, slowest first
+        ((g, row) for g in tomes if (row := speed.find("tome", int(g.budget))) is not None),
+        key=lambda pair: pair[1].ratio,
+    )
+    if retrofit is None or not timed:
+        missing = f"retrofit-{method} at budget {group.budget}" if retrofit is None else "ToMe"
+        return Verdict(key, f"{text} (no {missing} row of `{speed.setting}` in `{source}`)")
+    ratio = retrofit.ratio
+    beaten = [(g, row) for g, row in timed if row.ratio >= ratio and g.mean > group.mean]
+    dominated = [(g, row) for g, row in timed if row.ratio <= ratio and g.mean <= group.mean]
+    # The deciding ToMe row nearest the retrofit's throughput (any, when none decides).
+    tome, row = min(beaten or dominated or timed, key=lambda pair: abs(pair[1].ratio - ratio))
+    load = f", load {speed.facts.load:.1f}" if speed.facts.load is not None else ""
+    text = (
+        f"{what} ({label}, {group.cell()}%, {ratio:.2f}x the timm grid's images/s) vs ToMe at "
+        f"{tome.budget} final tokens ({row.ratio:.2f}x, {100 * tome.mean:.1f}%); throughput "
+        f"from `{source}` (`{speed.setting}`, {speed.facts.date}{load})"
+    )
+    gap = group.mean - tome.mean
+    if beaten:
+        return Verdict(key, text, TOME_GOAL, "missed", gap, -gap)
+    if dominated:
+        return Verdict(key, text, TOME_GOAL, "met", gap)
+    # Every ToMe row timed is slower and more accurate, or faster and less accurate.
+    slower = [g for g, r in timed if r.ratio < ratio]  # more tokens left: more accurate
+    faster = [g for g, r in timed if r.ratio > ratio]
+    if slower and faster:
+        seen = "the ToMe rows as fast are less accurate, the more accurate ones slower"
+        where = f"between {faster[0].budget} and {slower[-1].budget} final tokens"
+    elif slower:
+        seen = "every ToMe row timed is slower and more accurate"
+        where = f"fewer than {slower[-1].budget} final tokens"
+    else:
+        seen = "every ToMe row timed is faster and less accurate"
+        where = f"more than {faster[0].budget} final tokens"
+    note = f"{seen}: ToMe at {ratio:.2f}x the timm grid ({where}) decides it"
+    return Verdict(key, text, TOME_GOAL, "not decided", gap, note=note)
+
+
+def stated(groups: dict[tuple, Group], profile: str, *, speeds: list[SpeedTable]) -> list[str]:
     """The verdict lines a profile's report gives (a subset profile: only the measured ones)."""
-    chosen = verdicts(groups, profile)
+    chosen = verdicts(groups, profile, speeds=speeds)
     if profile in SUBSET_PROFILES:
         chosen = [v for v in chosen if v.status != "not measured"]
     return [v.line() for v in chosen]
@@ -417,12 +480,21 @@ NOTES = [
     "fine-tuned on labels; `retrofit-*-kd`: the same fine-tune distilled from the parent "
     "(`TrainConfig.distill` 0.5, temperature 2); `tome`: the parent merging tokens, no "
     "training. The dHT retrofits use retrofit's derived working resolution (8 pixels per "
-    "patch side: full size at P 8; at P 16 every cluttered image falls back to full size). "
-    "Their images/s are the final test "
-    "evaluation's on the shared machine and moved 2x between runs of the same kind of model "
-    "(207 and 443 images/s for two quadtree retrofits), so the ToMe verdicts' speed condition "
-    "is better read from `benchmarks/bench_inference.py`, which times the rows in turn "
-    "(quadtree retrofit 2.09x the grid, ToMe 1.22x, on this trunk).",
+    "patch side: full size at P 8; at P 16 every cluttered image falls back to full size).",
+    "",
+    "Throughput in the ToMe goals: the table's eval images/s are each run's final test "
+    "evaluation on the shared machine and moved 2x between runs of the same kind of model "
+    "(207 and 443 images/s for two quadtree retrofits), so the ToMe verdicts read throughput "
+    "from `benchmarks/results/inference_speed.json` instead, written by `python "
+    "benchmarks/bench_inference.py --setting fashion-mnist-64 cluttered-fashion-mnist-128 "
+    "--json benchmarks/results/inference_speed.json`: the same models (each dataset's grid "
+    "parent and the plan's retrofit and ToMe rows, random weights) on the dataset's first 64 "
+    "test images, batch 64, 1 thread, every row timed in turn, as images/s relative to the "
+    "parent exported to timm. A retrofit meets the goal when a ToMe row at most as fast is no "
+    "more accurate (ToMe merged further, down to the retrofit's speed, only loses more), "
+    "misses it when a ToMe row at least as fast is more accurate, and is not decided "
+    "otherwise (the verdict names the ToMe count that would decide it); without that file's "
+    "rows of the dataset the goal is not measured.",
 ]
 
 CAPTIONS = {
@@ -519,6 +591,7 @@ def write_report(csv_path: Path, md_path: Path, docs: Path, work: Path) -> None:
         print(f"no rows in {csv_path} yet")
         return
     groups = group_rows(rows)
+    speeds = read_speeds(SPEEDS_PATH)
     profiles = sorted({r["profile"] for r in rows})
     lines = [
         "# Accuracy against tokens per image: grid vs quadtree vs dHT (issue 9)",
@@ -578,7 +651,7 @@ def write_report(csv_path: Path, md_path: Path, docs: Path, work: Path) -> None:
     for profile in profiles:
         for dataset in DATASET_SIZES:
             lines += _dataset_table(groups, profile, dataset)
-        said = stated(groups, profile)
+        said = stated(groups, profile, speeds=speeds)
         if said:
             lines += [f"## Goals of issue 9 (`{profile}`)", "", *said, ""]
     curves = gather_curves(work, curves_path(csv_path))
@@ -592,7 +665,7 @@ def write_report(csv_path: Path, md_path: Path, docs: Path, work: Path) -> None:
             "",
         ]
     lines += rerun_section(groups, read_rows(rerun_path(csv_path)))
-    section = readme_section(groups, profiles, figures)
+    section = readme_section(groups, profiles, figures, speeds=speeds)
     lines += section
     md_path.write_text("\n".join(lines) + "\n")
     if md_path.resolve() == (ROOT / "benchmarks/results/accuracy_vs_tokens.md").resolve():
@@ -613,7 +686,11 @@ def _from(md_path: Path, figure: str) -> str:
 
 
 def readme_section(
-    groups: dict[tuple, Group], profiles: list[str], figures: list[str]
+    groups: dict[tuple, Group],
+    profiles: list[str],
+    figures: list[str],
+    *,
+    speeds: list[SpeedTable],
 ) -> list[str]:
     """What the README shows (pasted after its marker): the converged profile's rows beside the
     short profile's, its goals, one picture; every row stays in this report."""
@@ -628,7 +705,8 @@ def readme_section(
     picture = f"accuracy_vs_tokens{suffix}.png"
     for figure in [f for f in figures if Path(f).name == picture]:
         out += [f"![{Path(figure).stem}]({figure})", "", CAPTIONS[picture], ""]
-    out += [f"Goals of issue 9 on the `{converged}` rows:", "", *stated(groups, converged), ""]
+    goals = stated(groups, converged, speeds=speeds)
+    out += [f"Goals of issue 9 on the `{converged}` rows:", "", *goals, ""]
     out += [
         "Every row (the 400-step `cpu-small` profile of every tokenizer and token count, the "
         "shapes segmentation set, the retrofits), the training curves, the partitions and the "
