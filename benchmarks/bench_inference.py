@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from accuracy.plan import DATASET_SIZES, TRUNK, retrofit_parent, speed_runs, trunk_options
 from accuracy.runs import ToMeModel, build, fashion_split, make_vit, retrofitted, row_options
-from accuracy.speeds import SpeedRow, SpeedTable, write_speeds
+from accuracy.speeds import SpeedRow, SpeedTable, speed_kind, write_speeds
 from adaptok import retrofit
 from adaptok.cli.benchmarking import header_line, machine_facts
 from adaptok.models import export_timm
@@ -226,9 +226,12 @@ def accuracy_rows(setting: Setting, images: Tensor, device: torch.device) -> lis
             detail = f"patches {options['min_patch']}..{options['max_patch']}"
         else:
             detail = f"resolution {dht_options(size, patch, options)['resolution']}"
+        if options.get("cell"):
+            detail += f", aligned to {options['cell']}-px cells"
         model = retrofitted(run, parent, "random weights").to(device)
         name = f"retrofit {method} (budget {options['budget']}, {detail})"
-        rows.append(counted(name, model, f"retrofit-{method}", int(options["budget"]), images))
+        kind = speed_kind(run.tokenizer)
+        rows.append(counted(name, model, kind, int(options["budget"]), images))
     rows += merged
     dht = next(row for row in rows if row.kind == "retrofit-dht")
     rows.append(Row("dHT partition alone", dht.run.tokenizer, None, "dht-partition"))

@@ -342,9 +342,17 @@ def retrofit_plan(profile: Profile) -> list[Run]:
         for seed in (1, 2):
             for tokenizer, options in half.items():
                 runs.append(Run(dataset, tokenizer, 31, seed, p, options, parent.run_id, epoch))
+        # dHT regions aligned to the parent's patches (retrofit's default since they kept it
+        # best on held-out images; docs/design.md), without and after one epoch, three seeds.
+        aligned = {"budget": 31, "cell": p}
+        runs.append(Run(dataset, "retrofit-dht-aligned", 31, 0, p, aligned, parent.run_id, 0))
+        for seed in (0, 1, 2):
+            runs.append(
+                Run(dataset, "retrofit-dht-aligned", 31, seed, p, aligned, parent.run_id, epoch)
+            )
         for seed in (0, 1, 2):  # the same fine-tunes, distilled from the parent
             for tokenizer, options in half.items():
-                kind = tokenizer.replace("-pooled", "-kd")
+                kind = distilled_kind(tokenizer)
                 runs.append(Run(dataset, kind, 31, seed, p, options, parent.run_id, epoch))
     return runs
 
@@ -359,7 +367,10 @@ def speed_runs(dataset: str) -> list[Run]:
         run
         for run in rows
         if run.dataset == dataset
-        and (run.tokenizer == "tome" or (run.tokenizer.endswith("-pooled") and run.finetune == 0))
+        and (
+            run.tokenizer == "tome"
+            or (run.tokenizer.endswith(("-pooled", "-aligned")) and run.finetune == 0)
+        )
         and run.seed == 0
     ]
 
@@ -367,6 +378,14 @@ def speed_runs(dataset: str) -> list[Run]:
 # dHT rows measured before `derive_options` ran a ViT's dHT at 8 working pixels per patch side
 # keep the full-size hierarchy they were measured with (a row keeps meaning what it meant).
 FULL_SIZE_DHT = frozenset({"dht-learned", "retrofit-dht", "retrofit-dht-patch"})
+# Pooled dHT rows measured before `retrofit` aligned dHT regions to the ViT's patches keep
+# unaligned regions; the aligned ones are rows of their own ("retrofit-dht-aligned").
+UNALIGNED_DHT = frozenset({"retrofit-dht-pooled", "retrofit-dht-kd"})
+
+
+def distilled_kind(kind: str) -> str:
+    """The row kind of a retrofit fine-tune distilled from its parent ("-kd")."""
+    return kind.removesuffix("-pooled") + "-kd"
 
 
 # What each kind of row was measured with (embedder, size-aware attention), written out rather
@@ -385,5 +404,6 @@ EMBEDDERS: dict[str, tuple[str, bool]] = {
     "retrofit-dht-pooled": ("pooled", True),
     "retrofit-quadtree-kd": ("pooled", True),
     "retrofit-dht-kd": ("pooled", True),
+    "retrofit-dht-aligned": ("pooled", True),
     "tome": ("patch", False),  # the parent's own embedding; ToMe merges inside the trunk
 }

@@ -16,12 +16,13 @@ from .plan import (
     SUBSET_PROFILES,
     WARMUP_FRACTION,
     WEIGHT_DECAY,
+    distilled_kind,
     plan,
     retrofit_parent,
 )
 from .plots import curves_path, gather_curves, plot_all
 from .runs import ROOT, read_rows
-from .speeds import SPEEDS_PATH, SpeedTable, read_speeds
+from .speeds import SPEEDS_PATH, SpeedTable, read_speeds, speed_kind
 
 __all__ = [
     "Group",
@@ -293,6 +294,11 @@ def verdicts(
     return out + retrofit_verdicts(groups, profile, speeds=speeds)
 
 
+# The rows of `retrofit`'s defaults that issue 18's goals are judged on: pooled tokens and
+# size-aware attention, and for dHT regions aligned to the parent's patches.
+RETROFIT_ROWS = {"quadtree": "retrofit-quadtree-pooled", "dht": "retrofit-dht-aligned"}
+
+
 def retrofit_verdicts(
     groups: dict[tuple, Group], profile: str, *, speeds: list[SpeedTable]
 ) -> list[Verdict]:
@@ -310,13 +316,12 @@ def retrofit_verdicts(
             if k[:3] == (profile, dataset, "tome") and k[5] == "accuracy"
         ]
         speed = next((t for t in speeds if t.dataset == dataset), None)
-        for method in ("quadtree", "dht"):
-            name = f"retrofit-{method}-pooled"
+        for method, name in RETROFIT_ROWS.items():
             zero = find(groups, profile, dataset, name, 31, "accuracy", steps=0)
             # The fine-tune protocol (labels alone, or distilled: "-kd") with the most seeds,
             # then the higher mean validation score: chosen without looking at the test split.
             tuned = None
-            for kind in (name, f"retrofit-{method}-kd"):
+            for kind in (name, distilled_kind(name)):
                 for k, g in groups.items():
                     if k[:4] == (profile, dataset, kind, "31") and k[4] > 0 and k[5] == "accuracy":
                         rank = (len(g.values), statistics.fmean(g.validation or [0.0]))
@@ -401,7 +406,7 @@ def tome_verdict(
         return Verdict(key, text)
     if speed is None:
         return Verdict(key, f"{text} (no throughput of {group.dataset} in `{source}`)")
-    retrofit = speed.find(f"retrofit-{method}", int(group.budget))
+    retrofit = speed.find(speed_kind(group.tokenizer), int(group.budget))
     timed = sorted(  # (accuracy, throughput) of each ToMe count, slowest first
         ((g, row) for g in tomes if (row := speed.find("tome", int(g.budget))) is not None),
         key=lambda pair: pair[1].ratio,

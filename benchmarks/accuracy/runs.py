@@ -36,6 +36,7 @@ from .plan import (
     LR,
     PROFILES,
     TRUNK,
+    UNALIGNED_DHT,
     WARMUP_FRACTION,
     WEIGHT_DECAY,
     Profile,
@@ -260,9 +261,12 @@ def train_scorer(
 
 
 def row_options(run: Run) -> dict:
-    """The partitioner options a row's model is built with: the plan's, and a full-size
-    hierarchy for the dHT rows measured with one (FULL_SIZE_DHT)."""
+    """The partitioner options a row's model is built with: the plan's, a full-size hierarchy
+    for the dHT rows measured with one (FULL_SIZE_DHT), and no alignment to patches for the
+    pooled dHT rows measured before it (UNALIGNED_DHT)."""
     pinned = {"resolution": 1.0} if run.tokenizer in FULL_SIZE_DHT else {}
+    if run.tokenizer in UNALIGNED_DHT:
+        pinned["cell"] = None
     return {**pinned, **run.options}
 
 

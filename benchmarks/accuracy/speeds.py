@@ -13,12 +13,39 @@ from pathlib import Path
 
 from adaptok.cli.benchmarking import MachineFacts
 
-__all__ = ["KINDS", "SPEEDS_PATH", "SpeedRow", "SpeedTable", "read_speeds", "write_speeds"]
+__all__ = [
+    "KINDS",
+    "SPEEDS_PATH",
+    "SpeedRow",
+    "SpeedTable",
+    "read_speeds",
+    "speed_kind",
+    "write_speeds",
+]
 
 SPEEDS_PATH = Path(__file__).resolve().parents[2] / "benchmarks/results/inference_speed.json"
 # What a row runs: the timm model on its grid, its grid / quadtree / dHT retrofits, ToMe on the
 # timm model, and the dHT tokenizer alone (no logits).
-KINDS = ("grid", "retrofit-grid", "retrofit-quadtree", "retrofit-dht", "tome", "dht-partition")
+KINDS = (
+    "grid",
+    "retrofit-grid",
+    "retrofit-quadtree",
+    "retrofit-dht",
+    "retrofit-dht-aligned",
+    "tome",
+    "dht-partition",
+)
+
+
+def speed_kind(tokenizer: str) -> str:
+    """The KINDS entry that times an accuracy row's model ("retrofit-quadtree-kd" runs the
+    model of "retrofit-quadtree-pooled": "retrofit-quadtree"; aligned dHT its own)."""
+    if tokenizer.startswith("retrofit-dht-aligned"):
+        return "retrofit-dht-aligned"
+    for kind in ("retrofit-quadtree", "retrofit-dht", "tome"):
+        if tokenizer.startswith(kind):
+            return kind
+    raise ValueError(f"no throughput kind for accuracy rows of {tokenizer!r}")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from .errors import AdaptokError
 from .graph import label_components
 from .ops import counted
 
-__all__ = ["Partition", "PartitionError", "check_partition", "lift"]
+__all__ = ["Partition", "PartitionError", "align_to_cells", "check_partition", "lift"]
 
 
 class PartitionError(AdaptokError):
@@ -28,6 +28,53 @@ def lift(maps: Tensor, height: int, width: int) -> Tensor:
     rows = torch.arange(height, device=maps.device) * maps.shape[-2] // height
     columns = torch.arange(width, device=maps.device) * maps.shape[-1] // width
     return maps.index_select(-2, rows).index_select(-1, columns)
+
+
+def align_to_cells(labels: Tensor, cell: int, purity: float) -> Tensor:
+    """Regions made of whole cell x cell blocks: every block that one region covers to at least
+    `purity` of its pixels joins that region, every other block (one a boundary runs through)
+    is a region of its own, and the result is cut into 4-connected pieces.
+
+    A ViT trained on P x P patches reads such regions as unions of the patches it knows (a mean
+    of its patch embeddings, exact), while boundaries keep their patches to themselves.
+
+    Args:
+        labels: [B, H, W] int64 region ids, unique across the batch.
+        cell: block side in pixels; blocks at the right and bottom edges may be smaller.
+        purity: in (0, 1], the share of a block its largest region needs to take it (ties go to
+            the lower id).
+
+    Returns:
+        [B, H, W] int64 ids as `label_components` numbers them (consecutive, image by image,
+        raster order of first pixels).
+    """
+    if not 0 < purity <= 1:
+        raise AdaptokError(f"purity must be in (0, 1], got {purity}")
+    if cell < 1:
+        raise AdaptokError(f"cell must be >= 1 pixel, got {cell}")
+    batch, height, width = labels.shape
+    device = labels.device
+    rows = torch.arange(height, device=device) // cell
+    columns = torch.arange(width, device=device) // cell
+    grid_h, grid_w = int(rows[-1]) + 1, int(columns[-1]) + 1
+    images = torch.arange(batch, device=device).view(batch, 1, 1) * (grid_h * grid_w)
+    block = (images + rows.view(1, height, 1) * grid_w + columns.view(1, 1, width)).flatten()
+    flat = labels.flatten()
+    ids = int(flat.max()) + 1
+    # Pixels per (block, region) pair, then each block's largest region in one scatter: the
+    # count above the reversed id, so ties go to the lower id.
+    pairs, count = torch.unique(block * ids + flat, return_counts=True)
+    pair_block, pair_region = pairs // ids, pairs % ids
+    blocks = batch * grid_h * grid_w
+    best = torch.zeros(blocks, dtype=torch.long, device=device)
+    best.scatter_reduce_(0, pair_block, (count << 32) | (ids - 1 - pair_region), reduce="amax")
+    largest = best >> 32
+    region = ids - 1 - (best & 0xFFFFFFFF)
+    size = torch.bincount(block, minlength=blocks)
+    pure = largest >= purity * size
+    block_label = torch.where(pure, region, ids + torch.arange(blocks, device=device))
+    pieces = label_components(block_label.view(batch, grid_h, grid_w))
+    return pieces.index_select(1, rows).index_select(2, columns)
 
 
 def _block_starts(coarse: int, fine: int, device: torch.device) -> Tensor:

@@ -204,6 +204,19 @@ RETROFIT_DEFAULTS: dict[str, tuple[str, bool]] = {
 }
 
 
+def aligned_options(
+    method: str, embedder: str, patch_size: int, given: dict[str, object] | None
+) -> dict[str, object]:
+    """The partition options of a retrofit: dHT regions read through pooled patch embeddings
+    are made of whole patches (`cell` = the ViT's patch side, `align_partition`), `given`
+    merged over that. On held-out images the aligned regions kept a grid-trained parent at
+    lower token counts than the unaligned ones and the quadtree (docs/design.md, section
+    "Retrofitting")."""
+    if method == "dht" and embedder == "pooled":
+        return {"cell": patch_size, **(given or {})}
+    return dict(given or {})
+
+
 def retrofit_defaults(method: str) -> tuple[str, bool]:
     """(embedder, proportional_attention) that `retrofit` uses for a method by default."""
     return RETROFIT_DEFAULTS.get(method, RETROFIT_DEFAULTS["dht"])
@@ -250,8 +263,11 @@ def retrofit(
             embedder always uses the ViT's grid.
         partition_options: the partitioner's options, merged over the defaults derived from the
             ViT (grid at its patch size; quadtree with min_patch = its patch size, max_patch 4x
-            or 2x (whichever divides the image), about half the tokens): `{"budget": 97}` keeps
-            the derived patch sizes. Checked here, on a blank image of the ViT's size.
+            or 2x (whichever divides the image), about half the tokens; dHT with half the
+            tokens, 8 working pixels per patch side and, with the pooled embedder, regions made
+            of whole patches, `cell` = the patch side: `aligned_options`): `{"budget": 97}`
+            keeps the derived patch sizes, `{"cell": None}` unaligned dHT regions. Checked here,
+            on a blank image of the ViT's size.
         task: "classification" (the ViT's head is reused) or "dense" (a new per-token head).
         num_classes: classes of the head (None: the ViT's).
         tokenizer: a ready tokenizer module (e.g. a trained DHTTokenizer) instead of a fresh one.
@@ -295,7 +311,8 @@ def retrofit(
         embedder=embedder,
         position=position,
         position_grid=position_grid,
-        partition_options=partition_options or {},  # merged over the derived ones
+        # merged over the derived ones
+        partition_options=aligned_options(method, embedder, patch_size, partition_options),
         encoder=encoder_config,
     )
     if config.embedder_kind == "patch" and position_grid not in (None, grid_h):

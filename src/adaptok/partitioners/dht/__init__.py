@@ -16,7 +16,7 @@ from ...regions import Partition
 from ..spec import NO_CAP, PartitionerSpec
 from .budget import AUTO, check_budget, default_budget
 from .criteria import CRITERIA, check_criterion, information_criterion
-from .tokenizer import DHTResult, DHTTokenizer, working_size
+from .tokenizer import DHTResult, DHTTokenizer, check_cell
 from .weights import (
     describe_default_weights,
     load_default_tokenizer,
@@ -56,6 +56,7 @@ def dht_partition(
     tokenizer: DHTTokenizer | None = None,
     input_space: str = "unit",
     resolution: float = 1.0,
+    cell: int | None = None,
 ) -> Partition:
     """Partition images with ∂HT (eval mode, no gradient, deterministic).
 
@@ -73,6 +74,8 @@ def dht_partition(
         resolution: fraction of the image's side at which the hierarchy runs, the regions
             lifted back to full size (1: full size; see `DHTTokenizer.forward`). A ViT's tokens
             default to 8 working pixels per patch side (`derive_options`).
+        cell: None, or a block side in pixels: regions made of whole blocks (a ViT's patches;
+            see `DHTTokenizer.forward`). A retrofitted ViT's dHT uses its patch side.
 
     Returns:
         The Partition.
@@ -80,7 +83,7 @@ def dht_partition(
     check_images(images, min_size=2)
     check_budget(budget)
     check_criterion(criterion)
-    working_size(*images.shape[-2:], resolution)
+    check_cell(cell, *images.shape[-2:], resolution)
     if tokenizer is None:
         tokenizer = _default_tokenizer(images.device, input_space)
     if images.shape[1] == 1 and tokenizer.in_chans == 3:
@@ -90,7 +93,7 @@ def dht_partition(
     tokenizer.eval()
     try:
         return tokenizer.partition(
-            images, budget=budget, criterion=criterion, resolution=resolution
+            images, budget=budget, criterion=criterion, resolution=resolution, cell=cell
         )
     finally:
         tokenizer.train(was_training)
@@ -105,7 +108,7 @@ def check_model_options(options: Mapping[str, object], image_size: int, in_chans
         check_criterion(options["criterion"])
     if not isinstance(options.get("sample_budget", False), bool):
         raise AdaptokError(f"sample_budget must be True or False, got {options['sample_budget']!r}")
-    working_size(image_size, image_size, options.get("resolution", 1.0))
+    check_cell(options.get("cell"), image_size, image_size, options.get("resolution", 1.0))
 
 
 # A ViT's dHT tokens are found at this many working pixels per patch side (resolution 8 / P,
@@ -136,5 +139,5 @@ SPEC = PartitionerSpec(
     default_budget=lambda height, width, options: default_budget(height, width),
     derive=derive_options,
     validate=check_model_options,
-    call_options=("budget", "criterion", "sample_budget", "resolution"),
+    call_options=("budget", "criterion", "sample_budget", "resolution", "cell"),
 )

@@ -33,9 +33,9 @@ from .budget import AUTO, check_budget, resolve_budget
 from .criteria import check_criterion
 from .encoder import PixelEncoder, exact_sigmoid, mix_channels
 from .hierarchy import Hierarchy, build_hierarchy, log_weights
-from .selection import select_partition
+from .selection import align_partition, select_partition
 
-__all__ = ["DHTResult", "DHTTokenizer", "check_resolution", "working_size"]
+__all__ = ["DHTResult", "DHTTokenizer", "check_cell", "check_resolution", "working_size"]
 
 INPUT_SPACES = ("unit", "imagenet")
 POOLINGS = ("exact", "similarity")
@@ -91,6 +91,31 @@ def working_size(height: int, width: int, resolution: float) -> tuple[int, int]:
             f"image; the hierarchy needs at least {MIN_SIZE}x{MIN_SIZE}: raise resolution"
         )
     return size
+
+
+def check_cell(cell: object, height: int, width: int, resolution: float) -> int | None:
+    """A cell side for aligned regions (None: not aligned), whole at the working size.
+
+    Raises:
+        AdaptokError: not a positive int, larger than the image, or not a whole number of
+            working pixels at `resolution`.
+    """
+    if cell is None:
+        return None
+    if isinstance(cell, bool) or not isinstance(cell, int) or cell < 1:
+        raise AdaptokError(
+            f"cell must be a positive int (a ViT's patch side) or None, got {cell!r}"
+        )
+    if cell > min(height, width):
+        raise AdaptokError(f"cell {cell} is larger than the {height}x{width} image; pass None")
+    low_height, low_width = working_size(height, width, resolution)
+    if (cell * low_height) % height or (cell * low_width) % width:
+        raise AdaptokError(
+            f"cell {cell} is {cell * low_height / height:g} working pixels at resolution "
+            f"{resolution} of a {height}x{width} image; choose a resolution that makes it whole "
+            "(a multiple of 1 / cell) or resolution=1"
+        )
+    return cell
 
 
 class Inspection(NamedTuple):
@@ -215,6 +240,11 @@ def _take_images(result: DHTResult, index: Tensor) -> DHTResult:
         region_colors=result.region_colors.index_select(0, rows),
         inspect=inspect,
     )
+
+
+def _working_cell(cell: int | None, small: Tensor, full: Tensor) -> int | None:
+    """A cell side in pixels of `full` as working pixels of `small` (whole: `check_cell`)."""
+    return None if cell is None else cell * small.shape[-2] // full.shape[-2]
 
 
 def _batch_order(short: Tensor) -> Tensor:
@@ -421,12 +451,14 @@ class DHTTokenizer(nn.Module):
         criterion: str,
         generator: torch.Generator | None,
         sample_budget: bool,
+        cell: int | None = None,
     ) -> tuple[Partition, Hierarchy, Tensor]:
-        """Hierarchy, selection, relabelling and budget (all discrete: no gradient).
+        """Hierarchy, selection, relabelling, alignment and budget (all discrete: no gradient).
 
         Args:
             images: [B, C, H, W] the images the encoder read.
             features: [B, d, H, W] their pixel features.
+            cell: block side (working pixels) of aligned regions (`align_partition`), or None.
 
         Returns:
             (partition, hierarchy, pieces [A] selection piece of every atom).
@@ -439,6 +471,10 @@ class DHTTokenizer(nn.Module):
             generator=generator,
             sample_budget=sample_budget,
         )
+        if cell is not None:
+            part = align_partition(
+                part, features, cell, cap, generator=generator, sample_budget=sample_budget
+            )
         return part, tree, pieces
 
     # ---------------------------------------------------------------------------- public API
@@ -451,6 +487,7 @@ class DHTTokenizer(nn.Module):
         generator: torch.Generator | None = None,
         sample_budget: bool | None = None,
         resolution: float = 1.0,
+        cell: int | None = None,
     ) -> DHTResult:
         """Tokenize a batch.
 
@@ -475,17 +512,23 @@ class DHTTokenizer(nn.Module):
                 the cap at the working size (too little to split there) is tokenized at full
                 size instead, so the cap, not the resolution, decides how many tokens an image
                 gets; without a cap the working size is used as it is.
+            cell: None, or a block side in pixels (a ViT's patch side, whole at the working
+                size): regions are then made of whole blocks (`align_partition`: a block one
+                region covers to ALIGN_PURITY joins it, a block a boundary runs through is a
+                region of its own, and the cap merges the most alike), so a ViT trained on
+                those patches reads each region as a union of patches it knows.
 
         Returns:
             DHTResult.
         """
         cap, criterion = self._check(images, budget, criterion)
+        check_cell(cell, *images.shape[-2:], resolution)
         sample = self.training if sample_budget is None else sample_budget
 
         def run(batch: Tensor, at: float) -> DHTResult:
             results = self._chunked(
                 batch, at, lambda small, full: self._tokenize(
-                    small, full, cap, criterion, generator, sample
+                    small, full, cap, criterion, generator, sample, _working_cell(cell, small, full)
                 )
             )  # fmt: skip
             return results[0] if len(results) == 1 else _concatenate_results(results)
@@ -542,12 +585,14 @@ class DHTTokenizer(nn.Module):
         criterion: str,
         generator: torch.Generator | None,
         sample_budget: bool,
+        cell: int | None,
     ) -> DHTResult:
         """`forward` on one chunk of the batch (checked arguments): `images` at the working
-        size, `full` the same chunk at its own size (the same pixels at resolution 1)."""
+        size, `full` the same chunk at its own size (the same pixels at resolution 1), `cell`
+        in working pixels."""
         features = self._features(images)
         part, tree, pieces = self._partition(
-            images.detach(), features.detach(), cap, criterion, generator, sample_budget
+            images.detach(), features.detach(), cap, criterion, generator, sample_budget, cell
         )
         log_weight = self._log_weights(features, tree).index_select(0, tree.atom_of_pixel)
         shape = part.labels.shape
@@ -596,18 +641,21 @@ class DHTTokenizer(nn.Module):
         generator: torch.Generator | None = None,
         sample_budget: bool | None = None,
         resolution: float = 1.0,
+        cell: int | None = None,
     ) -> Partition:
         """Only the Partition (no injection, no gradient): the fast path of `dht_partition`.
 
-        Args, budget contract and resolution as in `forward`.
+        Args, budget contract, resolution and cell as in `forward`.
         """
         cap, criterion = self._check(images, budget, criterion)
+        check_cell(cell, *images.shape[-2:], resolution)
         sample = self.training if sample_budget is None else sample_budget
 
         def run(batch: Tensor, at: float) -> Partition:
             parts = self._chunked(
                 batch, at, lambda small, full: self._partition(
-                    small, self._features(small), cap, criterion, generator, sample
+                    small, self._features(small), cap, criterion, generator, sample,
+                    _working_cell(cell, small, full),
                 )[0]
             )  # fmt: skip
             part = Partition.concatenate(parts) if len(parts) > 1 else parts[0]

@@ -1,0 +1,114 @@
+"""Which dHT regions keep a grid-trained ViT best without fine-tuning: unaligned, or aligned to its
+patches at each purity (`adaptok.regions.align_to_cells`), beside the quadtree at equal tokens.
+
+Chooses `ALIGN_PURITY` and `retrofit`'s dHT default (`aligned_options`) by measurement on images
+that no benchmark reports: the parents are the accuracy benchmark's issue-18 grid parents
+(`grid-64-s0-aug75` of Fashion-MNIST 64 and cluttered Fashion-MNIST 128, found under --work),
+exported to timm and retrofitted with `retrofit`'s pooled tokens and size-aware attention;
+accuracy is read on the LAST 1,000 images of each training split, which the parents never
+trained on (they train on a draw from the first 9,000) and the accuracy benchmark never scores.
+No fine-tuning, one parent per dataset: differences under about 2 points are noise.
+
+    python benchmarks/align_probe.py --work runs/accuracy     # a few minutes on one thread
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from torch.utils.data import Subset
+
+from accuracy.plan import DATASET_SIZES, retrofit_parent
+from accuracy.runs import fashion_split, make_vit
+from adaptok.cli.benchmarking import machine_header
+from adaptok.models import export_timm, load_model, retrofit
+from adaptok.partitioners.dht import selection
+from adaptok.train import evaluate
+
+ROOT = Path(__file__).resolve().parent.parent
+HELD_OUT = 1000
+PURITIES = (0.5, 0.75, 0.9, 1.0)
+QUADTREE_BUDGETS = (16, 19, 22, 25, 28, 31)
+BUDGET = 31
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", default=str(ROOT / "runs/accuracy"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/align_probe.md"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    lines = [
+        "# Alignment probe: dHT regions made of whole patches, against unaligned ones and the "
+        "quadtree",
+        "",
+        f"`python benchmarks/align_probe.py`; {machine_header()}.",
+        "",
+        "Parents: the accuracy benchmark's issue-18 grid parents (64 tokens, trained with 75-100% "
+        "crops). Accuracy (%) on the last 1,000 images of each training split (held out from "
+        "every benchmark), no fine-tuning, tokens per image in brackets. dHT rows: budget "
+        f"{BUDGET}, `retrofit`'s pooled tokens and size-aware attention.",
+        "",
+    ]
+    datasets = ("fashion-mnist-64", "cluttered-fashion-mnist-128")
+    table: dict[str, dict[str, str]] = {}
+    aligned: dict[float, list[float]] = {}  # purity -> held-out accuracy per dataset
+    for dataset in datasets:
+        parent_run = retrofit_parent(dataset)
+        size, patch = DATASET_SIZES[dataset], parent_run.patch
+        checkpoint = Path(args.work) / "runs" / "cpu-long" / parent_run.run_id / "best.pt"
+        vit = export_timm(load_model(checkpoint), make_vit(size, patch, 10, 0)).eval()
+        full = fashion_split(dataset, "train")
+        held = Subset(full, range(len(full) - HELD_OUT, len(full)))
+
+        def score(name: str, model, dataset: str = dataset, held: Subset = held) -> float:
+            result = evaluate(model.eval(), held, batch_size=100)
+            cell = f"{100 * result.accuracy:.1f} ({result.tokens_per_image:.1f})"
+            table.setdefault(name, {})[dataset] = cell
+            print(f"{dataset:28s} {name:40s} {cell}", flush=True)
+            return result.accuracy
+
+        score("parent: grid", retrofit(vit, "grid"))
+        for budget in QUADTREE_BUDGETS:
+            score(
+                f"quadtree, budget {budget}",
+                retrofit(vit, "quadtree", partition_options={"budget": budget}),
+            )
+        score(
+            "dHT, unaligned",
+            retrofit(vit, "dht", partition_options={"budget": BUDGET, "cell": None}),
+        )
+        chosen = selection.ALIGN_PURITY
+        try:
+            for purity in PURITIES:
+                selection.ALIGN_PURITY = purity
+                model = retrofit(vit, "dht", partition_options={"budget": BUDGET})
+                accuracy = score(f"dHT, aligned, purity {purity}", model)
+                aligned.setdefault(purity, []).append(accuracy)
+        finally:
+            selection.ALIGN_PURITY = chosen
+    lines += [
+        "| tokens | " + " | ".join(datasets) + " |",
+        "|---|" + "---:|" * len(datasets),
+        *(
+            f"| {name} | " + " | ".join(cells.get(d, "") for d in datasets) + " |"
+            for name, cells in table.items()
+        ),
+        "",
+    ]
+    best = max(aligned, key=lambda purity: sum(aligned[purity]))
+    lines.append(
+        f"Rule: the purity with the highest mean accuracy over the two datasets: {best} "
+        f"(library: ALIGN_PURITY = {selection.ALIGN_PURITY})."
+    )
+    lines.append("")
+    Path(args.out).write_text("\n".join(lines))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
