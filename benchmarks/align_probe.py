@@ -10,6 +10,9 @@ trained on (they train on a draw from the first 9,000) and the accuracy benchmar
 No fine-tuning, one parent per dataset: differences under about 2 points are noise.
 
     python benchmarks/align_probe.py --work runs/accuracy     # a few minutes on one thread
+
+It also draws docs/aligned_tokens.png: held-out images of both datasets with the quadtree's,
+the unaligned dHT's and the aligned dHT's tokens at the probe's budget (`figure`).
 """
 
 from __future__ import annotations
@@ -107,7 +110,55 @@ def main() -> int:
     lines.append("")
     Path(args.out).write_text("\n".join(lines))
     print(f"wrote {args.out}")
+    figure(ROOT / "docs" / "aligned_tokens.png")
     return 0
+
+
+def figure(path: Path, per_dataset: int = 3) -> None:
+    """Held-out images (the probe's) with their tokens at budget BUDGET: quadtree (patches P..4P),
+    dHT unaligned, dHT aligned to the P x P patches."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from adaptok.ops import denormalize
+    from adaptok.partitioners.registry import partition
+    from adaptok.visualize import draw_boundaries
+
+    rows = []
+    for dataset in ("fashion-mnist-64", "cluttered-fashion-mnist-128"):
+        full = fashion_split(dataset, "train")
+        items = [full[len(full) - 1 - i][0] for i in range(per_dataset)]
+        raw = denormalize(torch.stack(items)).clamp(0, 1)  # what the partitioners read
+        patch = retrofit_parent(dataset).patch
+        columns = {
+            f"quadtree, budget {BUDGET}": partition(
+                raw, "quadtree", budget=BUDGET, min_patch=patch, max_patch=4 * patch
+            ),
+            f"dHT, cap {BUDGET}": partition(raw, "dht", budget=BUDGET),
+            f"dHT, cap {BUDGET}, aligned to {patch}-px patches": partition(
+                raw, "dht", budget=BUDGET, cell=patch
+            ),
+        }
+        for i in range(per_dataset):
+            rows.append([(title, part, raw, i) for title, part in columns.items()])
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)))
+    for r, row in enumerate(rows):
+        for c, (title, part, raw, i) in enumerate(row):
+            ax = axes[r, c]
+            drawn = draw_boundaries(raw[i : i + 1], part.select([i]), color=(1.0, 0.2, 0.2))
+            ax.imshow(drawn[0].permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0 or r == per_dataset:
+                ax.set_title(title, fontsize=9)
+            ax.set_xlabel(f"{int(part.counts[i])} tokens", fontsize=8)
+    fig.suptitle("Held-out Fashion-MNIST 64 (top) and cluttered 128 (bottom): tokens a ViT reads")
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

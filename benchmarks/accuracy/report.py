@@ -484,8 +484,12 @@ NOTES = [
     "keeps them). `retrofit-*-pooled`: retrofit's pooled tokens and size-aware attention, "
     "fine-tuned on labels; `retrofit-*-kd`: the same fine-tune distilled from the parent "
     "(`TrainConfig.distill` 0.5, temperature 2); `tome`: the parent merging tokens, no "
-    "training. The dHT retrofits use retrofit's derived working resolution (8 pixels per "
-    "patch side: full size at P 8; at P 16 every cluttered image falls back to full size).",
+    "training; `retrofit-dht-aligned`: the pooled dHT retrofit with its regions made of whole "
+    "patches (retrofit's default since 2026-12-06, `cell` = P; benchmarks/results/"
+    "align_probe.md), fine-tuned on labels; the issue-18 goals for dHT read these rows, the "
+    "unaligned `retrofit-dht-pooled` / `-kd` rows stay as measured. The dHT retrofits use "
+    "retrofit's derived working resolution (8 pixels per patch side: full size at P 8; at P 16 "
+    "most cluttered images fall back to full size).",
     "",
     "Throughput in the ToMe goals: the table's eval images/s are each run's final test "
     "evaluation on the shared machine and moved 2x between runs of the same kind of model "
