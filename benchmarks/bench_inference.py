@@ -140,7 +140,8 @@ def build_rows(vit: nn.Module, images: Tensor) -> list[Row]:
     half = grid // 2
     budget = nearest_budget(side, side, half, min_patch=patch, max_patch=2 * patch)
     resolution = dht_options(side, patch, {})["resolution"]  # what retrofit derives
-    dht_name = f"retrofit dht (budget {half}, resolution {resolution})"
+    aligned = f"aligned to {patch}-px patches"  # retrofit's default for dHT (`cell`)
+    dht_name = f"retrofit dht (budget {half}, resolution {resolution}, {aligned})"
     rows = [
         Row(f"timm grid ({grid} tokens)", vit, float(grid), "grid"),
         counted("retrofit grid", retrofit(vit, "grid"), "retrofit-grid", None, images),
@@ -158,7 +159,7 @@ def build_rows(vit: nn.Module, images: Tensor) -> list[Row]:
         counted(
             dht_name,
             retrofit(vit, "dht", partition_options={"budget": half}),
-            "retrofit-dht",
+            "retrofit-dht-aligned",
             half,
             images,
         ),
@@ -167,7 +168,11 @@ def build_rows(vit: nn.Module, images: Tensor) -> list[Row]:
         full = retrofit(vit, "dht", partition_options={"budget": half, "resolution": 1.0})
         rows.append(
             counted(
-                f"retrofit dht (budget {half}, resolution 1.0)", full, "retrofit-dht", half, images
+                f"retrofit dht (budget {half}, resolution 1.0, {aligned})",
+                full,
+                "retrofit-dht-aligned",
+                half,
+                images,
             )
         )
     # The same count, and merged further towards the quadtree's throughput where the blocks can

@@ -39,7 +39,7 @@ def test_smoke_setting_prints_every_row(bench, capsys):
         "timm grid (16 tokens)",
         "retrofit grid",
         "retrofit quadtree (budget 7, patches 8..16)",
-        "retrofit dht (budget 8, resolution 1.0)",
+        "retrofit dht (budget 8, resolution 1.0, aligned to 8-px patches)",
         "ToMe (final 8 tokens)",
         "dHT partition alone",
     ]
@@ -47,7 +47,9 @@ def test_smoke_setting_prints_every_row(bench, capsys):
     assert tokens["retrofit grid"] == "16.0"
     assert tokens["retrofit quadtree (budget 7, patches 8..16)"] == "7.0"
     assert tokens["ToMe (final 8 tokens)"] == "8.0"
-    assert 1 <= float(tokens["retrofit dht (budget 8, resolution 1.0)"]) <= 8
+    assert (
+        1 <= float(tokens["retrofit dht (budget 8, resolution 1.0, aligned to 8-px patches)"]) <= 8
+    )
     assert rows["timm grid (16 tokens)"][-1].startswith("1.00x")
     assert re.match(r"\d+% of the timm forward", rows["dHT partition alone"][-1])
 

@@ -549,3 +549,16 @@ def test_tokenize_runs_dht_at_a_working_resolution(
     quadtree = ["tokenize", str(image_files[0]), "--resolution", "0.5", "-o", str(tmp_path / "q")]
     assert main(quadtree) == 2
     assert "does not take --resolution" in capsys.readouterr().err
+
+
+def test_tokenize_aligns_dht_regions_to_cells(image_files, tmp_path, capsys) -> None:
+    """--cell makes dHT's regions whole blocks; refused for other methods and below 1."""
+    out = tmp_path / "cells"
+    argv = ["tokenize", str(image_files[0]), "--method", "dht", "--budget", "12"]
+    assert main([*argv, "--cell", "8", "-o", str(out)]) == 0
+    assert "12 tokens (dht)" in capsys.readouterr().out
+    assert main([*argv, "--cell", "0", "-o", str(tmp_path / "bad")]) == 2
+    assert "--cell must be a positive integer" in capsys.readouterr().err
+    quadtree = ["tokenize", str(image_files[0]), "--cell", "8", "-o", str(tmp_path / "q")]
+    assert main(quadtree) == 2
+    assert "does not take --cell" in capsys.readouterr().err

@@ -27,6 +27,7 @@ METHOD_OPTIONS = {
     "scorer": ("quadtree",),
     "scorer_weights": ("quadtree",),
     "resolution": ("dht",),
+    "cell": ("dht",),
 }
 
 
@@ -78,6 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "size; 0.5 is faster and keeps truer regions under a tight --budget)",
     )
     parser.add_argument(
+        "--cell",
+        type=int,
+        default=None,
+        help="dht: make every region whole CELL x CELL blocks (a ViT's patch side: the tokens a "
+        "retrofitted ViT reads); default: pixel-precise regions",
+    )
+    parser.add_argument(
         "-o",
         "--output",
         type=Path,
@@ -112,6 +120,8 @@ def partition_options(args: argparse.Namespace) -> dict[str, object]:
         from ..partitioners.dht.tokenizer import check_resolution
 
         options["resolution"] = check_resolution(given["resolution"])  # once, not per file
+    if "cell" in given:  # whole at each image's working size: checked per image
+        options["cell"] = check_int("--cell", given["cell"])
     if args.method == "grid" and "patch_size" in given:
         options["patch_size"] = check_int("--patch-size", given["patch_size"])
     elif args.method == "quadtree":
