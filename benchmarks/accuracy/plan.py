@@ -333,6 +333,11 @@ def retrofit_plan(profile: Profile) -> list[Run]:
         # ToMe merged further, towards the quadtree retrofit's throughput (bench_inference
         # times both in turn; these rows give the accuracy there).
         runs.append(Run(dataset, "tome", 16, 0, p, {"final_tokens": 16}, parent.run_id))
+        # ... and further, to the quadtree retrofit's throughput and beyond (4: the fewest a
+        # 4-block trunk reaches from 64, each block merging at most half its tokens), so the
+        # equal-throughput goal can be decided (benchmarks/bench_inference.py times them).
+        for final in (8, 4):
+            runs.append(Run(dataset, "tome", final, 0, p, {"final_tokens": final}, parent.run_id))
         for tokenizer, options in half.items():
             runs.append(Run(dataset, tokenizer, 31, 0, p, options, parent.run_id, 0))
             runs.append(Run(dataset, tokenizer, 31, 0, p, options, parent.run_id, epoch))
