@@ -31,7 +31,6 @@ from .plan import (
     DATASET_SIZES,
     DISTILL,
     EMBEDDERS,
-    FINETUNE_LR_FACTOR,
     FULL_SIZE_DHT,
     LR,
     PROFILES,
@@ -516,7 +515,7 @@ def execute(run: Run, profile: Profile, work: Path, device: str, log: Log) -> li
         source = parent_checkpoint(run, profile, work)
         model = retrofitted(run, parent, source).to(device)
         steps = run.finetune
-        lr, eval_every = LR * FINETUNE_LR_FACTOR, max(1, run.finetune // 2)
+        lr, eval_every = LR * run.lr_factor, max(1, run.finetune // 2)
     else:
         if run.tokenizer == "quadtree-cnn":
             weights = work / "scorer" / f"{run.dataset}-cnn.pt"
@@ -543,7 +542,7 @@ def execute(run: Run, profile: Profile, work: Path, device: str, log: Log) -> li
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
     common = {
         "dataset": run.dataset,
-        "tokenizer": run.tokenizer + run.augment_tail,
+        "tokenizer": run.tokenizer + run.variant_tail,
         "tokens_per_image": scored["tokens_per_image"],
         "seed": run.seed,
         "steps": run.finetune if retrofit_row else result.step if result else 0,
