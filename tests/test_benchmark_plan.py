@@ -269,6 +269,19 @@ def test_the_retrofit_goals_are_decided_on_numbers(bench) -> None:
             f"{key}-quadtree-one-epoch"
         ]
         assert verdict.gap == pytest.approx(0.80 - 0.85 if chosen.endswith("pooled") else 0.0)
+    # Learning rates are protocols too: the best validation score picks 0.3 of the peak here.
+    faster = retrofit_rows(
+        "retrofit-quadtree-pooled-lr30", [0.845] * 3, tokens=31, steps=125, val="0.95"
+    )
+    groups = bench.group_rows([*parent, *plain, *faster])
+    verdict = {v.key: v for v in bench.verdicts(groups, "cpu-long", speeds=[])}[
+        f"{key}-quadtree-one-epoch"
+    ]
+    assert (
+        verdict.gap == pytest.approx(0.845 - 0.85)
+        and "0.3 of the peak learning rate" in verdict.text
+    )
+    assert verdict.status == "met"
 
 
 def speed_table(bench, ratios: dict[tuple[str, int], float], dataset: str = "fashion-mnist-64"):

@@ -159,8 +159,7 @@ class Run:
     def variant_tail(self) -> str:
         """What the run id and the CSV tokenizer of a row end with for its variant: the
         augmentation (`augment_tail`) and a fine-tune learning rate other than the default."""
-        lr = "" if self.lr_factor == FINETUNE_LR_FACTOR else f"-lr{round(100 * self.lr_factor)}"
-        return lr + self.augment_tail
+        return lr_tail(self.lr_factor) + self.augment_tail
 
     @property
     def augment_tail(self) -> str:
@@ -412,6 +411,19 @@ FULL_SIZE_DHT = frozenset({"dht-learned", "retrofit-dht", "retrofit-dht-patch"})
 # Pooled dHT rows measured before `retrofit` aligned dHT regions to the ViT's patches keep
 # unaligned regions; the aligned ones are rows of their own ("retrofit-dht-aligned").
 UNALIGNED_DHT = frozenset({"retrofit-dht-pooled", "retrofit-dht-kd"})
+
+
+def lr_tail(factor: float) -> str:
+    """What a retrofit fine-tune's kind ends with at a learning-rate factor ("" at the default
+    FINETUNE_LR_FACTOR, "-lr30" at 0.3)."""
+    return "" if factor == FINETUNE_LR_FACTOR else f"-lr{round(100 * factor)}"
+
+
+def fine_tune_kinds(kind: str) -> tuple[str, ...]:
+    """The fine-tune protocols of a retrofit kind the report chooses among on validation: on
+    labels or distilled ("-kd"), at every learning-rate factor the plan runs."""
+    factors = (FINETUNE_LR_FACTOR, *FINETUNE_LR_CHOICES)
+    return tuple(base + lr_tail(f) for base in (kind, distilled_kind(kind)) for f in factors)
 
 
 def distilled_kind(kind: str) -> str:
