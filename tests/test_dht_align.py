@@ -109,5 +109,7 @@ def test_retrofit_aligns_pooled_dht_to_the_vit_patches_unless_told_not_to() -> N
         is None
     )
     assert "cell" not in retrofit(vit, "dht", embedder="patch").tokenizer.call_options
+    dense = retrofit(vit, "dht", task="dense", num_classes=3)  # boundaries stay pixel-precise
+    assert "cell" not in dense.tokenizer.call_options
     with pytest.raises(AdaptokError, match="working pixels"):
         retrofit(vit, "dht", partition_options={"resolution": 0.3})

@@ -205,14 +205,16 @@ RETROFIT_DEFAULTS: dict[str, tuple[str, bool]] = {
 
 
 def aligned_options(
-    method: str, embedder: str, patch_size: int, given: dict[str, object] | None
+    method: str, embedder: str, task: str, patch_size: int, given: dict[str, object] | None
 ) -> dict[str, object]:
-    """The partition options of a retrofit: dHT regions read through pooled patch embeddings
-    are made of whole patches (`cell` = the ViT's patch side, `align_partition`), `given`
-    merged over that. On held-out images the aligned regions kept a grid-trained parent at
-    lower token counts than the unaligned ones and the quadtree (docs/design.md, section
-    "Retrofitting")."""
-    if method == "dht" and embedder == "pooled":
+    """The partition options of a retrofit: for classification, dHT regions read through pooled
+    patch embeddings are made of whole patches (`cell` = the ViT's patch side,
+    `align_partition`), `given` merged over that. On held-out images the aligned regions kept a
+    grid-trained parent at lower token counts than the unaligned ones and the quadtree
+    (docs/design.md, section "Retrofitting"). A dense task keeps pixel-precise regions: its
+    per-token predictions are spread over them, and their boundaries are what dHT is for
+    there (aligned, every boundary would be a patch edge)."""
+    if method == "dht" and embedder == "pooled" and task == "classification":
         return {"cell": patch_size, **(given or {})}
     return dict(given or {})
 
@@ -312,7 +314,7 @@ def retrofit(
         position=position,
         position_grid=position_grid,
         # merged over the derived ones
-        partition_options=aligned_options(method, embedder, patch_size, partition_options),
+        partition_options=aligned_options(method, embedder, task, patch_size, partition_options),
         encoder=encoder_config,
     )
     if config.embedder_kind == "patch" and position_grid not in (None, grid_h):
