@@ -3,6 +3,7 @@ in tests/test_benchmark_plan.py), the Markdown table and the README section."""
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +37,8 @@ __all__ = [
 
 def tokenizer_rank(tokenizer: str) -> tuple[int, str]:
     """Where a tokenizer's rows go in the tables: the plan's order of row kinds, each kind's
-    augmented rows ("-aug", "-aug50", ...: `Run.augment_tail`) after its plain ones."""
-    kind = tokenizer.partition("-aug")[0]
+    variants ("-aug", "-aug50", "-lr30", ...: `Run.variant_tail`) after its plain rows."""
+    kind = re.sub(r"-(aug|lr)\d*.*$", "", tokenizer)
     return list(EMBEDDERS).index(kind), tokenizer  # "grid" < "grid-aug" < "grid-aug50"
 
 
