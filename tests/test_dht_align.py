@@ -77,6 +77,20 @@ def test_aligned_dht_regions_are_whole_cells_under_the_cap(resolution: float) ->
         assert torch.equal(canonical(alone.labels), canonical(part.select([index]).labels))
 
 
+def test_aligned_images_short_of_the_cap_keep_their_working_size_regions() -> None:
+    """With cells, the working size's aligned regions are kept even under the cap (no second
+    pass at full size): the partition is the lifted one of the half-size images."""
+    import torch.nn.functional as F
+
+    images = torch.cat([smooth_images(2, 48, 40, seed=4), torch.full((1, 3, 48, 40), 0.4)])
+    model = load_default_tokenizer().eval()
+    part = model.partition(images, budget=30, resolution=0.5, cell=8)
+    small = F.interpolate(images, size=(24, 20), mode="bilinear", antialias=True)
+    low = model.partition(small, budget=30, cell=4)
+    assert int(part.counts[:2].min()) < 30  # a textured image short of the cap: kept
+    assert torch.equal(canonical(part.labels), canonical(low.lift(48, 40).labels))
+
+
 def test_aligned_dht_keeps_gradients_to_the_tokenizer() -> None:
     model = load_default_tokenizer().train()
     images = smooth_images(2, 32, 32, seed=3)

@@ -511,12 +511,16 @@ class DHTTokenizer(nn.Module):
                 (benchmarks/results/dht_resolution.md). An image left with fewer regions than
                 the cap at the working size (too little to split there) is tokenized at full
                 size instead, so the cap, not the resolution, decides how many tokens an image
-                gets; without a cap the working size is used as it is.
+                gets; without a cap, or with `cell`, the working size is used as it is.
             cell: None, or a block side in pixels (a ViT's patch side, whole at the working
                 size): regions are then made of whole blocks (`align_partition`: a block one
                 region covers to ALIGN_PURITY joins it, a block a boundary runs through is a
                 region of its own, and the cap merges the most alike), so a ViT trained on
-                those patches reads each region as a union of patches it knows.
+                those patches reads each region as a union of patches it knows. Aligned images
+                short of the cap at the working size are not redone at full size: their regions
+                are whole cells either way (on held-out cluttered Fashion-MNIST, cap 31, cells
+                of 16 px at resolution 0.5, redoing them changed accuracy by -0.7 points, 39.6
+                against 40.3%, for 1.2 more tokens per image and 2.7x the time).
 
         Returns:
             DHTResult.
@@ -542,7 +546,7 @@ class DHTTokenizer(nn.Module):
             joined = _concatenate_results([lifted, redone])
             return _take_images(joined, _batch_order(short).to(images.device))
 
-        return self._with_fallback(images, resolution, cap, run, join)
+        return self._with_fallback(images, resolution, cap, cell, run, join)
 
     def _chunked(self, images: Tensor, resolution: float, step: Callable) -> list:
         """`step(small, full)` on each chunk of the batch: the chunk at the working size of
@@ -553,12 +557,20 @@ class DHTTokenizer(nn.Module):
         return [step(small, full) for small, full in zip(chunks, fulls, strict=True)]
 
     def _with_fallback(
-        self, images: Tensor, resolution: float, cap: int | None, run: Callable, join: Callable
+        self,
+        images: Tensor,
+        resolution: float,
+        cap: int | None,
+        cell: int | None,
+        run: Callable,
+        join: Callable,
     ):
         """`run(images, resolution)`, with the images it left short of the cap (below full
-        size) run again at full size and put back in their places by `join`."""
+        size) run again at full size and put back in their places by `join`. Aligned regions
+        (`cell`) are kept as they are: they are whole cells, which the working size resolves
+        as well as the full size (see `forward`)."""
         result = run(images, resolution)
-        if resolution == 1 or cap is None:
+        if resolution == 1 or cap is None or cell is not None:
             return result
         part = result if isinstance(result, Partition) else result.partition
         short = part.counts.cpu() < cap  # a smaller image had too little to split
@@ -665,4 +677,4 @@ class DHTTokenizer(nn.Module):
             joined = Partition.concatenate([first, redone])
             return joined.take(_batch_order(short))[0]
 
-        return self._with_fallback(images, resolution, cap, run, join)
+        return self._with_fallback(images, resolution, cap, cell, run, join)
