@@ -1,8 +1,9 @@
 """Training throughput of AdaptiveViT per tokenizer at matched token counts (CPU or CUDA).
 
 Times full training steps (tokenize, extract, embed, encode, loss, backward, AdamW) on random
-crops of scikit-image photos after two warm-up steps, for grid, quadtree and dHT tokens with the
-same number of tokens per image, and the dHT retrofit of a timm ViT whose grid has that many
+crops of scikit-image photos after two warm-up rounds, the rows' steps in turn within each round
+(a change in the machine's load touches every row alike), for grid, quadtree and dHT tokens with
+the same number of tokens per image, and the dHT retrofit of a timm ViT whose grid has that many
 patches (what `adaptok.retrofit(vit, "dht")` trains: pooled tokens, size-aware attention, the
 hierarchy at the derived working resolution), and prints a Markdown table with the date and
 device: images/s and their ratio to the grid's, the step time as a multiple of the grid step,
@@ -19,6 +20,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import timm
 import torch
@@ -134,6 +136,31 @@ def make_model(
     return build_model(config).train()
 
 
+@dataclass
+class Trainee:
+    """One row's model and optimiser, with its step and tokenizer-forward times (ms)."""
+
+    name: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    step_ms: list[float] = field(default_factory=list)
+    tokenizer_ms: list[float] = field(default_factory=list)
+    tokens: float = 0.0
+
+    def timed(self, forward: Callable, sync: Callable) -> Callable:
+        """`forward` recording its time in tokenizer_ms."""
+
+        def timed_forward(inputs):
+            sync()
+            start = time.perf_counter()
+            result = forward(inputs)
+            sync()
+            self.tokenizer_ms.append(1000 * (time.perf_counter() - start))
+            return result
+
+        return timed_forward
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setting", choices=sorted(SETTINGS), default="small")
@@ -152,7 +179,7 @@ def main() -> int:
     print(
         f"{machine_header(args.device)} · amp {args.amp} · batch {batch} of {size}x{size} photo "
         f"crops · {tokens} tokens per image · ViT width {width}, depth {depth}, {heads} heads · "
-        f"median of {args.steps} steps"
+        f"median of {args.steps} steps, rows in turn"
     )
     print()
     print(
@@ -162,41 +189,33 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|")
     images = photo_crops(batch, size).to(device)
     labels = torch.randint(0, 10, (batch,), generator=torch.Generator().manual_seed(1)).to(device)
-    grid_ms = None
+    rows = []
     for name, build in cases(size, tokens, patch, (width, depth, heads)).items():
         model = build().to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        tokenizer_forward = model.tokenizer.forward
-        tokenizer_ms: list[float] = []
-
-        def timed_tokenizer(inputs, _forward=tokenizer_forward, _times=tokenizer_ms):
-            sync()
-            start = time.perf_counter()
-            result = _forward(inputs)
-            sync()
-            _times.append(1000 * (time.perf_counter() - start))
-            return result
-
-        model.tokenizer.forward = timed_tokenizer
-        step_ms = []
-        for _ in range(args.steps + 2):  # two warm-up steps
+        row = Trainee(name, model, torch.optim.AdamW(model.parameters(), lr=1e-3))
+        model.tokenizer.forward = row.timed(model.tokenizer.forward, sync)
+        rows.append(row)
+    for _ in range(args.steps + 2):  # two warm-up rounds; the rows in turn within each round
+        for row in rows:
             sync()
             start = time.perf_counter()
             with autocast_context(device, args.amp):
-                logits, counts = model(images, return_counts=True)
+                logits, counts = row.model(images, return_counts=True)
             loss = F.cross_entropy(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
+            row.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            row.optimizer.step()
             sync()
-            step_ms.append(1000 * (time.perf_counter() - start))
-        if not torch.isfinite(loss):
-            raise SystemExit(f"{name}: the loss is {float(loss.detach())}")
-        median = statistics.median(step_ms[2:])
-        share = statistics.median(tokenizer_ms[2:]) / median
-        grid_ms = grid_ms or median
+            row.step_ms.append(1000 * (time.perf_counter() - start))
+            row.tokens = float(counts.float().mean())
+            if not torch.isfinite(loss):
+                raise SystemExit(f"{row.name}: the loss is {float(loss.detach())}")
+    grid_ms = statistics.median(rows[0].step_ms[2:])
+    for row in rows:
+        median = statistics.median(row.step_ms[2:])
+        share = statistics.median(row.tokenizer_ms[2:]) / median
         print(
-            f"| {name} | {float(counts.float().mean()):.1f} | {median:.0f} | "
+            f"| {row.name} | {row.tokens:.1f} | {median:.0f} | "
             f"{batch / median * 1000:.0f} | {grid_ms / median:.2f}x | {median / grid_ms:.2f}x | "
             f"{100 * share:.0f}% |"
         )
