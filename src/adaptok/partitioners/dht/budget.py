@@ -26,6 +26,7 @@ __all__ = [
     "absorb_regions",
     "check_budget",
     "choose_kept",
+    "compact_groups",
     "default_budget",
     "enforce_budget",
     "region_adjacency",
@@ -83,6 +84,13 @@ def region_adjacency(labels: Tensor) -> tuple[Tensor, Tensor]:
     second = torch.cat([b.flatten() for _, b in pairs])
     size = int(labels.max()) + 1 if labels.numel() else 1
     return pairs_between(first, second, size)
+
+
+def compact_groups(group: Tensor) -> Tensor:
+    """[N] the consecutive new id of every region from `group` (`enforce_budget`,
+    `absorb_regions`: the kept region each joins): kept regions numbered in their order."""
+    kept = group == torch.arange(group.shape[0], device=group.device)
+    return (torch.cumsum(kept, 0) - 1).index_select(0, group)
 
 
 def _rank_within_image(score: Tensor, image: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ...graph import connected_components
 from ...regions import Partition, align_to_cells
-from .budget import absorb_regions, enforce_budget
+from .budget import absorb_regions, compact_groups, enforce_budget, region_adjacency
 from .hierarchy import Hierarchy, is_thin
 from .merge import RegionGraph, group_boxes, pairs_between, sum_columns
 
@@ -79,8 +79,7 @@ def select_partition(
             generator=generator,
             random=sample_budget,
         )
-        kept = group == torch.arange(num_pieces, device=group.device)
-        region_of_atom = (torch.cumsum(kept, 0) - 1).index_select(0, group).index_select(0, pieces)
+        region_of_atom = compact_groups(group).index_select(0, pieces)
     else:
         region_of_atom = pieces
     part = partition_from_atoms(region_of_atom, tree.atom_of_pixel, atoms, batch, height, width)
@@ -120,9 +119,8 @@ def absorb_thin(
         pieces.index_select(0, atoms.src), pieces.index_select(0, atoms.dst), num_pieces
     )
     group = absorb_regions(~thin, piece_features, first, second)
-    kept = group == torch.arange(num_pieces, device=group.device)
-    new_id = (torch.cumsum(kept, 0) - 1).index_select(0, group)
-    size = int(kept.sum())
+    new_id = compact_groups(group)
+    size = int(new_id.max()) + 1
     new_area = area.new_zeros(size).index_add(0, new_id, area)
     new_features = (
         piece_features.new_zeros(size, piece_features.shape[1]).index_add(
@@ -177,26 +175,14 @@ def align_partition(
     aligned = Partition.from_labels(labels, relabel=False)
     if cap is None or int(aligned.counts.max()) <= cap:
         return aligned
-    num_regions = aligned.num_regions
-    dim = features.shape[1]
-    pixel_features = features.permute(0, 2, 3, 1).reshape(-1, dim)
-    flat = labels.flatten()
-    sums = pixel_features.new_zeros(num_regions, dim).index_add_(0, flat, pixel_features)
-    region_features = sums / aligned.area[:, None].to(sums.dtype)
-    right = (labels[:, :, :-1].flatten(), labels[:, :, 1:].flatten())
-    down = (labels[:, :-1].flatten(), labels[:, 1:].flatten())
-    pairs = pairs_between(
-        torch.cat([right[0], down[0]]), torch.cat([right[1], down[1]]), num_regions
-    )
     group = enforce_budget(
-        aligned.area.to(sums.dtype),
+        aligned.area.to(features.dtype),
         aligned.batch_index,
-        region_features,
-        *pairs,
+        aligned.region_mean(features),
+        *region_adjacency(labels),
         cap,
         generator=generator,
         random=sample_budget,
     )
-    kept = group == torch.arange(num_regions, device=group.device)
-    new_id = (torch.cumsum(kept, 0) - 1).index_select(0, group)
-    return Partition.from_labels(new_id.index_select(0, flat).view(labels.shape), relabel=False)
+    new_id = compact_groups(group).index_select(0, labels.flatten())
+    return Partition.from_labels(new_id.view(labels.shape), relabel=False)
