@@ -420,6 +420,12 @@ def lr_tail(factor: float) -> str:
     return "" if factor == FINETUNE_LR_FACTOR else f"-lr{round(100 * factor)}"
 
 
+def lr_factor_of(kind: str) -> float:
+    """The learning-rate factor a retrofit fine-tune's kind names (`lr_tail` read back)."""
+    _, tail, digits = kind.rpartition("-lr")
+    return int(digits) / 100 if tail and digits.isdigit() else FINETUNE_LR_FACTOR
+
+
 def fine_tune_kinds(kind: str) -> tuple[str, ...]:
     """The fine-tune protocols of a retrofit kind the report chooses among on validation: on
     labels or distilled ("-kd"), at every learning-rate factor the plan runs."""

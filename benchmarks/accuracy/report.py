@@ -12,12 +12,14 @@ from .plan import (
     DATASET_SIZES,
     DATASET_TITLES,
     EMBEDDERS,
+    FINETUNE_LR_FACTOR,
     LR,
     PROFILES,
     SUBSET_PROFILES,
     WARMUP_FRACTION,
     WEIGHT_DECAY,
     fine_tune_kinds,
+    lr_factor_of,
     plan,
     retrofit_parent,
 )
@@ -333,8 +335,7 @@ def retrofit_verdicts(
             distilled = ""  # how the chosen fine-tune differs from plain labels at the default rate
             if tuned and "-kd" in tuned.tokenizer:
                 distilled += " distilled from it,"
-            if tuned and "-lr" in tuned.tokenizer:
-                rate = int(tuned.tokenizer.rpartition("-lr")[2]) / 100
+            if tuned and (rate := lr_factor_of(tuned.tokenizer)) != FINETUNE_LR_FACTOR:
                 distilled += f" {rate:g} of the peak learning rate,"
             key = f"retrofit18-{dataset}-{method}"
             text = f"{title}: {method} retrofit at ~half the tokens, no fine-tune, vs its parent"
@@ -372,7 +373,7 @@ def retrofit_verdicts(
             for label, group in (("no fine-tune", zero), ("one epoch", tuned)):
                 key_tome = f"{key}-vs-tome-{'zero-shot' if group is zero else 'one-epoch'}"
                 what = f"{title}: {method} retrofit"
-                out.append(tome_verdict(key_tome, what, label, method, group, tomes, speed))
+                out.append(tome_verdict(key_tome, what, label, group, tomes, speed))
     return out
 
 
@@ -383,7 +384,6 @@ def tome_verdict(
     key: str,
     what: str,
     label: str,
-    method: str,
     group: Group | None,
     tomes: list[Group],
     speed: SpeedTable | None,
@@ -402,7 +402,6 @@ def tome_verdict(
         key: the verdict's key.
         what: the retrofit in words ("Fashion-MNIST 64x64: quadtree retrofit"); label: which
             of its rows ("no fine-tune", "one epoch").
-        method: "quadtree" or "dht" (the retrofit row of `speed` is "retrofit-<method>").
         group: the retrofit's accuracy rows.
         tomes: ToMe's accuracy rows on the same parent, one group per final count.
         speed: the setting of bench_inference's JSON that times the dataset's models.
@@ -413,13 +412,14 @@ def tome_verdict(
         return Verdict(key, text)
     if speed is None:
         return Verdict(key, f"{text} (no throughput of {group.dataset} in `{source}`)")
-    retrofit = speed.find(speed_kind(group.tokenizer), int(group.budget))
+    kind = speed_kind(group.tokenizer)  # the row of `speed` that times this retrofit's model
+    retrofit = speed.find(kind, int(group.budget))
     timed = sorted(  # (accuracy, throughput) of each ToMe count, slowest first
         ((g, row) for g in tomes if (row := speed.find("tome", int(g.budget))) is not None),
         key=lambda pair: pair[1].ratio,
     )
     if retrofit is None or not timed:
-        missing = f"retrofit-{method} at budget {group.budget}" if retrofit is None else "ToMe"
+        missing = f"{kind} at budget {group.budget}" if retrofit is None else "ToMe"
         return Verdict(key, f"{text} (no {missing} row of `{speed.setting}` in `{source}`)")
     ratio = retrofit.ratio
     beaten = [(g, row) for g, row in timed if row.ratio >= ratio and g.mean > group.mean]
