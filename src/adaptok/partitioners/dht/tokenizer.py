@@ -377,8 +377,14 @@ class DHTTokenizer(nn.Module):
         return colors
 
     def _check(
-        self, images: Tensor, budget: object, criterion: str | None
+        self,
+        images: Tensor,
+        budget: object,
+        criterion: str | None,
+        resolution: float,
+        cell: int | None,
     ) -> tuple[int | None, str]:
+        """(cap, criterion) of a call, its images, resolution and cell checked."""
         check_images(images, min_size=MIN_SIZE)
         if images.shape[1] != self.in_chans:
             fix = (
@@ -394,6 +400,7 @@ class DHTTokenizer(nn.Module):
         criterion = self.criterion if criterion is None else check_criterion(criterion)
         height, width = images.shape[-2:]
         cap = resolve_budget(check_budget(budget), height, width, self.target_coefficient)
+        check_cell(cell, height, width, resolution)
         return cap, criterion
 
     # ------------------------------------------------------------------------------ algorithm
@@ -525,8 +532,7 @@ class DHTTokenizer(nn.Module):
         Returns:
             DHTResult.
         """
-        cap, criterion = self._check(images, budget, criterion)
-        check_cell(cell, *images.shape[-2:], resolution)
+        cap, criterion = self._check(images, budget, criterion, resolution, cell)
         sample = self.training if sample_budget is None else sample_budget
 
         def run(batch: Tensor, at: float) -> DHTResult:
@@ -659,8 +665,7 @@ class DHTTokenizer(nn.Module):
 
         Args, budget contract, resolution and cell as in `forward`.
         """
-        cap, criterion = self._check(images, budget, criterion)
-        check_cell(cell, *images.shape[-2:], resolution)
+        cap, criterion = self._check(images, budget, criterion, resolution, cell)
         sample = self.training if sample_budget is None else sample_budget
 
         def run(batch: Tensor, at: float) -> Partition:
