@@ -515,6 +515,14 @@ def test_no_region_is_thinner_than_min_width() -> None:
     plain = tokenizer(min_width=0).partition(images, budget=None)
     sides = plain.box[:, 2:] - plain.box[:, :2]
     assert int(sides.min()) < 3  # the rule is what removes them
+    # A call's min_width overrides the tokenizer's: the same partition as a tokenizer built so.
+    called = tokenizer().partition(images, budget=None, min_width=0)
+    assert torch.equal(called.labels, plain.labels)
+    thin = adaptok.partition(images, method="dht", budget=None, min_width=0)
+    assert int((thin.box[:, 2:] - thin.box[:, :2]).min()) < 3
+    for bad in (-1, float("nan"), "3", True):
+        with pytest.raises(AdaptokError, match="min_width must be a number >= 0"):
+            adaptok.partition(images, method="dht", min_width=bad)
 
 
 def test_budget_contract() -> None:

@@ -123,6 +123,9 @@ def test_retrofit_aligns_pooled_dht_to_the_vit_patches_unless_told_not_to() -> N
         is None
     )
     assert "cell" not in retrofit(vit, "dht", embedder="patch").tokenizer.call_options
+    # two working pixels per cell, min_width off (a cell is never a thin token)
+    assert model.tokenizer.call_options["resolution"] == 0.25
+    assert model.tokenizer.call_options["min_width"] == 0.0
     dense = retrofit(vit, "dht", task="dense", num_classes=3)  # boundaries stay pixel-precise
     assert "cell" not in dense.tokenizer.call_options
     with pytest.raises(AdaptokError, match="working pixels"):

@@ -115,15 +115,26 @@ def test_a_working_size_under_two_pixels_is_refused_with_the_fix() -> None:
         adaptok.partition(smooth_images(1, 8, 8), "dht", resolution=0.1)
 
 
-def test_a_vits_dht_works_at_eight_pixels_per_patch_side() -> None:
+def test_a_vits_dht_works_at_eight_pixels_per_patch_side_or_two_per_cell() -> None:
     assert derive_options(224, 16, {})["resolution"] == 0.5
     assert derive_options(64, 8, {})["resolution"] == 1.0
     assert derive_options(224, 32, {})["resolution"] == 0.25
     assert derive_options(224, 16, {"resolution": 1.0})["resolution"] == 1.0  # the user's wins
-    vit = adaptok.retrofit(_tiny_vit(), "dht")
-    assert vit.tokenizer.call_options["resolution"] == 0.5
+    assert "min_width" not in derive_options(224, 16, {})  # the tokenizer's own
+    aligned = derive_options(224, 16, {"cell": 16})
+    assert (aligned["resolution"], aligned["min_width"]) == (0.125, 0.0)
+    assert derive_options(224, 14, {"cell": 14})["resolution"] == 1 / 7  # 32 x 32 working pixels
+    assert derive_options(224, 16, {"cell": 16, "min_width": 1})["min_width"] == 1
+    dense = adaptok.retrofit(_tiny_vit(), "dht", task="dense")  # pixel-precise regions
+    assert dense.tokenizer.call_options["resolution"] == 0.5
+    assert "min_width" not in dense.tokenizer.call_options
+    vit = adaptok.retrofit(_tiny_vit(), "dht")  # classification: whole patches
+    assert vit.tokenizer.call_options["resolution"] == 0.125
+    assert vit.tokenizer.call_options["min_width"] == 0.0
     logits = vit(smooth_images(2, 64, 64, seed=14))
     assert logits.shape == (2, 10)
+    unaligned = adaptok.retrofit(_tiny_vit(), "dht", partition_options={"cell": None})
+    assert unaligned.tokenizer.call_options["resolution"] == 0.5
     with pytest.raises(AdaptokError, match="resolution must be"):
         adaptok.retrofit(_tiny_vit(), "dht", partition_options={"resolution": 2.0})
 
@@ -145,6 +156,11 @@ def test_configs_stored_before_the_working_resolution_keep_the_full_size() -> No
     stored = {**fresh.to_dict(), "partition_options": {"budget": 8}}  # a 0.2-era checkpoint
     assert ModelConfig.from_dict(stored).partition_options == {"budget": 8, "resolution": 1.0}
     assert ModelConfig.from_dict(fresh.to_dict()) == fresh
+    # Aligned before whole-cell regions derived min_width 0: the tokenizer's own min_width.
+    aligned = ModelConfig(method="dht", image_size=64, patch_size=8, partition_options={"cell": 8})
+    assert aligned.partition_options["min_width"] == 0.0
+    stored = {**aligned.to_dict(), "partition_options": {"budget": 32, "cell": 8, "resolution": 1}}
+    assert ModelConfig.from_dict(stored).partition_options["min_width"] is None
 
 
 @pytest.mark.cuda

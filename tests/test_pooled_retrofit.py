@@ -206,6 +206,23 @@ def test_checkpoints_from_before_pooling_rebuild_the_model_they_saved(tmp_path):
     assert not loaded.encoder.config.proportional_attention
 
 
+def test_pooled_quadtree_is_scored_by_what_pooling_loses_unless_told_otherwise():
+    vit = _vit(64, patch_size=8, num_classes=3)
+    model = retrofit(vit, "quadtree").eval()
+    assert model.config.partition_options["scorer"] == "pooling"
+    assert model.tokenizer.options["scorer"] == "pooling"
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(13))
+    images[:, :, :32] = 0.0  # a flat top half: pooling loses nothing there
+    images[:, :, 40:48, 40:48] = 1.0
+    with torch.no_grad():
+        part = model.forward_output(images).partition
+    expected = partition(images, "quadtree", budget=31, min_patch=8, max_patch=32, scorer="pooling")
+    assert torch.equal(part.labels, expected.labels)
+    chosen = retrofit(vit, "quadtree", partition_options={"scorer": "pixel_blur"})
+    assert chosen.config.partition_options["scorer"] == "pixel_blur"
+    assert "scorer" not in retrofit(vit, "quadtree", embedder="patch").config.partition_options
+
+
 @pytest.mark.parametrize("patch", [16, 32])
 def test_quadtree_retrofit_of_a_224_vit_keeps_derived_patch_sizes(patch):
     vit = _vit(224, patch_size=patch, num_classes=5, depth=1)

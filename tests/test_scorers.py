@@ -13,6 +13,7 @@ from adaptok.partitioners.quadtree import quadtree_partition, quadtree_split
 from adaptok.partitioners.scorers import (
     FeatureScorer,
     PixelBlurScorer,
+    PoolingScorer,
     PrecomputedScorer,
     QuadtreeScorer,
     RandomScorer,
@@ -20,6 +21,7 @@ from adaptok.partitioners.scorers import (
     feature_importance,
     get_scorer,
     pixel_blur_importance,
+    pooling_importance,
 )
 from conftest import photo
 
@@ -80,6 +82,89 @@ def test_pixel_blur_is_batch_independent() -> None:
         alone = pixel_blur_importance(images[b : b + 1], min_patch=8, max_patch=32)
         for joint, single in zip(together, alone, strict=True):
             assert torch.equal(joint[b : b + 1], single)
+
+
+# -------------------------------------------------------------------------------------- pooling
+def pooled_error(patch: torch.Tensor, s: int) -> float:
+    """Squared error (mean over channels) of a [C, P, P] patch shown as its pooled token: every
+    s x s cell replaced by the patch's mean cell."""
+    channels, side, _ = patch.shape
+    cells = [patch[:, y : y + s, x : x + s] for y in range(0, side, s) for x in range(0, side, s)]
+    mean = torch.stack(cells).mean(0)
+    return float(sum((cell - mean).square().sum() for cell in cells)) / channels
+
+
+def direct_pooling(images: torch.Tensor, s: int, big: int) -> list[torch.Tensor]:
+    """The definition, patch by patch: the pooled error of a patch minus its children's."""
+    maps = []
+    patch = 2 * s
+    while patch <= big:
+        batch, _, height, width = images.shape
+        out = torch.zeros(batch, height // patch, width // patch, dtype=images.dtype)
+        half = patch // 2
+        for b in range(batch):
+            for i in range(height // patch):
+                for j in range(width // patch):
+                    y, x = i * patch, j * patch
+                    whole = pooled_error(images[b, :, y : y + patch, x : x + patch], s)
+                    children = sum(
+                        pooled_error(images[b, :, y + u : y + u + half, x + v : x + v + half], s)
+                        for u in (0, half)
+                        for v in (0, half)
+                    )
+                    out[b, i, j] = whole - children
+        maps.append(out)
+        patch *= 2
+    return maps
+
+
+@pytest.mark.parametrize(("size", "s", "big"), [((32, 48), 4, 16), ((32, 32), 2, 16)])
+def test_pooling_matches_its_definition(size, s, big) -> None:
+    images = torch.cat([photo("astronaut", size), torch.rand(1, 3, *size)]).double()
+    fast = pooling_importance(images, min_patch=s, max_patch=big)
+    expected = direct_pooling(images, s, big)
+    assert len(fast) == len(expected)
+    for level, (got, want) in enumerate(zip(fast, expected, strict=True), start=1):
+        assert got.shape == (2, size[0] // (s << level), size[1] // (s << level))
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_pooling_gives_patches_of_equal_cells_exactly_zero() -> None:
+    images = torch.rand(2, 3, 64, 64)
+    images[:, :, :32, :32] = torch.rand(2, 3, 1, 1)  # one flat 32 x 32 corner per image
+    images[:, :, 32:, 32:] = torch.rand(2, 3, 8, 8).repeat(1, 1, 4, 4)  # equal 8 x 8 cells
+    maps = PoolingScorer()(images, min_patch=8, max_patch=32)
+    assert (maps[1][:, 0, 0] == 0).all() and (maps[0][:, :2, :2] == 0).all()
+    assert (maps[1][:, 1, 1] == 0).all() and (maps[0][:, 2:, 2:] == 0).all()
+    assert (maps[0][:, :2, 2:] > 0).all()
+    assert PoolingScorer()(images, min_patch=16, max_patch=16) == []
+
+
+def test_pooling_splits_where_cells_differ_pixel_blur_where_texture_is() -> None:
+    """A fine checkerboard (every cell alike) and one bright cell on black: pooling loses the
+    bright cell, blurring loses the checkerboard, and each scorer splits what its tokens lose."""
+    images = torch.zeros(1, 3, 64, 64)
+    checker = (torch.arange(32)[:, None] + torch.arange(32)) % 2
+    images[0, :, :32, :32] = checker.float()  # top-left patch of 32: texture, equal cells
+    images[0, :, 40:48, 40:48] = 1.0  # one bright 8 x 8 cell in the bottom-right patch
+    for scorer, split in (("pooling", (1, 1)), ("pixel_blur", (0, 0))):
+        part = quadtree_partition(images, budget=7, min_patch=8, max_patch=32, scorer=scorer)
+        small = part.box[(part.box[:, 2] - part.box[:, 0]) == 16]
+        assert sorted({(int(y) // 32, int(x) // 32) for y, x in small[:, :2]}) == [split]
+
+
+def test_pooling_is_batch_independent_and_keeps_dtype() -> None:
+    images = torch.cat([photo(name, (64, 64)) for name in ("coffee", "rocket", "chelsea")])
+    together = pooling_importance(images, min_patch=8, max_patch=32)
+    for b in range(3):
+        alone = pooling_importance(images[b : b + 1], min_patch=8, max_patch=32)
+        for joint, single in zip(together, alone, strict=True):
+            assert torch.equal(joint[b : b + 1], single)
+    half = pooling_importance(images.bfloat16(), min_patch=8, max_patch=32)
+    for want, got in zip(together, half, strict=True):
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05)
 
 
 # ---------------------------------------------------------------------------------- precomputed
@@ -297,17 +382,19 @@ def test_default_backbone_loads_a_local_timm_state_dict(tmp_path) -> None:
 
 # ------------------------------------------------------------------------------------- registry
 def test_registry_and_protocol() -> None:
-    assert available_scorers() == ["feature", "pixel_blur", "random"]
+    assert available_scorers() == ["feature", "pixel_blur", "pooling", "random"]
+    assert isinstance(get_scorer("pooling"), PoolingScorer)
     assert isinstance(get_scorer("pixel_blur"), PixelBlurScorer)
     assert get_scorer("random", seed=3).seed == 3
     for scorer in (
         PixelBlurScorer(),
+        PoolingScorer(),
         RandomScorer(0),
         PrecomputedScorer([]),
         FeatureScorer(StrideNet(16)),
     ):
         assert isinstance(scorer, QuadtreeScorer)
-    with pytest.raises(AdaptokError, match="known scorers: feature, pixel_blur, random"):
+    with pytest.raises(AdaptokError, match="known scorers: feature, pixel_blur, pooling, random"):
         get_scorer("gradcam")
     with pytest.raises(AdaptokError, match="seed only applies"):
         get_scorer("pixel_blur", seed=1)

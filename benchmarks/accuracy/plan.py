@@ -128,8 +128,9 @@ class Run:
             the learned position at its centre), "retrofit-quadtree-pooled" and
             "retrofit-dht-pooled" (`retrofit`'s defaults since issue 18: pooled tokens and
             size-aware attention), "retrofit-quadtree-kd" and "retrofit-dht-kd" (the same,
-            fine-tuned with distillation from the parent, weight DISTILL), "tome" (the parent
-            run with token merging, no training).
+            fine-tuned with distillation from the parent, weight DISTILL), "retrofit-dht-aligned"
+            (dHT regions of whole patches, found at 8 working pixels per patch side), "tome"
+            (the parent run with token merging, no training).
         tokens: the token target (the measured count is what the CSV reports).
         seed: seeds the ViT initialisation and the data order.
         patch: P, the ViT's patch side (every token is resampled to P x P).
@@ -412,6 +413,12 @@ FULL_SIZE_DHT = frozenset({"dht-learned", "retrofit-dht", "retrofit-dht-patch"})
 # Pooled dHT rows measured before `retrofit` aligned dHT regions to the ViT's patches keep
 # unaligned regions; the aligned ones are rows of their own ("retrofit-dht-aligned").
 UNALIGNED_DHT = frozenset({"retrofit-dht-pooled", "retrofit-dht-kd"})
+# Aligned dHT rows measured before whole cells were found at 2 working pixels per cell keep 8
+# per patch side and the tokenizer's own min_width ("retrofit-dht-cells" rows have the new).
+ALIGNED_AT_PATCH_PIXELS = frozenset({"retrofit-dht-aligned"})
+# Pooled quadtree rows measured before `retrofit` scored the quadtree by what pooling loses
+# keep the pixel-blur scorer.
+PIXEL_BLUR_QUADTREE = frozenset({"retrofit-quadtree-pooled", "retrofit-quadtree-kd"})
 
 
 def lr_tail(factor: float) -> str:

@@ -28,11 +28,13 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .plan import (
+    ALIGNED_AT_PATCH_PIXELS,
     DATASET_SIZES,
     DISTILL,
     EMBEDDERS,
     FULL_SIZE_DHT,
     LR,
+    PIXEL_BLUR_QUADTREE,
     PROFILES,
     TRUNK,
     UNALIGNED_DHT,
@@ -261,11 +263,18 @@ def train_scorer(
 
 def row_options(run: Run) -> dict:
     """The partitioner options a row's model is built with: the plan's, a full-size hierarchy
-    for the dHT rows measured with one (FULL_SIZE_DHT), and no alignment to patches for the
-    pooled dHT rows measured before it (UNALIGNED_DHT)."""
-    pinned = {"resolution": 1.0} if run.tokenizer in FULL_SIZE_DHT else {}
+    for the dHT rows measured with one (FULL_SIZE_DHT), no alignment to patches for the
+    pooled dHT rows measured before it (UNALIGNED_DHT), 8 working pixels per patch side and
+    the tokenizer's own min_width for the first aligned rows (ALIGNED_AT_PATCH_PIXELS), and
+    the pixel-blur scorer for the pooled quadtree rows measured before the pooling scorer
+    (PIXEL_BLUR_QUADTREE)."""
+    pinned: dict[str, object] = {"resolution": 1.0} if run.tokenizer in FULL_SIZE_DHT else {}
     if run.tokenizer in UNALIGNED_DHT:
         pinned["cell"] = None
+    if run.tokenizer in ALIGNED_AT_PATCH_PIXELS:
+        pinned.update(resolution=min(1.0, 8 / run.patch), min_width=None)
+    if run.tokenizer in PIXEL_BLUR_QUADTREE:
+        pinned["scorer"] = "pixel_blur"
     return {**pinned, **run.options}
 
 

@@ -62,8 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scorer",
         default=None,
-        help="quadtree patch scorer: pixel_blur (default), random, or feature (needs "
-        "--scorer-weights)",
+        help="quadtree patch scorer: pixel_blur (default), pooling (what a pooled token "
+        "loses), random, or feature (needs --scorer-weights)",
     )
     parser.add_argument(
         "--scorer-weights",

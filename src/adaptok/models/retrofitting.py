@@ -204,19 +204,23 @@ RETROFIT_DEFAULTS: dict[str, tuple[str, bool]] = {
 }
 
 
-def aligned_options(
+def pooled_options(
     method: str, embedder: str, task: str, patch_size: int, given: dict[str, object] | None
 ) -> dict[str, object]:
-    """The partition options of a retrofit: for classification, dHT regions read through pooled
-    patch embeddings are made of whole patches (`cell` = the ViT's patch side,
-    `align_partition`), `given` merged over that. On held-out images the aligned regions kept a
-    grid-trained parent at lower token counts than the unaligned ones and the quadtree
-    (docs/design.md, section "Retrofitting"). A dense task keeps pixel-precise regions: its
-    per-token predictions are spread over them, and their boundaries are what dHT is for
-    there (aligned, every boundary would be a patch edge)."""
-    if method == "dht" and embedder == "pooled" and task == "classification":
-        return {"cell": patch_size, **(given or {})}
-    return dict(given or {})
+    """The partition options of a retrofit whose tokens pool the ViT's patch embeddings, `given`
+    merged over them: a quadtree scored by what pooling loses (`scorer="pooling"`,
+    `pooling_importance`), and for classification dHT regions made of whole patches (`cell` =
+    the ViT's patch side, `align_partition`). On held-out images both kept a grid-trained
+    parent best (benchmarks/results/align_probe.md; docs/design.md, "Retrofitting"). A dense
+    task keeps pixel-precise dHT regions: its per-token predictions are spread over them, and
+    their boundaries are what dHT is for there (aligned, every boundary would be a patch
+    edge). Other embedders get `given` alone."""
+    derived: dict[str, object] = {}
+    if embedder == "pooled" and method == "quadtree":
+        derived["scorer"] = "pooling"
+    if embedder == "pooled" and method == "dht" and task == "classification":
+        derived["cell"] = patch_size
+    return {**derived, **(given or {})}
 
 
 def retrofit_defaults(method: str) -> tuple[str, bool]:
@@ -266,10 +270,11 @@ def retrofit(
         partition_options: the partitioner's options, merged over the defaults derived from the
             ViT (grid at its patch size; quadtree with min_patch = its patch size, max_patch 4x
             or 2x (whichever divides the image), about half the tokens; dHT with half the
-            tokens, 8 working pixels per patch side and, with the pooled embedder, regions made
-            of whole patches, `cell` = the patch side: `aligned_options`): `{"budget": 97}`
-            keeps the derived patch sizes, `{"cell": None}` unaligned dHT regions. Checked here,
-            on a blank image of the ViT's size.
+            tokens at 8 working pixels per patch side; with the pooled embedder, the quadtree
+            scored by what pooling loses and dHT regions made of whole patches at 2 working
+            pixels per patch side: `pooled_options`): `{"budget": 97}` keeps the derived patch
+            sizes, `{"scorer": "pixel_blur"}` the quadtree's own scorer, `{"cell": None}`
+            unaligned dHT regions. Checked here, on a blank image of the ViT's size.
         task: "classification" (the ViT's head is reused) or "dense" (a new per-token head).
         num_classes: classes of the head (None: the ViT's).
         tokenizer: a ready tokenizer module (e.g. a trained DHTTokenizer) instead of a fresh one.
@@ -314,7 +319,7 @@ def retrofit(
         position=position,
         position_grid=position_grid,
         # merged over the derived ones
-        partition_options=aligned_options(method, embedder, task, patch_size, partition_options),
+        partition_options=pooled_options(method, embedder, task, patch_size, partition_options),
         encoder=encoder_config,
     )
     if config.embedder_kind == "patch" and position_grid not in (None, grid_h):

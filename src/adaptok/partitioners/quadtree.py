@@ -221,7 +221,7 @@ def quadtree_partition(
             quarter of the min_patch patches (`nearest_budget`), as in `adaptok tokenize`.
         min_patch: s, the smallest patch side (those never split).
         max_patch: S = s * 2^k, the largest patch side (the starting grid).
-        scorer: "pixel_blur", "feature", "random" (see
+        scorer: "pixel_blur", "pooling", "feature", "random" (see
             `adaptok.partitioners.scorers.available_scorers`) or any object following the
             `QuadtreeScorer` protocol, e.g. `adaptok.partitioners.scorers.PrecomputedScorer(maps)`.
         seed: seed of the "random" scorer (default 0); only valid with scorer="random".

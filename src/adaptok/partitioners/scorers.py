@@ -11,7 +11,7 @@ This is the layout of `PrecomputedScorer(maps)`: maps[j] holds level j + 1 (docs
 "Quadtree").
 
 Scorers that hold weights are `nn.Module`s (`FeatureScorer`); the others are plain objects. The
-registry (`get_scorer`) maps "pixel_blur", "feature" and "random" to them.
+registry (`get_scorer`) maps "pixel_blur", "pooling", "feature" and "random" to them.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from ..weights import read_state_dict
 __all__ = [
     "FeatureScorer",
     "PixelBlurScorer",
+    "PoolingScorer",
     "PrecomputedScorer",
     "QuadtreeScorer",
     "RandomScorer",
@@ -42,6 +43,7 @@ __all__ = [
     "get_scorer",
     "pixel_blur_importance",
     "pixel_map_pyramid",
+    "pooling_importance",
     "register_scorer",
 ]
 
@@ -189,6 +191,56 @@ class PixelBlurScorer:
 
     def __repr__(self) -> str:
         return "PixelBlurScorer()"
+
+
+def pooling_importance(images: Tensor, *, min_patch: int, max_patch: int) -> list[Tensor]:
+    """What splitting each patch saves a model that pools its tokens (docs/design.md, "Quadtree").
+
+    A pooled token (`extract_tokens(..., pooled=True)`, `retrofit`'s default) is the mean of
+    the s x s cells its patch covers: a patch of side P = s * 2^j stands for 4^j cells by
+    their mean cell. Splitting it replaces that one mean by the means of its four children, and
+    the squared error (summed over the patch's pixels, mean over channels) falls by exactly
+
+        4^(j - 1) * sum over the children c of |mean cell of c - mean cell of the patch|^2
+
+    (the between-children term of the error's decomposition; for j = 1 the children are cells
+    and the saving is the patch's whole error). That saving is the importance, so the greedy
+    spends each split where pooling loses most: on the cells that differ from their
+    neighbours, as an object's cells beside an empty background do, not on texture inside a
+    cell, which a cell's own embedding keeps anyway (what `pixel_blur_importance` measures).
+    Flat patches, and patches of equal cells, get exactly zero.
+
+    Args:
+        images: [B, C, H, W] float; H and W multiples of max_patch.
+        min_patch: s.
+        max_patch: S = s * 2^k.
+
+    Returns:
+        k maps, maps[j - 1]: [B, H / (s * 2^j), W / (s * 2^j)] (same dtype as images).
+    """
+    dtype = images.dtype
+    cells = F.pixel_unshuffle(images.float(), min_patch)  # [B, C s^2, H / s, W / s] cell pixels
+    scale = 1.0 / images.shape[1]
+    maps = []
+    for level in range(1, _levels(min_patch, max_patch) + 1):
+        means = halve(cells)  # mean cell of every patch of side s * 2^level
+        batch, length, height, width = means.shape
+        spread = cells.view(batch, length, height, 2, width, 2) - means[:, :, :, None, :, None]
+        saving = spread.square().sum((1, 3, 5)) * (scale * (1 << (2 * level - 2)))
+        maps.append(saving.to(dtype))
+        cells = means
+    return maps
+
+
+class PoolingScorer:
+    """Scorer object for `pooling_importance` (no parameters)."""
+
+    def __call__(self, images: Tensor, *, min_patch: int, max_patch: int) -> list[Tensor]:
+        with torch.no_grad():
+            return pooling_importance(images, min_patch=min_patch, max_patch=max_patch)
+
+    def __repr__(self) -> str:
+        return "PoolingScorer()"
 
 
 # ------------------------------------------------------------------------------------- features
@@ -485,6 +537,7 @@ def pixel_map_pyramid(
 # ------------------------------------------------------------------------------------- registry
 _SCORERS: dict[str, Callable[..., QuadtreeScorer]] = {
     "pixel_blur": PixelBlurScorer,
+    "pooling": PoolingScorer,
     "feature": FeatureScorer,
     "random": RandomScorer,
 }

@@ -16,7 +16,7 @@ from ...regions import Partition
 from ..spec import NO_CAP, PartitionerSpec
 from .budget import AUTO, check_budget, default_budget
 from .criteria import CRITERIA, check_criterion, information_criterion
-from .tokenizer import DHTResult, DHTTokenizer, check_cell
+from .tokenizer import DHTResult, DHTTokenizer, check_cell, check_min_width
 from .weights import (
     describe_default_weights,
     load_default_tokenizer,
@@ -57,6 +57,7 @@ def dht_partition(
     input_space: str = "unit",
     resolution: float = 1.0,
     cell: int | None = None,
+    min_width: float | None = None,
 ) -> Partition:
     """Partition images with ∂HT (eval mode, no gradient, deterministic).
 
@@ -76,6 +77,8 @@ def dht_partition(
             default to 8 working pixels per patch side (`derive_options`).
         cell: None, or a block side in pixels: regions made of whole blocks (a ViT's patches;
             see `DHTTokenizer.forward`). A retrofitted ViT's dHT uses its patch side.
+        min_width: thinnest selectable region in working pixels (None: the tokenizer's, 3 for
+            the bundled weights; 0 turns the rule off, as a model's whole-cell regions do).
 
     Returns:
         The Partition.
@@ -84,6 +87,8 @@ def dht_partition(
     check_budget(budget)
     check_criterion(criterion)
     check_cell(cell, *images.shape[-2:], resolution)
+    if min_width is not None:
+        check_min_width(min_width)
     if tokenizer is None:
         tokenizer = _default_tokenizer(images.device, input_space)
     if images.shape[1] == 1 and tokenizer.in_chans == 3:
@@ -93,7 +98,12 @@ def dht_partition(
     tokenizer.eval()
     try:
         return tokenizer.partition(
-            images, budget=budget, criterion=criterion, resolution=resolution, cell=cell
+            images,
+            budget=budget,
+            criterion=criterion,
+            resolution=resolution,
+            cell=cell,
+            min_width=min_width,
         )
     finally:
         tokenizer.train(was_training)
@@ -109,6 +119,8 @@ def check_model_options(options: Mapping[str, object], image_size: int, in_chans
     if not isinstance(options.get("sample_budget", False), bool):
         raise AdaptokError(f"sample_budget must be True or False, got {options['sample_budget']!r}")
     check_cell(options.get("cell"), image_size, image_size, options.get("resolution", 1.0))
+    if options.get("min_width") is not None:
+        check_min_width(options["min_width"])
 
 
 # A ViT's dHT tokens are found at this many working pixels per patch side (resolution 8 / P,
@@ -117,17 +129,32 @@ def check_model_options(options: Mapping[str, object], image_size: int, in_chans
 # the ViT-S/16 setting (224x224, cap 98): working at 112 gave a better mean-colour PSNR at the
 # same 98 regions (23.64 against 22.34 dB) in a quarter of the time.
 PATCH_PIXELS = 8
+# Regions made of whole cells (`cell`) are found at this many working pixels per cell side, with
+# min_width off (a whole cell is never a thin token; the bundled weights' 3 working pixels would
+# keep no region narrower than 1.5 cells there): chosen on held-out images
+# (benchmarks/results/align_probe.md: the last 1,000 of each Fashion-MNIST training split, no
+# benchmark's) with the accuracy benchmark's grid parents retrofitted at cap 31: 2 pixels kept
+# them at 73.3 / 41.2% (Fashion-MNIST 64 / cluttered 128) against 72.2 / 40.3% at 8, in a fifth
+# of the partition's time.
+CELL_PIXELS = 2
 
 
 def derive_options(image_size: int, patch_size: int, given: Mapping[str, object]) -> dict:
     """A model's dHT options: a cap of half the plain grid's tokens (98 for a 224 ViT with
     16-pixel patches), as the quadtree's derived budget, and the hierarchy run at PATCH_PIXELS
-    working pixels per patch side (half size for 16-pixel patches, full size up to 8); `given`
-    merged over them. The image-level default (`"auto"`, 400 at 224) would give a retrofitted
-    ViT-S twice its grid's tokens: slower, where the point of retrofitting is fewer tokens."""
+    working pixels per patch side (half size for 16-pixel patches, full size up to 8), or at
+    CELL_PIXELS per cell side, min_width off, when regions are made of whole cells (`cell`);
+    `given` merged over them. The image-level default (`"auto"`, 400 at 224) would give a
+    retrofitted ViT-S twice its grid's tokens: slower, where the point of retrofitting is fewer
+    tokens."""
     grid = (image_size // patch_size) ** 2
-    resolution = min(1.0, PATCH_PIXELS / patch_size)
-    return {"budget": max(1, grid // 2), "resolution": resolution, **given}
+    derived: dict[str, object] = {"budget": max(1, grid // 2)}
+    cell = given.get("cell")
+    if isinstance(cell, int) and not isinstance(cell, bool) and cell > 0:
+        derived.update(resolution=min(1.0, CELL_PIXELS / cell), min_width=0.0)
+    else:  # unaligned (a wrong cell is refused by check_model_options)
+        derived["resolution"] = min(1.0, PATCH_PIXELS / patch_size)
+    return {**derived, **given}
 
 
 SPEC = PartitionerSpec(
@@ -139,5 +166,5 @@ SPEC = PartitionerSpec(
     default_budget=lambda height, width, options: default_budget(height, width),
     derive=derive_options,
     validate=check_model_options,
-    call_options=("budget", "criterion", "sample_budget", "resolution", "cell"),
+    call_options=("budget", "criterion", "sample_budget", "resolution", "cell", "min_width"),
 )

@@ -93,6 +93,13 @@ def working_size(height: int, width: int, resolution: float) -> tuple[int, int]:
     return size
 
 
+def check_min_width(min_width: object) -> float:
+    """A min_width in pixels (>= 0), as a float."""
+    if isinstance(min_width, bool) or not isinstance(min_width, int | float) or not min_width >= 0:
+        raise AdaptokError(f"min_width must be a number >= 0 pixels, got {min_width!r}")
+    return float(min_width)
+
+
 def check_cell(cell: object, height: int, width: int, resolution: float) -> int | None:
     """A cell side for aligned regions (None: not aligned), whole at the working size.
 
@@ -270,8 +277,9 @@ class DHTTokenizer(nn.Module):
             more, more uniform regions.
         compactness: blend weight of the compactness term in edge values (0 disables it).
         min_width: regions thinner than this many pixels (area over the longer side of the
-            box) are never selected, and a selected piece that thin joins its most similar
-            neighbour: one-pixel strips along edges are tokens a ViT wastes (0 disables it).
+            box, at the working size) are never selected, and a selected piece that thin joins
+            its most similar neighbour: one-pixel strips along edges are tokens a ViT wastes (0
+            disables it). A call's `min_width` overrides it.
         min_regions: an image stops merging once it has this many regions or fewer.
         pooling: "exact" (count-weighted) or "similarity" (link-confidence-weighted) statistics
             for the merge levels.
@@ -316,8 +324,7 @@ class DHTTokenizer(nn.Module):
             raise AdaptokError(f"compactness must be in [0, 1], got {compactness}")
         if not iota > 0:
             raise AdaptokError(f"iota must be positive, got {iota}")
-        if not min_width >= 0:
-            raise AdaptokError(f"min_width must be >= 0 pixels, got {min_width}")
+        check_min_width(min_width)
         if not variance_scale > 0:
             raise AdaptokError(f"variance_scale must be positive, got {variance_scale}")
         self.in_chans = in_chans
@@ -383,8 +390,9 @@ class DHTTokenizer(nn.Module):
         criterion: str | None,
         resolution: float,
         cell: int | None,
-    ) -> tuple[int | None, str]:
-        """(cap, criterion) of a call, its images, resolution and cell checked."""
+        min_width: float | None,
+    ) -> tuple[int | None, str, float]:
+        """(cap, criterion, min_width) of a call, its images, resolution and cell checked."""
         check_images(images, min_size=MIN_SIZE)
         if images.shape[1] != self.in_chans:
             fix = (
@@ -401,16 +409,20 @@ class DHTTokenizer(nn.Module):
         height, width = images.shape[-2:]
         cap = resolve_budget(check_budget(budget), height, width, self.target_coefficient)
         check_cell(cell, height, width, resolution)
-        return cap, criterion
+        width = self.min_width if min_width is None else check_min_width(min_width)
+        return cap, criterion, width
 
     # ------------------------------------------------------------------------------ algorithm
-    def _hierarchy(self, images: Tensor, features: Tensor, criterion: str) -> Hierarchy:
+    def _hierarchy(
+        self, images: Tensor, features: Tensor, criterion: str, min_width: float | None = None
+    ) -> Hierarchy:
         """`build_hierarchy` with this tokenizer's options (no gradient needed: every choice
         is discrete; `_log_weights` replays the merges with gradient).
 
         Args:
             images: [B, C, H, W] the images the encoder read (for its flat areas).
             features: [B, d, H, W] their pixel features.
+            min_width: thinnest selectable region (pixels of `images`; None: the tokenizer's).
         """
         height, width = features.shape[-2:]
         return build_hierarchy(
@@ -422,7 +434,7 @@ class DHTTokenizer(nn.Module):
             iota=self.iota,
             variance_scale=self.variance_scale,
             compactness=self.compactness,
-            min_width=self.min_width,
+            min_width=self.min_width if min_width is None else min_width,
             min_regions=self.min_regions,
             pooling=self.pooling,
             compare=self.compare,
@@ -458,7 +470,8 @@ class DHTTokenizer(nn.Module):
         criterion: str,
         generator: torch.Generator | None,
         sample_budget: bool,
-        cell: int | None = None,
+        cell: int | None,
+        min_width: float,
     ) -> tuple[Partition, Hierarchy, Tensor]:
         """Hierarchy, selection, relabelling, alignment and budget (all discrete: no gradient).
 
@@ -466,15 +479,16 @@ class DHTTokenizer(nn.Module):
             images: [B, C, H, W] the images the encoder read.
             features: [B, d, H, W] their pixel features.
             cell: block side (working pixels) of aligned regions (`align_partition`), or None.
+            min_width: thinnest selectable region (working pixels).
 
         Returns:
             (partition, hierarchy, pieces [A] selection piece of every atom).
         """
-        tree = self._hierarchy(images, features, criterion)
+        tree = self._hierarchy(images, features, criterion, min_width)
         part, pieces = select_partition(
             tree,
             cap,
-            min_width=self.min_width,
+            min_width=min_width,
             generator=generator,
             sample_budget=sample_budget,
         )
@@ -495,6 +509,7 @@ class DHTTokenizer(nn.Module):
         sample_budget: bool | None = None,
         resolution: float = 1.0,
         cell: int | None = None,
+        min_width: float | None = None,
     ) -> DHTResult:
         """Tokenize a batch.
 
@@ -528,17 +543,21 @@ class DHTTokenizer(nn.Module):
                 are whole cells either way (on held-out cluttered Fashion-MNIST, cap 31, cells
                 of 16 px at resolution 0.5, redoing them changed accuracy by -0.7 points, 39.6
                 against 40.3%, for 1.2 more tokens per image and 2.7x the time).
+            min_width: thinnest selectable region in working pixels for this call (None: the
+                tokenizer's `min_width`); a model whose regions are whole cells sets 0, since a
+                cell is never a thin token (`derive_options`).
 
         Returns:
             DHTResult.
         """
-        cap, criterion = self._check(images, budget, criterion, resolution, cell)
+        cap, criterion, width = self._check(images, budget, criterion, resolution, cell, min_width)
         sample = self.training if sample_budget is None else sample_budget
 
         def run(batch: Tensor, at: float) -> DHTResult:
             results = self._chunked(
                 batch, at, lambda small, full: self._tokenize(
-                    small, full, cap, criterion, generator, sample, _working_cell(cell, small, full)
+                    small, full, cap, criterion, generator, sample,
+                    _working_cell(cell, small, full), width,
                 )
             )  # fmt: skip
             return results[0] if len(results) == 1 else _concatenate_results(results)
@@ -604,13 +623,21 @@ class DHTTokenizer(nn.Module):
         generator: torch.Generator | None,
         sample_budget: bool,
         cell: int | None,
+        min_width: float,
     ) -> DHTResult:
         """`forward` on one chunk of the batch (checked arguments): `images` at the working
         size, `full` the same chunk at its own size (the same pixels at resolution 1), `cell`
-        in working pixels."""
+        and `min_width` in working pixels."""
         features = self._features(images)
         part, tree, pieces = self._partition(
-            images.detach(), features.detach(), cap, criterion, generator, sample_budget, cell
+            images.detach(),
+            features.detach(),
+            cap,
+            criterion,
+            generator,
+            sample_budget,
+            cell,
+            min_width,
         )
         log_weight = self._log_weights(features, tree).index_select(0, tree.atom_of_pixel)
         shape = part.labels.shape
@@ -660,19 +687,20 @@ class DHTTokenizer(nn.Module):
         sample_budget: bool | None = None,
         resolution: float = 1.0,
         cell: int | None = None,
+        min_width: float | None = None,
     ) -> Partition:
         """Only the Partition (no injection, no gradient): the fast path of `dht_partition`.
 
-        Args, budget contract, resolution and cell as in `forward`.
+        Args, budget contract, resolution, cell and min_width as in `forward`.
         """
-        cap, criterion = self._check(images, budget, criterion, resolution, cell)
+        cap, criterion, width = self._check(images, budget, criterion, resolution, cell, min_width)
         sample = self.training if sample_budget is None else sample_budget
 
         def run(batch: Tensor, at: float) -> Partition:
             parts = self._chunked(
                 batch, at, lambda small, full: self._partition(
                     small, self._features(small), cap, criterion, generator, sample,
-                    _working_cell(cell, small, full),
+                    _working_cell(cell, small, full), width,
                 )[0]
             )  # fmt: skip
             part = Partition.concatenate(parts) if len(parts) > 1 else parts[0]
