@@ -210,6 +210,10 @@ def pooling_importance(images: Tensor, *, min_patch: int, max_patch: int) -> lis
     cell, which a cell's own embedding keeps anyway (what `pixel_blur_importance` measures).
     Flat patches, and patches of equal cells, get exactly zero.
 
+    Speed: the saving is sum |m_c|^2 - 4 |m|^2 (times 4^(j - 1)), so the image is read once
+    for its cells' energies and once for the first means, in rows of s pixels; the cells are
+    never gathered into vectors (a transposed copy of the image costs ten times as much).
+
     Args:
         images: [B, C, H, W] float; H and W multiples of max_patch.
         min_patch: s.
@@ -219,17 +223,37 @@ def pooling_importance(images: Tensor, *, min_patch: int, max_patch: int) -> lis
         k maps, maps[j - 1]: [B, H / (s * 2^j), W / (s * 2^j)] (same dtype as images).
     """
     dtype = images.dtype
-    cells = F.pixel_unshuffle(images.float(), min_patch)  # [B, C s^2, H / s, W / s] cell pixels
-    scale = 1.0 / images.shape[1]
+    if images.element_size() < 4:  # half precision cannot hold these sums: work in float32
+        images = images.float()
+    batch, channels, height, width = images.shape
+    side = min_patch
+    means = images.view(batch, channels, height // side, side, width // side, side)
+    energy = _cell_energy(means)  # |cell|^2 of every cell
     maps = []
     for level in range(1, _levels(min_patch, max_patch) + 1):
-        means = halve(cells)  # mean cell of every patch of side s * 2^level
-        batch, length, height, width = means.shape
-        spread = cells.view(batch, length, height, 2, width, 2) - means[:, :, :, None, :, None]
-        saving = spread.square().sum((1, 3, 5)) * (scale * (1 << (2 * level - 2)))
-        maps.append(saving.to(dtype))
-        cells = means
+        means = _halve_cells(means)  # the mean cell of every patch of side s * 2^level
+        mean_energy = _cell_energy(means)
+        saving = _block_sum(energy, 2, 2) - 4.0 * mean_energy  # >= 0 up to rounding
+        scale = float(1 << (2 * level - 2)) / channels
+        maps.append(saving.clamp_(min=0.0).mul_(scale).to(dtype))
+        energy = mean_energy
     return maps
+
+
+def _cell_energy(cells: Tensor) -> Tensor:
+    """[B, C, h, s, w, s] cells -> [B, h, w] float64 sum of squares over channels and pixels
+    (equal cells give equal sums: the same rows in the same order)."""
+    rows = torch.linalg.vector_norm(cells, dim=-1).double().square_()
+    return rows.sum((1, 3))
+
+
+def _halve_cells(cells: Tensor) -> Tensor:
+    """[B, C, h, s, w, s] cells -> [B, C, h / 2, s, w / 2, s] means of 2 x 2 blocks of cells
+    (four equal cells give that cell exactly)."""
+    batch, channels, height, side, width, _ = cells.shape
+    blocks = cells.view(batch, channels, height // 2, 2, side, width // 2, 2, side)
+    pairs = blocks[:, :, :, 0] + blocks[:, :, :, 1]
+    return (pairs[:, :, :, :, :, 0] + pairs[:, :, :, :, :, 1]).mul_(0.25)
 
 
 class PoolingScorer:
