@@ -205,7 +205,9 @@ def test_position_histogram_is_one_hot_for_grid_cells() -> None:
     assert torch.equal(tokens.position, torch.eye(16).expand(2, 16, 16))
 
 
-@pytest.mark.parametrize(("height", "width", "grid"), [(23, 31, 5), (20, 20, 7), (17, 40, 17)])
+@pytest.mark.parametrize(
+    ("height", "width", "grid"), [(23, 31, 5), (20, 20, 7), (17, 40, 17), (20, 30, 5), (24, 24, 6)]
+)
 def test_position_histogram_matches_subpixel_oracle(height: int, width: int, grid: int) -> None:
     part = random_partition(2, height, width, classes=3, seed=height)
     hist = position_histogram(part, grid)

@@ -312,11 +312,15 @@ class Partition:
         )
 
     # ------------------------------------------------------------------------ regions <-> pixels
-    def scatter(self, values: Tensor) -> Tensor:
+    def scatter(self, values: Tensor, size: tuple[int, int] | None = None) -> Tensor:
         """Spread per-region values back to pixels (the "reverse quadtree").
 
         Args:
             values: [N, C] one vector per region (or [N] for one channel).
+            size: (H', W') whole multiples of the Partition's (H, W): spread onto that finer
+                grid, each pixel of the Partition a block of pixels, as `lift` makes them
+                (the same map as `self.lift(H', W').scatter(values)`, without labels at H' x
+                W'). None: the Partition's own grid.
 
         Returns:
             [B, C, H, W] map where every pixel holds its region's vector (or [B, H, W] for [N]).
@@ -324,26 +328,42 @@ class Partition:
         self._check_rows(values)
         # index_select rather than values[labels]: twice as fast with its backward on CPU.
         spread = values.index_select(0, self.labels.flatten())
-        if values.ndim == 1:
-            return spread.view(self.labels.shape)
-        return spread.view(*self.labels.shape, *values.shape[1:]).permute(0, 3, 1, 2)
+        spread = spread.view(*self.labels.shape, -1).permute(0, 3, 1, 2)  # [B, C, H, W]
+        if size is not None and tuple(size) != self.image_size:
+            rows, cols = self._block_factor(size)
+            batch, channels, height, width = spread.shape
+            spread = (
+                spread[:, :, :, None, :, None]
+                .expand(batch, channels, height, rows, width, cols)
+                .reshape(batch, channels, height * rows, width * cols)
+            )
+        return spread[:, 0] if values.ndim == 1 else spread
 
     def region_mean(self, images: Tensor) -> Tensor:
         """Mean of every region's pixels.
 
         Args:
-            images: [B, C, H, W] values on the Partition's pixel grid.
+            images: [B, C, H, W] values on the Partition's pixel grid, or on a grid a whole
+                multiple finer (each pixel of the Partition a block of pixels, as `lift` makes
+                them: the same means as `self.lift(*images.shape[-2:]).region_mean(images)`,
+                summed block by block first).
 
         Returns:
             [N, C] mean value of each region (differentiable with respect to images).
         """
+        batch, channels = images.shape[:2]
+        area = self.area
+        height, width = self.image_size
+        if images.ndim == 4 and self._is_finer(images.shape[2:]):
+            rows, cols = self._block_factor(images.shape[2:])
+            images = images.reshape(batch, channels, height, rows, width, cols).sum((3, 5))
+            area = area * (rows * cols)
         self._check_pixels(images)
-        channels = images.shape[1]
         pixels = images.permute(0, 2, 3, 1).reshape(-1, channels)
         sums = pixels.new_zeros(self.num_regions, channels).index_add_(
             0, self.labels.flatten(), pixels
         )
-        return sums / self.area[:, None].to(sums.dtype)
+        return sums / area[:, None].to(sums.dtype)
 
     def mean_image(self, images: Tensor) -> Tensor:
         """Each region filled with its mean colour: [B, C, H, W] -> [B, C, H, W]."""
@@ -389,6 +409,24 @@ class Partition:
             raise AdaptokError(
                 f"values must have one row per region: expected {self.num_regions}, got {shape}"
             )
+
+    def _is_finer(self, size) -> bool:
+        """A grid of `size` pixels larger than the Partition's on some axis and no smaller."""
+        height, width = self.image_size
+        return size[0] >= height and size[1] >= width and (size[0], size[1]) != (height, width)
+
+    def _block_factor(self, size) -> tuple[int, int]:
+        """(rows, cols) of the blocks a finer grid of `size` pixels makes of this Partition's
+        pixels; refuses sizes that are not whole multiples."""
+        height, width = self.image_size
+        fine = tuple(int(s) for s in size)
+        if len(fine) != 2 or fine[0] % height or fine[1] % width:
+            raise AdaptokError(
+                f"a finer grid must be a whole multiple of the Partition's {height}x{width} "
+                f"pixels, got {'x'.join(map(str, fine))}; lift the Partition to it first "
+                "(part.lift(H, W))"
+            )
+        return fine[0] // height, fine[1] // width
 
     def _check_pixels(self, images: Tensor) -> None:
         expected = (self.batch_size, *self.image_size)

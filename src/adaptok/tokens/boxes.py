@@ -218,13 +218,22 @@ def position_histogram(part: Partition, grid: int | tuple[int, int]) -> Tensor:
             f"would span several cells: use at most {height}x{width} cells"
         )
     device = part.device
+    labels = part.labels  # [B, H, W]
+    if height % rows == 0 and width % cols == 0:
+        # Every pixel lies in one cell: counts of (region, cell) pairs, exact (what a ViT's
+        # pooled tokens read, whose patches divide the image).
+        y_cell = torch.arange(height, device=device) // (height // rows)
+        x_cell = torch.arange(width, device=device) // (width // cols)
+        index = labels * (rows * cols) + (y_cell[:, None] * cols + x_cell[None, :])
+        counts = torch.bincount(index.flatten(), minlength=part.num_regions * rows * cols)
+        hist = counts.view(part.num_regions, rows * cols).double() / part.area[:, None].double()
+        return hist.float()
     y_first, y_share, y_next = _cell_split(height, rows, device)
     x_first, x_share, x_next = _cell_split(width, cols, device)
-    labels = part.labels  # [B, H, W]
     cells = []
     weights = []
     # A pixel's share of the next cell is zero on an axis that is a multiple of the grid: those
-    # terms are skipped (a quarter of the scatter when both axes divide).
+    # terms are skipped.
     y_terms = [(y_first, y_share)] + ([(y_next, 1 - y_share)] if height % rows else [])
     x_terms = [(x_first, x_share)] + ([(x_next, 1 - x_share)] if width % cols else [])
     for y_cell, y_weight in y_terms:

@@ -665,9 +665,13 @@ class DHTTokenizer(nn.Module):
             / total[:, None]
         )
         region_colors = self._denormalise_colors(self.inject(region_features))
-        part = part.lift(height, width)
+        if height % shape[-2] or width % shape[-1]:  # blocks of unequal sizes: lift first
+            part = part.lift(height, width)
+        # Over the working size's pixels when each is a block of full-size pixels: the same
+        # means and map without a pass of ids over the full size.
         correction = region_colors - part.region_mean(full)
-        pixels = full + part.scatter(correction)
+        pixels = full + part.scatter(correction, size=(height, width))
+        part = part.lift(height, width)
         return DHTResult(
             partition=part,
             pixels=pixels,
