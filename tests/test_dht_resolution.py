@@ -17,13 +17,14 @@ from conftest import assert_gradients_reach
 from test_dht import canonical, smooth_images
 
 
-def test_lift_is_nearest_block_upsampling_and_keeps_regions_connected() -> None:
+@pytest.mark.parametrize("size", [(17, 20), (21, 27), (14, 36)])  # unequal and equal blocks
+def test_lift_is_nearest_block_upsampling_and_keeps_regions_connected(size) -> None:
     generator = torch.Generator().manual_seed(0)
     small = torch.randint(0, 5, (2, 7, 9), generator=generator)
-    lifted = lift(small, 17, 20)
-    for y in range(17):  # the oracle: each pixel reads the working pixel it falls in
-        for x in range(20):
-            assert torch.equal(lifted[:, y, x], small[:, y * 7 // 17, x * 9 // 20])
+    lifted = lift(small, *size)
+    for y in range(size[0]):  # the oracle: each pixel reads the working pixel it falls in
+        for x in range(size[1]):
+            assert torch.equal(lifted[:, y, x], small[:, y * 7 // size[0], x * 9 // size[1]])
     # Regions of the small map stay regions (4-connected pieces, same ids, same order).
     pieces = label_components(small)
     check_partition(Partition.from_labels(lift(pieces, 17, 20), relabel=False))

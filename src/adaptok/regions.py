@@ -25,6 +25,14 @@ def lift(maps: Tensor, height: int, width: int) -> Tensor:
     coarse pixel it falls in (row y reads row y * h // H). Each coarse pixel covers a block of
     whole pixels and neighbouring pixels cover neighbouring blocks, so a 4-connected region stays
     4-connected, keeps its id and its order by first pixel."""
+    coarse_height, coarse_width = maps.shape[-2:]
+    if height % coarse_height == 0 and width % coarse_width == 0:  # equal blocks: repetition,
+        rows, cols = height // coarse_height, width // coarse_width  # a tenth of the gathers
+        lead = maps.shape[:-2]
+        blocks = maps[..., :, None, :, None].expand(
+            *lead, coarse_height, rows, coarse_width, cols
+        )
+        return blocks.reshape(*lead, height, width)
     rows = torch.arange(height, device=maps.device) * maps.shape[-2] // height
     columns = torch.arange(width, device=maps.device) * maps.shape[-1] // width
     return maps.index_select(-2, rows).index_select(-1, columns)
