@@ -29,9 +29,7 @@ def lift(maps: Tensor, height: int, width: int) -> Tensor:
     if height % coarse_height == 0 and width % coarse_width == 0:  # equal blocks: repetition,
         rows, cols = height // coarse_height, width // coarse_width  # a tenth of the gathers
         lead = maps.shape[:-2]
-        blocks = maps[..., :, None, :, None].expand(
-            *lead, coarse_height, rows, coarse_width, cols
-        )
+        blocks = maps[..., :, None, :, None].expand(*lead, coarse_height, rows, coarse_width, cols)
         return blocks.reshape(*lead, height, width)
     rows = torch.arange(height, device=maps.device) * maps.shape[-2] // height
     columns = torch.arange(width, device=maps.device) * maps.shape[-1] // width
