@@ -121,4 +121,4 @@ def normalize(images: Tensor) -> Tensor:
 def denormalize(images: Tensor) -> Tensor:
     """The inverse of `normalize`: the models' input space -> [0, 1] pixels."""
     mean, std = _model_stats(images)
-    return images * std + mean
+    return (images * std).add_(mean)  # one new tensor, not two

@@ -84,7 +84,7 @@ class PartitionTokenizer(nn.Module):
         # Partitioners are defined on [0, 1] pixels (SLIC's Lab conversion refuses anything
         # else); the model's inputs are normalised for the trunk, so undo that first.
         with torch.no_grad():
-            pixels = denormalize(images.detach()).clamp_(0, 1)  # in place: one full-size copy
+            pixels = denormalize(images.detach()).clamp_(0, 1)  # one full-size copy
             part = get_partitioner(self.method)(pixels, **self.options)
         return TokenizerOutput(partition=part, pixels=images)
 

@@ -224,7 +224,7 @@ def position_histogram(part: Partition, grid: int | tuple[int, int]) -> Tensor:
         # pooled tokens read, whose patches divide the image).
         y_cell = torch.arange(height, device=device) // (height // rows)
         x_cell = torch.arange(width, device=device) // (width // cols)
-        index = labels * (rows * cols) + (y_cell[:, None] * cols + x_cell[None, :])
+        index = (labels * (rows * cols)).add_(y_cell[:, None] * cols + x_cell[None, :])
         counts = torch.bincount(index.flatten(), minlength=part.num_regions * rows * cols)
         hist = counts.view(part.num_regions, rows * cols).double() / part.area[:, None].double()
         return hist.float()

@@ -77,14 +77,23 @@ class Tokens:
 
 
 def assemble_tokens(
-    part: Partition, patch_size: int, patches: Tensor, **per_region: Tensor
+    part: Partition,
+    patch_size: int,
+    patches: Tensor,
+    *,
+    valid: Tensor | None = None,
+    **per_region: Tensor,
 ) -> Tokens:
-    """Pad per-region [N, ...] tensors into a Tokens batch."""
+    """Pad per-region [N, ...] tensors into a Tokens batch. With `valid` ([B, T] bool, as
+    `part.pad` gives it), `patches` are already padded ([B, T, ...], zero where not valid)."""
     box = part.box
     centre = torch.stack([box[:, 0] + box[:, 2], box[:, 1] + box[:, 3]], 1).to(patches.dtype)
     coord = centre / (2 * patch_size)
     region = torch.arange(part.num_regions, device=part.device)
-    padded_patches, valid = part.pad(patches)
+    if valid is None:
+        padded_patches, valid = part.pad(patches)
+    else:
+        padded_patches = patches
 
     def pad(values: Tensor, fill: float = 0.0) -> Tensor:
         return part.pad(values, fill)[0]

@@ -107,8 +107,8 @@ def pool_patches(images: Tensor, part: Partition, patch_size: int) -> Tokens:
         .reshape(batch, rows * cols, channels * patch_size * patch_size)
     )
     padded_weights, valid = part.pad(weights)  # [B, T, G]
-    patches = torch.bmm(padded_weights, grid_patches)  # [B, T, C*P*P]
-    return assemble_tokens(part, patch_size, part.unpad(patches, valid), position=weights)
+    patches = torch.bmm(padded_weights, grid_patches)  # [B, T, C*P*P], zero where padded
+    return assemble_tokens(part, patch_size, patches, valid=valid, position=weights)
 
 
 def extract_tokens(
