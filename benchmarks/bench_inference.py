@@ -229,6 +229,7 @@ def accuracy_rows(setting: Setting, images: Tensor, device: torch.device) -> lis
         options = row_options(run)
         if method == "quadtree":
             detail = f"patches {options['min_patch']}..{options['max_patch']}"
+            detail += f", {options.get('scorer', 'pixel_blur')}"
         else:
             detail = f"resolution {dht_options(size, patch, options)['resolution']}"
         if options.get("cell"):

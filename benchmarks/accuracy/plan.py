@@ -86,6 +86,7 @@ FINETUNE_LR_FACTOR = 0.1  # fine-tuning a trained model: a tenth of the peak lea
 # report picks the protocol by validation score, so the learning rate is chosen there too.
 # 1.0 (the peak rate itself) was added after 0.3 beat 0.1 and 0.03 on validation.
 FINETUNE_LR_CHOICES = (0.03, 0.3, 1.0)
+CHOSEN_LR_FACTOR = 0.3  # the factor validation chose for both retrofits (3 seeds each)
 EMBED_DIM, DEPTH, HEADS = 128, 4, 4
 TRUNK = "vit_tiny_patch16_224"  # the timm layout of every row's ViT, at the width above
 
@@ -129,8 +130,11 @@ class Run:
             "retrofit-dht-pooled" (`retrofit`'s defaults since issue 18: pooled tokens and
             size-aware attention), "retrofit-quadtree-kd" and "retrofit-dht-kd" (the same,
             fine-tuned with distillation from the parent, weight DISTILL), "retrofit-dht-aligned"
-            (dHT regions of whole patches, found at 8 working pixels per patch side), "tome"
-            (the parent run with token merging, no training).
+            (dHT regions of whole patches, found at 8 working pixels per patch side),
+            "retrofit-quadtree-pooling" and "retrofit-dht-cells" (`retrofit`'s pooled defaults
+            since 2026-12-06: the quadtree scored by what pooling loses, whole-patch dHT regions
+            found at 2 working pixels per patch side), "tome" (the parent run with token
+            merging, no training).
         tokens: the token target (the measured count is what the CSV reports).
         seed: seeds the ViT initialisation and the data order.
         patch: P, the ViT's patch side (every token is resampled to P x P).
@@ -370,6 +374,35 @@ def retrofit_plan(profile: Profile) -> list[Run]:
             runs.append(
                 Run(dataset, "retrofit-dht-aligned", 31, seed, p, aligned, parent.run_id, epoch)
             )
+        # `retrofit`'s pooled defaults since the held-out probe chose them (2026-12-06,
+        # benchmarks/results/align_probe.md): the quadtree scored by what pooling loses, dHT
+        # regions of whole patches found at 2 working pixels per patch side, min_width off
+        # (written out: a row keeps meaning what it meant). Fine-tuned at the learning rate
+        # validation chose for the earlier rows.
+        cells = {"cell": p, "resolution": min(1.0, 2 / p), "min_width": 0.0}
+        current = {
+            "retrofit-quadtree-pooling": (
+                {**half["retrofit-quadtree-pooled"], "scorer": "pooling"},
+                {**full["retrofit-quadtree-pooled"], "scorer": "pooling"},
+            ),
+            "retrofit-dht-cells": ({"budget": 31, **cells}, {"budget": 64, **cells}),
+        }
+        for kind, (at_half, at_full) in current.items():
+            runs.append(Run(dataset, kind, 31, 0, p, at_half, parent.run_id, 0))
+            for seed in (0, 1, 2):
+                runs.append(
+                    Run(
+                        dataset, kind, 31, seed, p, at_half, parent.run_id, epoch,
+                        lr_factor=CHOSEN_LR_FACTOR,
+                    )
+                )  # fmt: skip
+            runs.append(Run(dataset, kind, 64, 0, p, at_full, parent.run_id, 0))
+            runs.append(
+                Run(
+                    dataset, kind, 64, 0, p, at_full, parent.run_id, epoch,
+                    lr_factor=CHOSEN_LR_FACTOR,
+                )
+            )  # fmt: skip
         if dataset == "fashion-mnist-64":  # where one epoch left both retrofits short of the goal
             tuned = {
                 "retrofit-quadtree-pooled": half["retrofit-quadtree-pooled"],
@@ -401,7 +434,10 @@ def speed_runs(dataset: str) -> list[Run]:
         if run.dataset == dataset
         and (
             run.tokenizer == "tome"
-            or (run.tokenizer.endswith(("-pooled", "-aligned")) and run.finetune == 0)
+            or (
+                run.tokenizer.endswith(("-pooled", "-aligned", "-pooling", "-cells"))
+                and run.finetune == 0
+            )
         )
         and run.seed == 0
     ]
@@ -462,5 +498,7 @@ EMBEDDERS: dict[str, tuple[str, bool]] = {
     "retrofit-quadtree-kd": ("pooled", True),
     "retrofit-dht-kd": ("pooled", True),
     "retrofit-dht-aligned": ("pooled", True),
+    "retrofit-quadtree-pooling": ("pooled", True),
+    "retrofit-dht-cells": ("pooled", True),
     "tome": ("patch", False),  # the parent's own embedding; ToMe merges inside the trunk
 }

@@ -298,8 +298,9 @@ def verdicts(
 
 
 # The rows of `retrofit`'s defaults that issue 18's goals are judged on: pooled tokens and
-# size-aware attention, and for dHT regions aligned to the parent's patches.
-RETROFIT_ROWS = {"quadtree": "retrofit-quadtree-pooled", "dht": "retrofit-dht-aligned"}
+# size-aware attention, the quadtree scored by what pooling loses, dHT regions of whole patches
+# found at 2 working pixels per patch side.
+RETROFIT_ROWS = {"quadtree": "retrofit-quadtree-pooling", "dht": "retrofit-dht-cells"}
 
 
 def retrofit_verdicts(
@@ -493,11 +494,16 @@ NOTES = [
     "of 0.1, Fashion-MNIST only); `retrofit-*-kd`: the same fine-tune distilled from the parent "
     "(`TrainConfig.distill` 0.5, temperature 2); `tome`: the parent merging tokens, no "
     "training; `retrofit-dht-aligned`: the pooled dHT retrofit with its regions made of whole "
-    "patches (retrofit's default since 2026-12-06, `cell` = P; benchmarks/results/"
-    "align_probe.md), fine-tuned on labels; the issue-18 goals for dHT read these rows, the "
-    "unaligned `retrofit-dht-pooled` / `-kd` rows stay as measured. The dHT retrofits use "
-    "retrofit's derived working resolution (8 pixels per patch side: full size at P 8; at P 16 "
-    "most cluttered images fall back to full size).",
+    "patches (`cell` = P; benchmarks/results/align_probe.md), found at 8 working pixels per "
+    "patch side, fine-tuned on labels. The unaligned `retrofit-dht-pooled` / `-kd` rows used "
+    "the same 8 working pixels, and at P 16 most cluttered images fell back to full size. "
+    "`retrofit-quadtree-pooling` and `retrofit-dht-cells`: retrofit's pooled defaults since "
+    "2026-12-06, chosen on held-out images (benchmarks/results/align_probe.md): the quadtree "
+    'scored by what pooling loses (`scorer="pooling"`; the earlier quadtree rows score by '
+    "pixel blur), dHT regions of whole patches found at 2 working pixels per patch side with "
+    "min_width off; fine-tuned on labels at 0.3 of the peak learning rate (the rate validation "
+    "chose for the earlier rows). The issue-18 goals read these two kinds; the earlier rows "
+    "stay as measured.",
     "",
     "Throughput in the ToMe goals: the table's eval images/s are each run's final test "
     "evaluation on the shared machine and moved 2x between runs of the same kind of model "

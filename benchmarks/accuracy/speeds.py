@@ -32,6 +32,8 @@ KINDS = (
     "retrofit-quadtree",
     "retrofit-dht",
     "retrofit-dht-aligned",
+    "retrofit-quadtree-pooling",
+    "retrofit-dht-cells",
     "tome",
     "dht-partition",
 )
@@ -39,9 +41,11 @@ KINDS = (
 
 def speed_kind(tokenizer: str) -> str:
     """The KINDS entry that times an accuracy row's model ("retrofit-quadtree-kd" runs the
-    model of "retrofit-quadtree-pooled": "retrofit-quadtree"; aligned dHT its own)."""
-    if tokenizer.startswith("retrofit-dht-aligned"):
-        return "retrofit-dht-aligned"
+    model of "retrofit-quadtree-pooled": "retrofit-quadtree"; aligned dHT, the pooling
+    quadtree and whole-cell dHT their own)."""
+    for own in ("retrofit-dht-aligned", "retrofit-quadtree-pooling", "retrofit-dht-cells"):
+        if tokenizer.startswith(own):
+            return own
     for kind in ("retrofit-quadtree", "retrofit-dht", "tome"):
         if tokenizer.startswith(kind):
             return kind
