@@ -377,8 +377,8 @@ def retrofit_plan(profile: Profile) -> list[Run]:
         # `retrofit`'s pooled defaults since the held-out probe chose them (2026-12-06,
         # benchmarks/results/align_probe.md): the quadtree scored by what pooling loses, dHT
         # regions of whole patches found at 2 working pixels per patch side, min_width off
-        # (written out: a row keeps meaning what it meant). Fine-tuned at the learning rate
-        # validation chose for the earlier rows.
+        # (written out: a row keeps meaning what it meant). Fine-tuned first at the learning
+        # rate validation chose for the earlier rows.
         cells = {"cell": p, "resolution": min(1.0, 2 / p), "min_width": 0.0}
         current = {
             "retrofit-quadtree-pooling": (
@@ -403,6 +403,13 @@ def retrofit_plan(profile: Profile) -> list[Run]:
                     lr_factor=CHOSEN_LR_FACTOR,
                 )
             )  # fmt: skip
+        # ... and at the other learning rates, three seeds each: the report picks the factor of
+        # these kinds on validation, on both datasets.
+        others = [f for f in (FINETUNE_LR_FACTOR, *FINETUNE_LR_CHOICES) if f != CHOSEN_LR_FACTOR]
+        for factor, kind, seed in itertools.product(others, current, (0, 1, 2)):
+            options = current[kind][0]
+            run = Run(dataset, kind, 31, seed, p, options, parent.run_id, epoch, lr_factor=factor)
+            runs.append(run)
         if dataset == "fashion-mnist-64":  # where one epoch left both retrofits short of the goal
             tuned = {
                 "retrofit-quadtree-pooled": half["retrofit-quadtree-pooled"],
