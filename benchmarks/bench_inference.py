@@ -8,8 +8,10 @@ tokenizer inside the timer:
     timm grid        the timm model itself on its own patch grid (the reference: 1.00x)
     retrofit grid    adaptok.retrofit(vit, "grid"): the same tokens through AdaptiveViT
     retrofit quadtree   retrofit(vit, "quadtree"), patches P..2P, the valid budget nearest half
+                     (scored by what pooling loses, retrofit's default with pooled tokens)
     retrofit dht     retrofit(vit, "dht"), partition_options budget = half the grid's tokens (the
-                     hierarchy at the derived working resolution), and again at full size
+                     regions whole patches, the hierarchy at the derived 2 working pixels per
+                     patch side), and again at 8 (the setting of the first aligned rows)
     ToMe             adaptok.models.tome: the timm model merging down to half the tokens, and
                      to a quarter
     dHT partition alone   the dht row's tokenizer call, also as a share of the timm forward
@@ -139,14 +141,14 @@ def build_rows(vit: nn.Module, images: Tensor) -> list[Row]:
     grid = int(vit.patch_embed.num_patches)
     half = grid // 2
     budget = nearest_budget(side, side, half, min_patch=patch, max_patch=2 * patch)
-    resolution = dht_options(side, patch, {})["resolution"]  # what retrofit derives
+    resolution = dht_options(side, patch, {"cell": patch})["resolution"]  # what retrofit derives
     aligned = f"aligned to {patch}-px patches"  # retrofit's default for dHT (`cell`)
     dht_name = f"retrofit dht (budget {half}, resolution {resolution}, {aligned})"
     rows = [
         Row(f"timm grid ({grid} tokens)", vit, float(grid), "grid"),
         counted("retrofit grid", retrofit(vit, "grid"), "retrofit-grid", None, images),
         counted(
-            f"retrofit quadtree (budget {budget}, patches {patch}..{2 * patch})",
+            f"retrofit quadtree (budget {budget}, patches {patch}..{2 * patch}, pooling)",
             retrofit(
                 vit,
                 "quadtree",
@@ -159,22 +161,23 @@ def build_rows(vit: nn.Module, images: Tensor) -> list[Row]:
         counted(
             dht_name,
             retrofit(vit, "dht", partition_options={"budget": half}),
-            "retrofit-dht-aligned",
+            "retrofit-dht-cells",
             half,
             images,
         ),
     ]
-    if resolution < 1:  # beside it, the same retrofit with the hierarchy at full size
-        full = retrofit(vit, "dht", partition_options={"budget": half, "resolution": 1.0})
-        rows.append(
-            counted(
-                f"retrofit dht (budget {half}, resolution 1.0, {aligned})",
-                full,
-                "retrofit-dht-aligned",
-                half,
-                images,
-            )
+    # Beside it, the same retrofit with the hierarchy at 8 working pixels per patch side and
+    # the tokenizer's own min_width (the first aligned rows' setting).
+    first = {"budget": half, "resolution": min(1.0, 8 / patch), "min_width": None}
+    rows.append(
+        counted(
+            f"retrofit dht (budget {half}, resolution {first['resolution']}, {aligned})",
+            retrofit(vit, "dht", partition_options=first),
+            "retrofit-dht-aligned",
+            half,
+            images,
         )
+    )
     # The same count, and merged further towards the quadtree's throughput where the blocks can
     # (each merges at most half its tokens).
     finals = [half]
@@ -206,7 +209,8 @@ def accuracy_rows(setting: Setting, images: Tensor, device: torch.device) -> lis
     """The accuracy benchmark's models of `setting.dataset`, random weights: its grid parent
     (built as the parent row is), the parent exported to timm (the reference, and the model ToMe
     merges in, as the ToMe rows are built), every retrofit (`retrofitted`, as the retrofit rows
-    are built) and ToMe count of `speed_runs`, and the first dHT retrofit's tokenizer alone."""
+    are built) and ToMe count of `speed_runs`, and the tokenizer alone of the dHT retrofit
+    the goals read ("retrofit-dht-cells")."""
     dataset = str(setting.dataset)
     parent_run = retrofit_parent(dataset)
     size, patch = DATASET_SIZES[dataset], parent_run.patch
@@ -239,7 +243,7 @@ def accuracy_rows(setting: Setting, images: Tensor, device: torch.device) -> lis
         kind = speed_kind(run.tokenizer)
         rows.append(counted(name, model, kind, int(options["budget"]), images))
     rows += merged
-    dht = next(row for row in rows if row.kind == "retrofit-dht")
+    dht = next(row for row in rows if row.kind == "retrofit-dht-cells")  # the goals' dHT
     rows.append(Row("dHT partition alone", dht.run.tokenizer, None, "dht-partition"))
     return rows
 

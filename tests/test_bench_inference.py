@@ -35,21 +35,23 @@ def test_smoke_setting_prints_every_row(bench, capsys):
     cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
     rows = {row[0]: row[1:] for row in cells}
     # 32x32 images, 8-px patches: 16 grid tokens, half = 8; quadtree 8..16 reaches 4 + 3j.
+    # dHT at retrofit's 2 working pixels per patch side, and at the first aligned rows' 8.
     assert list(rows) == [
         "timm grid (16 tokens)",
         "retrofit grid",
-        "retrofit quadtree (budget 7, patches 8..16)",
+        "retrofit quadtree (budget 7, patches 8..16, pooling)",
+        "retrofit dht (budget 8, resolution 0.25, aligned to 8-px patches)",
         "retrofit dht (budget 8, resolution 1.0, aligned to 8-px patches)",
         "ToMe (final 8 tokens)",
         "dHT partition alone",
     ]
     tokens = {name: cells[0] for name, cells in rows.items()}
     assert tokens["retrofit grid"] == "16.0"
-    assert tokens["retrofit quadtree (budget 7, patches 8..16)"] == "7.0"
+    assert tokens["retrofit quadtree (budget 7, patches 8..16, pooling)"] == "7.0"
     assert tokens["ToMe (final 8 tokens)"] == "8.0"
-    assert (
-        1 <= float(tokens["retrofit dht (budget 8, resolution 1.0, aligned to 8-px patches)"]) <= 8
-    )
+    for resolution in ("0.25", "1.0"):
+        dht = f"retrofit dht (budget 8, resolution {resolution}, aligned to 8-px patches)"
+        assert 1 <= float(tokens[dht]) <= 8
     assert rows["timm grid (16 tokens)"][-1].startswith("1.00x")
     assert re.match(r"\d+% of the timm forward", rows["dHT partition alone"][-1])
 
@@ -70,7 +72,9 @@ def test_json_holds_the_markdown_rows_and_the_machine(bench, tmp_path, capsys):
         line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ")
     ][1:]
     kinds = {row.row: (row.kind, row.budget) for row in table.rows}
-    assert kinds["retrofit quadtree (budget 7, patches 8..16)"] == ("retrofit-quadtree", 7)
+    assert kinds["retrofit quadtree (budget 7, patches 8..16, pooling)"] == ("retrofit-quadtree", 7)
+    dht = "retrofit dht (budget 8, resolution 0.25, aligned to 8-px patches)"
+    assert kinds[dht] == ("retrofit-dht-cells", 8)
     assert kinds["ToMe (final 8 tokens)"] == ("tome", 8)
     assert kinds["dHT partition alone"] == ("dht-partition", None)
     for row in table.rows:
@@ -102,6 +106,7 @@ def test_accuracy_settings_time_the_accuracy_benchmark_s_rows(bench, dataset, tm
         for run in speed_runs(dataset)
     }
     wanted = {("retrofit-quadtree", 31), ("retrofit-dht", 31), ("retrofit-dht-aligned", 31)}
+    wanted |= {("retrofit-quadtree-pooling", 31), ("retrofit-dht-cells", 31)}
     assert wanted | {("tome", 31), ("tome", 16)} <= planned
     timed = {(row.kind, row.budget): row for row in table.rows if row.budget is not None}
     assert set(timed) == planned

@@ -229,16 +229,15 @@ def retrofit_rows(
 
 
 def test_the_retrofit_goals_are_decided_on_numbers(bench) -> None:
+    quad, dht = bench.RETROFIT_ROWS["quadtree"], bench.RETROFIT_ROWS["dht"]  # the judged kinds
     tail = bench.retrofit_parent("fashion-mnist-64").augment_tail  # the chosen crop range's
     parent = retrofit_rows("grid" + tail, [0.85], tokens=64, steps=1600, speed=300)
     table = (
         parent
-        + retrofit_rows("retrofit-quadtree-pooled", [0.80], tokens=31, steps=0, speed=600)
-        + retrofit_rows(
-            "retrofit-quadtree-pooled", [0.848, 0.846, 0.85], tokens=31, steps=125, speed=600
-        )
-        + retrofit_rows("retrofit-dht-aligned", [0.70], tokens=31, steps=0, speed=200)
-        + retrofit_rows("retrofit-dht-aligned", [0.86], tokens=31, steps=125, speed=200)
+        + retrofit_rows(quad, [0.80], tokens=31, steps=0, speed=600)
+        + retrofit_rows(quad, [0.848, 0.846, 0.85], tokens=31, steps=125, speed=600)
+        + retrofit_rows(dht, [0.70], tokens=31, steps=0, speed=200)
+        + retrofit_rows(dht, [0.86], tokens=31, steps=125, speed=200)
         # rows of a kind the goals are not judged on (unaligned dHT) change nothing
         + retrofit_rows("retrofit-dht-pooled", [0.99], tokens=31, steps=0, speed=200)
         + retrofit_rows("tome", [0.84], tokens=31, steps=0, speed=400)
@@ -254,25 +253,23 @@ def test_the_retrofit_goals_are_decided_on_numbers(bench) -> None:
     assert one_seed.status == "not decided" and "3" in one_seed.note
     assert found["retrofit18-cluttered-fashion-mnist-128-dht-zero-shot"].status == "not measured"
     # Distilled fine-tunes ("-kd") decide the one-epoch goal when they are measured.
-    distilled = retrofit_rows("retrofit-dht-aligned-kd", [0.849, 0.85, 0.851], tokens=31, steps=125)
+    distilled = retrofit_rows(bench.distilled_kind(dht), [0.849, 0.85, 0.851], tokens=31, steps=125)
     groups = bench.group_rows(table + distilled)
     found = {v.key: v for v in bench.verdicts(groups, "cpu-long", speeds=[])}
     tuned = found[f"{key}-dht-one-epoch"]
     assert tuned.status == "met" and "distilled" in tuned.text
     assert tuned.gap == pytest.approx(0.0)
     # With as many seeds, the protocol with the better validation score decides, never the test.
-    plain = retrofit_rows("retrofit-quadtree-pooled", [0.80] * 3, tokens=31, steps=125, val="0.8")
-    for val, chosen in (("0.7", "retrofit-quadtree-pooled"), ("0.9", "retrofit-quadtree-kd")):
-        kd = retrofit_rows("retrofit-quadtree-kd", [0.85] * 3, tokens=31, steps=125, val=val)
+    plain = retrofit_rows(quad, [0.80] * 3, tokens=31, steps=125, val="0.8")
+    for val, chosen in (("0.7", quad), ("0.9", bench.distilled_kind(quad))):
+        kd = retrofit_rows(bench.distilled_kind(quad), [0.85] * 3, tokens=31, steps=125, val=val)
         groups = bench.group_rows([*parent, *plain, *kd])
         verdict = {v.key: v for v in bench.verdicts(groups, "cpu-long", speeds=[])}[
             f"{key}-quadtree-one-epoch"
         ]
-        assert verdict.gap == pytest.approx(0.80 - 0.85 if chosen.endswith("pooled") else 0.0)
+        assert verdict.gap == pytest.approx(0.80 - 0.85 if chosen == quad else 0.0)
     # Learning rates are protocols too: the best validation score picks 0.3 of the peak here.
-    faster = retrofit_rows(
-        "retrofit-quadtree-pooled-lr30", [0.845] * 3, tokens=31, steps=125, val="0.95"
-    )
+    faster = retrofit_rows(quad + "-lr30", [0.845] * 3, tokens=31, steps=125, val="0.95")
     groups = bench.group_rows([*parent, *plain, *faster])
     verdict = {v.key: v for v in bench.verdicts(groups, "cpu-long", speeds=[])}[
         f"{key}-quadtree-one-epoch"
@@ -300,21 +297,22 @@ def test_the_tome_goal_reads_the_inference_benchmark_s_throughput(bench) -> None
     fast is more accurate, otherwise not decided (naming the ToMe count that would decide);
     throughput from bench_inference's table only: the accuracy runs' images/s say otherwise
     here and are ignored; without the table the goal is not measured."""
+    quad, dht = bench.RETROFIT_ROWS["quadtree"], bench.RETROFIT_ROWS["dht"]
     tail = bench.retrofit_parent("fashion-mnist-64").augment_tail
     table = (
         retrofit_rows("grid" + tail, [0.85], tokens=64, steps=1600)
         # eval images/s saying the opposite of the table below (dHT fast, quadtree slow)
-        + retrofit_rows("retrofit-quadtree-pooled", [0.80], tokens=31, steps=0, speed=10)
-        + retrofit_rows("retrofit-quadtree-pooled", [0.848] * 3, tokens=31, steps=125, speed=10)
-        + retrofit_rows("retrofit-dht-aligned", [0.70], tokens=31, steps=0, speed=9000)
-        + retrofit_rows("retrofit-dht-aligned", [0.86], tokens=31, steps=125, speed=9000)
+        + retrofit_rows(quad, [0.80], tokens=31, steps=0, speed=10)
+        + retrofit_rows(quad, [0.848] * 3, tokens=31, steps=125, speed=10)
+        + retrofit_rows(dht, [0.70], tokens=31, steps=0, speed=9000)
+        + retrofit_rows(dht, [0.86], tokens=31, steps=125, speed=9000)
         + retrofit_rows("tome", [0.84], tokens=31, steps=0, speed=1000)
         + retrofit_rows("tome", [0.83], tokens=16, steps=0, speed=1000)
     )
     groups = bench.group_rows(table)
     ratios = {
-        ("retrofit-quadtree", 31): 2.0,
-        ("retrofit-dht-aligned", 31): 0.6,
+        (bench.speed_kind(quad), 31): 2.0,
+        (bench.speed_kind(dht), 31): 0.6,
         ("tome", 31): 1.2,
         ("tome", 16): 1.5,
     }
@@ -342,10 +340,12 @@ def test_the_tome_goal_reads_the_inference_benchmark_s_throughput(bench) -> None
     # more than the faster one (1.5x, 83%).
     middle = bench.group_rows(
         [r for r in table if r["run_id"].rpartition("-")[2] != "ft0" or "tome" in r["run_id"]]
-        + retrofit_rows("retrofit-quadtree-pooled", [0.835], tokens=31, steps=0)
+        + retrofit_rows(quad, [0.835], tokens=31, steps=0)
     )
     found = bench.verdicts(
-        middle, "cpu-long", speeds=[speed_table(bench, {**ratios, ("retrofit-quadtree", 31): 1.3})]
+        middle,
+        "cpu-long",
+        speeds=[speed_table(bench, {**ratios, (bench.speed_kind(quad), 31): 1.3})],
     )
     between = {v.key.removeprefix("retrofit18-fashion-mnist-64-"): v for v in found}
     assert between["quadtree-vs-tome-zero-shot"].status == "not decided"
@@ -357,7 +357,7 @@ def test_the_tome_goal_reads_the_inference_benchmark_s_throughput(bench) -> None
             [r for r in table if r["tokenizer"] != "tome"]
             + retrofit_rows("tome", [tome], tokens=16, steps=0)
         )
-        speeds = [speed_table(bench, {("retrofit-quadtree", 31): 1.5, ("tome", 16): 1.5})]
+        speeds = [speed_table(bench, {(bench.speed_kind(quad), 31): 1.5, ("tome", 16): 1.5})]
         found = {v.key: v for v in bench.verdicts(tie, "cpu-long", speeds=speeds)}
         assert found["retrofit18-fashion-mnist-64-quadtree-vs-tome-zero-shot"].status == status
     # A faster, more accurate ToMe row decides before a slower, less accurate one.
@@ -381,7 +381,7 @@ def test_the_tome_goal_reads_the_inference_benchmark_s_throughput(bench) -> None
     for speeds in (
         [],
         [speed_table(bench, ratios, dataset=CLUTTERED)],
-        [speed_table(bench, {("retrofit-quadtree", 31): 2.0, ("retrofit-dht-aligned", 31): 0.6})],
+        [speed_table(bench, {(bench.speed_kind(quad), 31): 2.0, (bench.speed_kind(dht), 31): 0.6})],
     ):
         found = decided(speeds)
         assert {found[f"{m}-vs-tome-{w}"].status for m in ("quadtree", "dht")
