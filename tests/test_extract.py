@@ -215,6 +215,39 @@ def test_position_histogram_matches_subpixel_oracle(height: int, width: int, gri
     torch.testing.assert_close(hist.sum(1), torch.ones(part.num_regions))
 
 
+@pytest.mark.parametrize(
+    ("min_patch", "budget", "grid"), [(8, 34, 8), (16, 10, 8), (4, 34, 8), (8, 34, 4)]
+)
+def test_position_histogram_of_squares_matches_the_oracle(
+    min_patch: int, budget: int, grid: int
+) -> None:
+    """Quadtree squares of whole cells take the boxes' path; smaller ones (4 px in 8-px
+    cells) and cells that split patches the pixels' path: every one equals the oracle."""
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(min_patch))
+    part = adaptok.partition(images, "quadtree", budget=budget, min_patch=min_patch, max_patch=32)
+    hist = position_histogram(part, grid)
+    torch.testing.assert_close(hist, oracle_position(part, grid), rtol=0, atol=0)
+
+
+def test_position_histogram_of_whole_cell_regions_matches_the_oracle() -> None:
+    """Regions of whole cells that are not boxes (aligned dHT) take the cells' path, a region
+    that owns part of a cell the pixels' path; both equal the oracle."""
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    aligned = adaptok.partition(images, "dht", budget=12, cell=8, resolution=0.25, min_width=0)
+    assert not bool(
+        (
+            aligned.area
+            == (aligned.box[:, 2] - aligned.box[:, 0]) * (aligned.box[:, 3] - aligned.box[:, 1])
+        ).all()
+    )  # some region is not its box
+    torch.testing.assert_close(position_histogram(aligned, 8), oracle_position(aligned, 8))
+    labels = aligned.labels.clone()
+    labels[0, 0, 39] = labels[0, 0, 40]  # a pixel of one cell joins the next cell's region
+    assert labels[0, 0, 39] != aligned.labels[0, 0, 39]
+    moved = Partition.from_labels(labels)
+    torch.testing.assert_close(position_histogram(moved, 8), oracle_position(moved, 8))
+
+
 # ------------------------------------------------------------------------------------ gradients
 def test_gradient_histogram_rotates_with_the_image() -> None:
     generator = torch.Generator().manual_seed(0)

@@ -4,6 +4,7 @@ import torch
 import adaptok
 from adaptok import AdaptokError, Partition
 from adaptok.graph import label_components
+from adaptok.ops import add_blocks
 from adaptok.regions import PartitionError, check_partition, lift
 
 
@@ -124,24 +125,22 @@ def test_lift_carries_every_field_to_a_finer_grid(size: tuple[int, int]) -> None
 
 
 @pytest.mark.parametrize("size", [(24, 34), (36, 17), (12, 51)])
-def test_means_and_maps_on_a_finer_grid_equal_those_of_the_lifted_partition(size) -> None:
-    """region_mean and scatter on a whole multiple of the Partition's grid read and write
-    blocks, as the lifted Partition reads and writes its pixels."""
+def test_means_and_sums_on_a_finer_grid_equal_those_of_the_lifted_partition(size) -> None:
+    """region_mean on a whole multiple of the Partition's grid reads blocks, and add_blocks
+    adds a map over blocks, as the lifted Partition reads and writes its pixels."""
     part = random_partition()  # 12 x 17
     lifted = part.lift(*size)
     images = torch.rand(part.batch_size, 3, *size, dtype=torch.float64)
     torch.testing.assert_close(part.region_mean(images), lifted.region_mean(images))
-    values = torch.randn(part.num_regions, 3)
-    assert torch.equal(part.scatter(values, size=size), lifted.scatter(values))
-    assert torch.equal(part.scatter(values[:, 0], size=size), lifted.scatter(values[:, 0]))
-    assert torch.equal(part.scatter(values, size=part.image_size), part.scatter(values))
+    values = torch.randn(part.num_regions, 3, dtype=torch.float64)
+    summed = add_blocks(images, part.scatter(values))
+    assert torch.equal(summed, images + lifted.scatter(values))
+    assert torch.equal(add_blocks(images, lifted.scatter(values)), summed)
     images.requires_grad_(True)
     part.region_mean(images).sum().backward()
     assert images.grad is not None and bool((images.grad > 0).all())
     with pytest.raises(AdaptokError, match="whole multiple of the Partition's 12x17"):
         part.region_mean(torch.rand(part.batch_size, 3, 18, 17))
-    with pytest.raises(AdaptokError, match="whole multiple of the Partition's 12x17"):
-        part.scatter(values, size=(25, 34))
 
 
 def test_check_partition_rejects_disconnected_regions() -> None:

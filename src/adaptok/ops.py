@@ -11,6 +11,7 @@ from torch import Tensor
 from .errors import AdaptokError
 
 __all__ = [
+    "add_blocks",
     "counted",
     "denormalize",
     "halve",
@@ -55,6 +56,17 @@ def halve(images: Tensor) -> Tensor:
     rows = images.reshape(batch, channels, height // 2, 2, width)
     pairs = rows[:, :, :, 0] + rows[:, :, :, 1]
     return (pairs[..., 0::2] + pairs[..., 1::2]).mul_(0.25)
+
+
+def add_blocks(images: Tensor, values: Tensor) -> Tensor:
+    """images + values, a map of [B, C, h, w] repeated over the (H / h) x (W / w) blocks of
+    images [B, C, H, W] (h, w dividing H, W; equal sizes: a plain sum), in one new tensor."""
+    batch, channels, height, width = images.shape
+    rows, cols = height // values.shape[-2], width // values.shape[-1]
+    if (rows, cols) == (1, 1):
+        return images + values
+    blocks = images.reshape(batch, channels, height // rows, rows, width // cols, cols)
+    return (blocks + values[:, :, :, None, :, None]).view(batch, channels, height, width)
 
 
 def sincos_2d(coords: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:

@@ -318,15 +318,11 @@ class Partition:
         )
 
     # ------------------------------------------------------------------------ regions <-> pixels
-    def scatter(self, values: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+    def scatter(self, values: Tensor) -> Tensor:
         """Spread per-region values back to pixels (the "reverse quadtree").
 
         Args:
             values: [N, C] one vector per region (or [N] for one channel).
-            size: (H', W') whole multiples of the Partition's (H, W): spread onto that finer
-                grid, each pixel of the Partition a block of pixels, as `lift` makes them
-                (the same map as `self.lift(H', W').scatter(values)`, without labels at H' x
-                W'). None: the Partition's own grid.
 
         Returns:
             [B, C, H, W] map where every pixel holds its region's vector (or [B, H, W] for [N]).
@@ -334,16 +330,9 @@ class Partition:
         self._check_rows(values)
         # index_select rather than values[labels]: twice as fast with its backward on CPU.
         spread = values.index_select(0, self.labels.flatten())
-        spread = spread.view(*self.labels.shape, -1).permute(0, 3, 1, 2)  # [B, C, H, W]
-        if size is not None and tuple(size) != self.image_size:
-            rows, cols = self._block_factor(size)
-            batch, channels, height, width = spread.shape
-            spread = (
-                spread[:, :, :, None, :, None]
-                .expand(batch, channels, height, rows, width, cols)
-                .reshape(batch, channels, height * rows, width * cols)
-            )
-        return spread[:, 0] if values.ndim == 1 else spread
+        if values.ndim == 1:
+            return spread.view(self.labels.shape)
+        return spread.view(*self.labels.shape, *values.shape[1:]).permute(0, 3, 1, 2)
 
     def region_mean(self, images: Tensor) -> Tensor:
         """Mean of every region's pixels.
@@ -416,12 +405,12 @@ class Partition:
                 f"values must have one row per region: expected {self.num_regions}, got {shape}"
             )
 
-    def _is_finer(self, size) -> bool:
+    def _is_finer(self, size: Sequence[int]) -> bool:
         """A grid of `size` pixels larger than the Partition's on some axis and no smaller."""
         height, width = self.image_size
         return size[0] >= height and size[1] >= width and (size[0], size[1]) != (height, width)
 
-    def _block_factor(self, size) -> tuple[int, int]:
+    def _block_factor(self, size: Sequence[int]) -> tuple[int, int]:
         """(rows, cols) of the blocks a finer grid of `size` pixels makes of this Partition's
         pixels; refuses sizes that are not whole multiples."""
         height, width = self.image_size

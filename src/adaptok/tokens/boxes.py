@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import AdaptokError, check_images
-from ..regions import Partition
+from ..regions import Partition, lift
 from ..validate import check_int
 from .core import Tokens, assemble_tokens
 
@@ -191,6 +191,26 @@ def _cell_split(size: int, grid: int, device: torch.device) -> tuple[Tensor, Ten
     return first.long(), share.clamp(0, 1), second.long()
 
 
+def _cell_owners(part: Partition, cell_height: int, cell_width: int) -> Tensor | None:
+    """[B, rows, cols] the region of every cell of a grid that divides the image, when each
+    cell lies inside one region (grid, quadtree and whole-cell dHT partitions), else None.
+
+    Checked from the boxes where every region fills a box of whole cells, otherwise against
+    the labels; a region whose area is not whole cells rules it out first (one pass over N)."""
+    if not bool((part.area % (cell_height * cell_width) == 0).all()):
+        return None
+    owner = part.labels[:, ::cell_height, ::cell_width]  # each cell's first pixel
+    box = part.box
+    filled = bool(
+        (part.area == (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])).all()
+        and (box[:, 0::2] % cell_height == 0).all()
+        and (box[:, 1::2] % cell_width == 0).all()
+    )
+    if filled or torch.equal(lift(owner, *part.image_size), part.labels):
+        return owner
+    return None
+
+
 def position_histogram(part: Partition, grid: int | tuple[int, int]) -> Tensor:
     """Where each region lies in its image: a grid histogram of its pixels, summing to one.
 
@@ -220,6 +240,17 @@ def position_histogram(part: Partition, grid: int | tuple[int, int]) -> Tensor:
     device = part.device
     labels = part.labels  # [B, H, W]
     if height % rows == 0 and width % cols == 0:
+        cell_height, cell_width = height // rows, width // cols
+        owner = _cell_owners(part, cell_height, cell_width)
+        if owner is not None:  # a region's cells share it equally
+            owner = owner.reshape(-1)  # [B * rows * cols]
+            cells = (part.area // (cell_height * cell_width)).double()
+            index = owner * (rows * cols) + torch.arange(rows * cols, device=device).repeat(
+                part.batch_size
+            )
+            hist = torch.zeros(part.num_regions * rows * cols, device=device, dtype=torch.float64)
+            hist[index] = 1.0 / cells.index_select(0, owner)
+            return hist.view(part.num_regions, rows * cols).float()
         # Every pixel lies in one cell: counts of (region, cell) pairs, exact (what a ViT's
         # pooled tokens read, whose patches divide the image).
         y_cell = torch.arange(height, device=device) // (height // rows)

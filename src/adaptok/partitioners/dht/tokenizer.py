@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import AdaptokError, check_images
-from ...ops import imagenet_mean_std, summary_repr
+from ...ops import add_blocks, imagenet_mean_std, summary_repr
 from ...regions import Partition, lift
 from .budget import AUTO, check_budget, resolve_budget
 from .criteria import check_criterion
@@ -668,9 +668,9 @@ class DHTTokenizer(nn.Module):
         if height % shape[-2] or width % shape[-1]:  # blocks of unequal sizes: lift first
             part = part.lift(height, width)
         # Over the working size's pixels when each is a block of full-size pixels: the same
-        # means and map without a pass of ids over the full size.
+        # means and pixels without a pass of ids over the full size.
         correction = region_colors - part.region_mean(full)
-        pixels = full + part.scatter(correction, size=(height, width))
+        pixels = add_blocks(full, part.scatter(correction))
         part = part.lift(height, width)
         return DHTResult(
             partition=part,
