@@ -410,6 +410,15 @@ def retrofit_plan(profile: Profile) -> list[Run]:
             options = current[kind][0]
             run = Run(dataset, kind, 31, seed, p, options, parent.run_id, epoch, lr_factor=factor)
             runs.append(run)
+        # ... and distilled from the parent at every rate (the other protocol the report
+        # chooses among on validation).
+        every = (FINETUNE_LR_FACTOR, *FINETUNE_LR_CHOICES)
+        for factor, kind, seed in itertools.product(every, current, (0, 1, 2)):
+            options, distilled = current[kind][0], distilled_kind(kind)
+            run = Run(
+                dataset, distilled, 31, seed, p, options, parent.run_id, epoch, lr_factor=factor
+            )
+            runs.append(run)
         if dataset == "fashion-mnist-64":  # where one epoch left both retrofits short of the goal
             tuned = {
                 "retrofit-quadtree-pooled": half["retrofit-quadtree-pooled"],
@@ -507,5 +516,7 @@ EMBEDDERS: dict[str, tuple[str, bool]] = {
     "retrofit-dht-aligned": ("pooled", True),
     "retrofit-quadtree-pooling": ("pooled", True),
     "retrofit-dht-cells": ("pooled", True),
+    "retrofit-quadtree-pooling-kd": ("pooled", True),
+    "retrofit-dht-cells-kd": ("pooled", True),
     "tome": ("patch", False),  # the parent's own embedding; ToMe merges inside the trunk
 }
