@@ -140,8 +140,7 @@ def pixel_blur_importance(images: Tensor, *, min_patch: int, max_patch: int) -> 
         k maps, maps[j - 1]: [B, H / (s * 2^j), W / (s * 2^j)] (same dtype as images).
     """
     dtype = images.dtype
-    if images.element_size() < 4:  # half precision cannot hold these sums: work in float32
-        images = images.float()
+    images = _summable(images)
     channels = images.shape[1]
     levels = _levels(min_patch, max_patch)
     floor = 16 * torch.finfo(images.dtype).eps
@@ -162,6 +161,11 @@ def pixel_blur_importance(images: Tensor, *, min_patch: int, max_patch: int) -> 
         mse = error / (channels * patch * patch)
         maps.append((mse * patch).sqrt().to(dtype))
     return maps
+
+
+def _summable(images: Tensor) -> Tensor:
+    """Images in a precision that holds sums of squares: half precision goes to float32."""
+    return images.float() if images.element_size() < 4 else images
 
 
 def _row_energy(images: Tensor, length: int) -> Tensor:
@@ -223,8 +227,7 @@ def pooling_importance(images: Tensor, *, min_patch: int, max_patch: int) -> lis
         k maps, maps[j - 1]: [B, H / (s * 2^j), W / (s * 2^j)] (same dtype as images).
     """
     dtype = images.dtype
-    if images.element_size() < 4:  # half precision cannot hold these sums: work in float32
-        images = images.float()
+    images = _summable(images)
     batch, channels, height, width = images.shape
     side = min_patch
     means = images.view(batch, channels, height // side, side, width // side, side)
