@@ -4,11 +4,11 @@ Times full training steps (tokenize, extract, embed, encode, loss, backward, Ada
 crops of scikit-image photos after two warm-up rounds, the rows' steps in turn within each round
 (a change in the machine's load touches every row alike), for grid, quadtree and dHT tokens with
 the same number of tokens per image, and the dHT retrofit of a timm ViT whose grid has that many
-patches (what `adaptok.retrofit(vit, "dht")` trains: pooled tokens, size-aware attention, the
-hierarchy at the derived working resolution), and prints a Markdown table with the date and
-device: images/s and their ratio to the grid's, the step time as a multiple of the grid step,
-and the share of the step spent in the tokenizer's forward. The loss must stay finite under
-the device's autocast policy (bf16 on CUDA).
+patches (what `adaptok.retrofit(vit, "dht")` trains: pooled tokens, size-aware attention,
+regions of whole patches found at the derived working resolution), and prints a Markdown table
+with the date and device: images/s and their ratio to the grid's, the step time as a multiple of
+the grid step, and the share of the step spent in the tokenizer's forward. The loss must stay
+finite under the device's autocast policy (bf16 on CUDA).
 
     python benchmarks/train_throughput.py                          # CPU, one thread, 128x128
     python benchmarks/train_throughput.py --setting vit-s --device cuda   # batch 256, 224x224
@@ -69,13 +69,14 @@ def cases(
     """Row name -> a builder of the model it trains, at `tokens` tokens per image: grid,
     quadtree and dHT with the dHT embedder (8x8 position grid), dHT again with the pooled
     embedder that retrofits use (no box resampling), and the dHT retrofit of a timm ViT on the
-    grid's patches (the derived working resolution: 8 / its patch side)."""
+    grid's patches (regions of whole patches, the derived working resolution: 2 / its patch
+    side)."""
     side = round(size / tokens**0.5)
     if side * side * tokens != size * size:
         raise SystemExit(f"{tokens} tokens do not tile {size}x{size} into a grid")
     # The quadtree's largest patch: four grid patches wide where the image allows it.
     largest = 4 * side if size % (4 * side) == 0 else 2 * side
-    resolution = dht_options(size, side, {})["resolution"]
+    resolution = dht_options(size, side, {"cell": side})["resolution"]  # what retrofit derives
 
     def built(method: str, patch_size: int, options: dict, embedder: str = "dht"):
         return lambda: make_model(method, patch_size, options, size, trunk, embedder)
