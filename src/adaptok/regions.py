@@ -346,14 +346,15 @@ class Partition:
         Returns:
             [N, C] mean value of each region (differentiable with respect to images).
         """
-        batch, channels = images.shape[:2]
         area = self.area
-        height, width = self.image_size
-        if images.ndim == 4 and self._is_finer(images.shape[2:]):
+        if isinstance(images, Tensor) and images.ndim == 4 and self._is_finer(images.shape[2:]):
             rows, cols = self._block_factor(images.shape[2:])
-            images = images.reshape(batch, channels, height, rows, width, cols).sum((3, 5))
+            height, width = self.image_size
+            blocks = images.reshape(*images.shape[:2], height, rows, width, cols)
+            images = blocks.sum((3, 5))
             area = area * (rows * cols)
         self._check_pixels(images)
+        channels = images.shape[1]
         pixels = images.permute(0, 2, 3, 1).reshape(-1, channels)
         sums = pixels.new_zeros(self.num_regions, channels).index_add_(
             0, self.labels.flatten(), pixels

@@ -209,7 +209,7 @@ def _cell_owners(part: Partition, cell_height: int, cell_width: int) -> Tensor |
     if filled:
         return owner
     batch, rows, cols = owner.shape
-    blocks = part.labels.view(batch, rows, cell_height, cols, cell_width)
+    blocks = part.labels.reshape(batch, rows, cell_height, cols, cell_width)
     return owner if bool((blocks == owner[:, :, None, :, None]).all()) else None
 
 
