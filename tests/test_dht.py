@@ -378,7 +378,7 @@ def test_replayed_log_weights_match_statistics_pooled_from_pixels() -> None:
     )
     images = torch.cat([smooth_images(1, 30, 26, seed=8), on_flat.permute(2, 0, 1)[None]]).double()
     features = model._features(images)
-    tree = model._hierarchy(images, features.detach(), "aicc")
+    tree = model._hierarchy(images, features.detach(), "aicc", model.min_width)
     assert len(tree.merges) >= 3
     ground = tree.atom_of_pixel.view(2, -1)[1][(disc == 1).flatten()]
     assert torch.unique(ground).numel() == 1

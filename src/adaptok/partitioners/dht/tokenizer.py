@@ -414,7 +414,7 @@ class DHTTokenizer(nn.Module):
 
     # ------------------------------------------------------------------------------ algorithm
     def _hierarchy(
-        self, images: Tensor, features: Tensor, criterion: str, min_width: float | None = None
+        self, images: Tensor, features: Tensor, criterion: str, min_width: float
     ) -> Hierarchy:
         """`build_hierarchy` with this tokenizer's options (no gradient needed: every choice
         is discrete; `_log_weights` replays the merges with gradient).
@@ -422,7 +422,7 @@ class DHTTokenizer(nn.Module):
         Args:
             images: [B, C, H, W] the images the encoder read (for its flat areas).
             features: [B, d, H, W] their pixel features.
-            min_width: thinnest selectable region (pixels of `images`; None: the tokenizer's).
+            min_width: thinnest selectable region (pixels of `images`).
         """
         height, width = features.shape[-2:]
         return build_hierarchy(
@@ -434,7 +434,7 @@ class DHTTokenizer(nn.Module):
             iota=self.iota,
             variance_scale=self.variance_scale,
             compactness=self.compactness,
-            min_width=self.min_width if min_width is None else min_width,
+            min_width=min_width,
             min_regions=self.min_regions,
             pooling=self.pooling,
             compare=self.compare,
