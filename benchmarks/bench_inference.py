@@ -50,7 +50,14 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from accuracy.plan import DATASET_SIZES, TRUNK, retrofit_parent, speed_runs, trunk_options
+from accuracy.plan import (
+    DATASET_SIZES,
+    TRUNK,
+    patch_pixels_options,
+    retrofit_parent,
+    speed_runs,
+    trunk_options,
+)
 from accuracy.runs import ToMeModel, build, fashion_split, make_vit, retrofitted, row_options
 from accuracy.speeds import SpeedRow, SpeedTable, speed_kind, write_speeds
 from adaptok import retrofit
@@ -168,7 +175,7 @@ def build_rows(vit: nn.Module, images: Tensor) -> list[Row]:
     ]
     # Beside it, the same retrofit with the hierarchy at 8 working pixels per patch side and
     # the tokenizer's own min_width (the first aligned rows' setting).
-    first = {"budget": half, "resolution": min(1.0, 8 / patch), "min_width": None}
+    first = {"budget": half, **patch_pixels_options(patch)}
     rows.append(
         counted(
             f"retrofit dht (budget {half}, resolution {first['resolution']}, {aligned})",

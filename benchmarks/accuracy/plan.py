@@ -468,6 +468,14 @@ UNALIGNED_DHT = frozenset({"retrofit-dht-pooled", "retrofit-dht-kd"})
 # Aligned dHT rows measured before whole cells were found at 2 working pixels per cell keep 8
 # per patch side and the tokenizer's own min_width ("retrofit-dht-cells" rows have the new).
 ALIGNED_AT_PATCH_PIXELS = frozenset({"retrofit-dht-aligned"})
+
+
+def patch_pixels_options(patch: int) -> dict[str, object]:
+    """The dHT options of the first aligned rows (ALIGNED_AT_PATCH_PIXELS), written out: the
+    hierarchy at 8 working pixels per patch side, the tokenizer's own min_width."""
+    return {"resolution": min(1.0, 8 / patch), "min_width": None}
+
+
 # Pooled quadtree rows measured before `retrofit` scored the quadtree by what pooling loses
 # keep the pixel-blur scorer.
 PIXEL_BLUR_QUADTREE = frozenset({"retrofit-quadtree-pooled", "retrofit-quadtree-kd"})

@@ -42,6 +42,7 @@ from .plan import (
     WEIGHT_DECAY,
     Profile,
     Run,
+    patch_pixels_options,
     plan,
     trunk_options,
 )
@@ -272,7 +273,7 @@ def row_options(run: Run) -> dict:
     if run.tokenizer in UNALIGNED_DHT:
         pinned["cell"] = None
     if run.tokenizer in ALIGNED_AT_PATCH_PIXELS:
-        pinned.update(resolution=min(1.0, 8 / run.patch), min_width=None)
+        pinned.update(patch_pixels_options(run.patch))
     if run.tokenizer in PIXEL_BLUR_QUADTREE:
         pinned["scorer"] = "pixel_blur"
     return {**pinned, **run.options}
