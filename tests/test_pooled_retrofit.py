@@ -18,6 +18,7 @@ from adaptok.models.retrofitting import RETROFIT_DEFAULTS
 from adaptok.partitioners.registry import get_spec
 from adaptok.regions import Partition
 from adaptok.tokens import extract_tokens, pool_patches
+from adaptok.tokens.boxes import cell_owners
 from adaptok.train.checkpoint import save_checkpoint
 from conftest import photo, random_partition, random_vit
 
@@ -67,16 +68,38 @@ def _pooling_oracle(images: torch.Tensor, part: Partition, patch: int) -> torch.
     return torch.stack(out)
 
 
-def test_pooling_equals_a_per_region_loop_oracle():
-    part = random_partition(2, 24, 32, block=3, seed=4)
-    images = torch.rand(2, 3, 24, 32, generator=torch.Generator().manual_seed(5))
+@pytest.mark.parametrize(
+    "block", [3, 8, 16], ids=["regions-share-patches", "whole-patches", "whole-2x2-blocks"]
+)
+def test_pooling_equals_a_per_region_loop_oracle(block):
+    # Regions of 3-px blocks share patches (the weighted product); 8- and 16-px blocks are whole
+    # 8-px patches (each token the sum of its own patches), several per region and image.
+    part = random_partition(2, 32, 48, block=block, seed=4)
+    assert (cell_owners(part, 8, 8) is None) == (block == 3)  # the path each case takes
+    images = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(5))
+    images.requires_grad_(True)
+    tokens = pool_patches(images, part, 8)
+    got = part.unpad(tokens.patches, tokens.patch_valid)
+    oracle = _pooling_oracle(images.detach(), part, 8)
+    torch.testing.assert_close(got.double(), oracle, atol=1e-5, rtol=0)
+    # Gradients reach every pixel: a pixel of patch g counts for every token pooling g, with
+    # that token's weight on g (for whole patches: 1 / the patches of its own region).
+    got.sum().backward()
+    weights = part.unpad(tokens.position, tokens.patch_valid).detach()  # [N, G], oracle-tested
+    per_patch = torch.zeros(2, 4 * 6).index_add_(0, part.batch_index, weights).view(2, 4, 6)
+    expected = per_patch.repeat_interleave(8, 1).repeat_interleave(8, 2)
+    torch.testing.assert_close(images.grad, expected[:, None].expand_as(images))
+    # The weights are the positions: every row sums to one over the 4 x 6 patch grid.
+    assert weights.shape == (part.num_regions, 24)
+    torch.testing.assert_close(weights.sum(1), torch.ones(part.num_regions))
+
+
+def test_pooled_quadtree_tokens_are_their_patches_means():
+    images = photo("coffee", (64, 96))
+    part = partition(images, "quadtree", budget=33, min_patch=8, max_patch=32)
     tokens = pool_patches(images, part, 8)
     got = part.unpad(tokens.patches, tokens.patch_valid)
     torch.testing.assert_close(got.double(), _pooling_oracle(images, part, 8), atol=1e-5, rtol=0)
-    # The weights are the positions: every row sums to one over the 3 x 4 patch grid.
-    weights = part.unpad(tokens.position, tokens.patch_valid)
-    assert weights.shape == (part.num_regions, 12)
-    torch.testing.assert_close(weights.sum(1), torch.ones(part.num_regions))
 
 
 def test_pooled_tokens_of_the_grid_are_the_patches_themselves():

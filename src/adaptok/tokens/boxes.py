@@ -191,7 +191,7 @@ def _cell_split(size: int, grid: int, device: torch.device) -> tuple[Tensor, Ten
     return first.long(), share.clamp(0, 1), second.long()
 
 
-def _cell_owners(part: Partition, cell_height: int, cell_width: int) -> Tensor | None:
+def cell_owners(part: Partition, cell_height: int, cell_width: int) -> Tensor | None:
     """[B, rows, cols] the region of every cell of a grid that divides the image, when each
     cell lies inside one region (grid, quadtree and whole-cell dHT partitions), else None.
 
@@ -211,6 +211,25 @@ def _cell_owners(part: Partition, cell_height: int, cell_width: int) -> Tensor |
     batch, rows, cols = owner.shape
     blocks = part.labels.reshape(batch, rows, cell_height, cols, cell_width)
     return owner if bool((blocks == owner[:, :, None, :, None]).all()) else None
+
+
+def owner_histogram(part: Partition, owner: Tensor) -> Tensor:
+    """`position_histogram` on a grid whose every cell lies in one region: [N, rows*cols], a
+    region's cells sharing it equally.
+
+    Args:
+        part: the Partition.
+        owner: [B, rows, cols] the region of every cell (`cell_owners`).
+    """
+    cells_per_image = owner[0].numel()
+    owner = owner.reshape(-1)  # [B * rows * cols]
+    cells = torch.bincount(owner, minlength=part.num_regions).double()
+    index = owner * cells_per_image + torch.arange(cells_per_image, device=owner.device).repeat(
+        part.batch_size
+    )
+    hist = torch.zeros(part.num_regions * cells_per_image, device=owner.device, dtype=torch.float64)
+    hist[index] = 1.0 / cells.index_select(0, owner)
+    return hist.view(part.num_regions, cells_per_image).float()
 
 
 def position_histogram(part: Partition, grid: int | tuple[int, int]) -> Tensor:
@@ -243,16 +262,9 @@ def position_histogram(part: Partition, grid: int | tuple[int, int]) -> Tensor:
     labels = part.labels  # [B, H, W]
     if height % rows == 0 and width % cols == 0:
         cell_height, cell_width = height // rows, width // cols
-        owner = _cell_owners(part, cell_height, cell_width)
-        if owner is not None:  # a region's cells share it equally
-            owner = owner.reshape(-1)  # [B * rows * cols]
-            cells = (part.area // (cell_height * cell_width)).double()
-            index = owner * (rows * cols) + torch.arange(rows * cols, device=device).repeat(
-                part.batch_size
-            )
-            hist = torch.zeros(part.num_regions * rows * cols, device=device, dtype=torch.float64)
-            hist[index] = 1.0 / cells.index_select(0, owner)
-            return hist.view(part.num_regions, rows * cols).float()
+        owner = cell_owners(part, cell_height, cell_width)
+        if owner is not None:
+            return owner_histogram(part, owner)
         # Every pixel lies in one cell: counts of (region, cell) pairs, exact (what a ViT's
         # pooled tokens read, whose patches divide the image).
         y_cell = torch.arange(height, device=device) // (height // rows)

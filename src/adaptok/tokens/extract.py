@@ -17,7 +17,13 @@ from ..io import ImageLike, as_images
 from ..ops import halve
 from ..regions import Partition
 from ..validate import check_int
-from .boxes import extract_regions, gradient_histogram, position_histogram
+from .boxes import (
+    cell_owners,
+    extract_regions,
+    gradient_histogram,
+    owner_histogram,
+    position_histogram,
+)
 from .core import Tokens, assemble_tokens
 
 __all__ = ["extract_squares", "extract_tokens", "is_square_partition", "pool_patches"]
@@ -81,8 +87,10 @@ def pool_patches(images: Tensor, part: Partition, patch_size: int) -> Tokens:
     as `Tokens.position`; a linear patch embedding of a pooled token is the same mean of the
     patch embeddings, and the histogram times the ViT's position table the same mean of their
     positions. On the grid partition at P every region is one patch, so the tokens are the
-    patches themselves. One [T, G] x [G, C*P*P] product per image (batched), no resampling;
-    gradients reach `images` (e.g. dHT's mean-injected pixels), not the (discrete) weights.
+    patches themselves. Where every patch lies in one region (grid, quadtree, whole-cell dHT) a
+    token is the mean of its patches (one sum over the patches); otherwise one [T, G] x
+    [G, C*P*P] product per image (batched). No resampling; gradients reach `images` (e.g. dHT's
+    mean-injected pixels), not the (discrete) weights.
 
     Args:
         images: [B, C, H, W] with H and W multiples of P.
@@ -100,15 +108,31 @@ def pool_patches(images: Tensor, part: Partition, patch_size: int) -> Tokens:
             f"{-(-height // patch_size) * patch_size}x{-(-width // patch_size) * patch_size})"
         )
     rows, cols = height // patch_size, width // patch_size
-    weights = position_histogram(part, (rows, cols)).to(images.dtype)  # [N, G]
     grid_patches = (
         images.reshape(batch, channels, rows, patch_size, cols, patch_size)
         .permute(0, 2, 4, 1, 3, 5)
-        .reshape(batch, rows * cols, channels * patch_size * patch_size)
+        .reshape(batch * rows * cols, channels * patch_size * patch_size)
     )
-    padded_weights, valid = part.pad(weights)  # [B, T, G]
-    patches = torch.bmm(padded_weights, grid_patches)  # [B, T, C*P*P], zero where padded
-    return assemble_tokens(part, patch_size, patches, valid=valid, position=weights)
+    owner = cell_owners(part, patch_size, patch_size)
+    if owner is None:  # regions share patches: the [T, G] x [G, C*P*P] product per image
+        weights = position_histogram(part, (rows, cols)).to(images.dtype)  # [N, G]
+        padded_weights, valid = part.pad(weights)  # [B, T, G]
+        grid_patches = grid_patches.view(batch, rows * cols, -1)
+        patches = torch.bmm(padded_weights, grid_patches)  # [B, T, C*P*P], zero where padded
+        return assemble_tokens(part, patch_size, patches, valid=valid, position=weights)
+    # Every patch lies in one region (grid, quadtree, whole-cell dHT): a region's token is the
+    # mean of its own patches, a sum over the B*G patches rather than a product with weights
+    # that are mostly zero.
+    weights = owner_histogram(part, owner).to(images.dtype)
+    owner = owner.reshape(-1)
+    region = torch.arange(part.num_regions, device=owner.device)
+    if owner.numel() == part.num_regions and bool((owner == region).all()):
+        patches = grid_patches  # the grid at P, in the Partition's region order: the patches
+    else:
+        cells = torch.bincount(owner, minlength=part.num_regions).to(images.dtype)
+        summed = grid_patches.new_zeros(part.num_regions, grid_patches.shape[1])
+        patches = summed.index_add(0, owner, grid_patches) / cells[:, None]
+    return assemble_tokens(part, patch_size, patches, position=weights)
 
 
 def extract_tokens(
