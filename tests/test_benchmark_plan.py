@@ -206,7 +206,14 @@ def test_augmented_rows_are_their_own_rows(bench) -> None:
 
 
 def retrofit_rows(
-    tokenizer: str, values, *, tokens: int, steps: int, speed: float = 100.0, val: str = ""
+    tokenizer: str,
+    values,
+    *,
+    tokens: int,
+    steps: int,
+    speed: float = 100.0,
+    val: str = "",
+    selection: str = "",
 ):
     """Issue-18 rows on Fashion-MNIST: a parent ("grid-aug"), retrofits, ToMe."""
     return [
@@ -223,6 +230,7 @@ def retrofit_rows(
             "eval_images_per_second": str(speed),
             "device": "cpu",
             "best_val": val,
+            "selection_score": selection,
         }
         for seed, value in enumerate(values)
     ]
@@ -279,6 +287,24 @@ def test_the_retrofit_goals_are_decided_on_numbers(bench) -> None:
         and "0.3 of the peak learning rate" in verdict.text
     )
     assert verdict.status == "met"
+    # Where every candidate was also scored on the selection split, that split decides, not
+    # validation; one candidate without it sends the choice back to validation.
+    labels = retrofit_rows(quad, [0.80] * 3, tokens=31, steps=125, val="0.8", selection="0.9")
+    faster = retrofit_rows(
+        quad + "-lr30", [0.845] * 3, tokens=31, steps=125, val="0.95", selection="0.7"
+    )
+    groups = bench.group_rows([*parent, *labels, *faster])
+    verdict = {v.key: v for v in bench.verdicts(groups, "cpu-long", speeds=[])}[
+        f"{key}-quadtree-one-epoch"
+    ]
+    assert verdict.gap == pytest.approx(0.80 - 0.85)
+    assert "chosen at 90.0% on the selection split" in verdict.text
+    unscored = [{**labels[0], "selection_score": ""}, *labels[1:]]
+    groups = bench.group_rows([*parent, *unscored, *faster])
+    verdict = {v.key: v for v in bench.verdicts(groups, "cpu-long", speeds=[])}[
+        f"{key}-quadtree-one-epoch"
+    ]
+    assert verdict.gap == pytest.approx(0.845 - 0.85) and "selection split" not in verdict.text
 
 
 def speed_table(bench, ratios: dict[tuple[str, int], float], dataset: str = "fashion-mnist-64"):
@@ -404,7 +430,8 @@ def test_the_throughput_table_round_trips_through_json(bench, tmp_path) -> None:
 
 def test_retrofit_and_tome_rows_run_from_an_augmented_parent(bench, tmp_path) -> None:
     """The smoke profile's issue-18 rows end to end: the augmented grid parent trains through
-    fit, a pooled retrofit and ToMe start from its best.pt, each with measured tokens."""
+    fit, a pooled retrofit and ToMe start from its best.pt, each with measured tokens; the
+    fine-tune is also scored on the selection split."""
     from adaptok.train.datasets import FASHION_MNIST_ROOT
 
     if not Path(FASHION_MNIST_ROOT).is_dir():
@@ -432,6 +459,9 @@ def test_retrofit_and_tome_rows_run_from_an_augmented_parent(bench, tmp_path) ->
         assert rows[0]["parent"] == parent.run_id
         assert 20 <= rows[0]["tokens_per_image"] <= 31, run_id
         assert 0 <= rows[0]["value"] <= 1 and rows[0]["eval_images_per_second"] > 0
+        # Only a fine-tune is scored on the selection split (the images after the pool).
+        selection = rows[0]["selection_score"]
+        assert (0 <= selection <= 1) if run_id == distilled else selection != selection
     stored = torch.load(work / "runs" / "smoke" / distilled / "last.pt", weights_only=False)
     assert stored["train_config"]["distill"] == bench.DISTILL
 

@@ -41,6 +41,12 @@ class Profile:
         eval_every: steps between validation evaluations (and checkpoints of the best model).
         seeds_everywhere: three seeds for every row (True) or only at the middle token count.
         shapes_train: images of the generated shapes training set.
+        shapes_test: images of the generated shapes test set.
+        selection_images: images of the training split after the pool (no run trains on them
+            or picks a checkpoint on them) that choose issue 18's fine-tune protocol: each
+            retrofit fine-tune is also scored on them (`selection_score`), and the report picks
+            the protocol with the best mean there. 0: the protocol is chosen on validation (the
+            full profile trains on every image; its validation split is 5,000 images).
     """
 
     name: str
@@ -53,18 +59,21 @@ class Profile:
     seeds_everywhere: bool
     shapes_train: int
     shapes_test: int
+    selection_images: int = 0
 
 
 PROFILES = {
     # Fits the 2-core CPU machine in about an hour and a half with two worker processes.
-    "cpu-small": Profile("cpu-small", 8000, 1000, 2000, 400, 64, 50, False, 4000, 500),
+    "cpu-small": Profile("cpu-small", 8000, 1000, 2000, 400, 64, 50, False, 4000, 500, 10000),
     # The whole table, for one H100/H200-class GPU.
     "full": Profile("full", None, 5000, None, 3000, 128, 250, True, 20000, 2000),
     # cpu-small's data at four times the steps, for the 64-token rows of one dataset (--only):
     # do the cpu-small differences survive longer training?
-    "cpu-long": Profile("cpu-long", 8000, 1000, 2000, 1600, 64, 100, False, 4000, 500),
+    # 10,000 selection images: one run's score to a binomial standard error of 0.4-0.5 points
+    # (1.3-1.6 on the 1,000 validation images, too coarse for protocols a point apart).
+    "cpu-long": Profile("cpu-long", 8000, 1000, 2000, 1600, 64, 100, False, 4000, 500, 10000),
     # A few steps on a few images: checks that every kind of row runs end to end.
-    "smoke": Profile("smoke", 256, 64, 128, 4, 32, 2, False, 256, 64),
+    "smoke": Profile("smoke", 256, 64, 128, 4, 32, 2, False, 256, 64, 64),
 }
 # Profiles that run a chosen subset of the plan (no list of missing rows, no goal check).
 SUBSET_PROFILES = {
@@ -356,6 +365,10 @@ def retrofit_plan(profile: Profile) -> list[Run]:
         # 4-block trunk reaches from 64, each block merging at most half its tokens), so the
         # equal-throughput goal can be decided (benchmarks/bench_inference.py times them).
         for final in (8, 4):
+            runs.append(Run(dataset, "tome", final, 0, p, {"final_tokens": final}, parent.run_id))
+        # ... and between those, where a retrofit's throughput fell between two ToMe counts and
+        # the equal-throughput goal stayed undecided (2026-12-06).
+        for final in (48, 24, 12, 6):
             runs.append(Run(dataset, "tome", final, 0, p, {"final_tokens": final}, parent.run_id))
         for tokenizer, options in half.items():
             runs.append(Run(dataset, tokenizer, 31, 0, p, options, parent.run_id, 0))

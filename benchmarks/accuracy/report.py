@@ -64,6 +64,7 @@ class Group:
     devices: set[str] = field(default_factory=set)
     run_ids: list[str] = field(default_factory=list)
     validation: list[float] = field(default_factory=list)  # best validation score per seed
+    selection: list[float] = field(default_factory=list)  # score on the selection split per seed
 
     @property
     def mean(self) -> float:
@@ -110,6 +111,9 @@ def group_rows(rows: list[dict[str, str]]) -> dict[tuple, Group]:
         best_val = float(row.get("best_val") or "nan")
         if best_val == best_val:  # rows without validation (no training) leave it empty
             group.validation.append(best_val)
+        selection = float(row.get("selection_score") or "nan")
+        if selection == selection:  # only retrofit fine-tunes of profiles with the split
+            group.selection.append(selection)
     return groups
 
 
@@ -323,17 +327,29 @@ def retrofit_verdicts(
         for method, name in RETROFIT_ROWS.items():
             zero = find(groups, profile, dataset, name, 31, "accuracy", steps=0)
             # The fine-tune protocol (labels alone, or distilled: "-kd"; at each learning rate the
-            # plan runs: "-lr3", "-lr30") with the most seeds, then the higher mean validation
-            # score: chosen without looking at the test split.
+            # plan runs: "-lr3", "-lr30") with the most seeds, then the best mean score on the
+            # selection split when every candidate has one per seed (held-out images no run
+            # trains or picks checkpoints on), else on validation: never the test split.
+            candidates = [
+                g
+                for kind in fine_tune_kinds(name)
+                for k, g in groups.items()
+                if k[:4] == (profile, dataset, kind, "31") and k[4] > 0 and k[5] == "accuracy"
+            ]
+            on_selection = bool(candidates) and all(
+                len(g.selection) == len(g.values) for g in candidates
+            )
             tuned = None
-            for kind in fine_tune_kinds(name):
-                for k, g in groups.items():
-                    if k[:4] == (profile, dataset, kind, "31") and k[4] > 0 and k[5] == "accuracy":
-                        rank = (len(g.values), statistics.fmean(g.validation or [0.0]))
-                        if tuned is None or rank > tuned[0]:
-                            tuned = (rank, g)
+            for g in candidates:
+                signal = g.selection if on_selection else g.validation
+                rank = (len(g.values), statistics.fmean(signal or [0.0]))
+                if tuned is None or rank > tuned[0]:
+                    tuned = (rank, g)
             tuned = tuned[1] if tuned else None
             distilled = ""  # how the chosen fine-tune differs from plain labels at the default rate
+            if tuned and on_selection:
+                picked = 100 * statistics.fmean(tuned.selection)
+                distilled += f" chosen at {picked:.1f}% on the selection split,"
             if tuned and "-kd" in tuned.tokenizer:
                 distilled += " distilled from it,"
             if tuned and (rate := lr_factor_of(tuned.tokenizer)) != FINETUNE_LR_FACTOR:

@@ -65,6 +65,7 @@ FIELDS = [
     "token_side",
     "best_step",
     "best_val",
+    "selection_score",
     "train_images",
     "val_images",
     "test_images",
@@ -81,16 +82,16 @@ Log = Callable[[str], None]
 # -------------------------------------------------------------------------------------- data
 
 
-def _materialise(dataset: Dataset, count: int, cache: Path) -> Dataset:
-    """The first `count` samples of a dataset in memory (`TensorImages`, float16), cached on
-    disk under --work."""
+def _materialise(dataset: Dataset, count: int, cache: Path, *, start: int = 0) -> Dataset:
+    """`count` samples of a dataset from `start` on, in memory (`TensorImages`, float16), cached
+    on disk under --work."""
     from adaptok.train import TensorImages
 
     info = dataset.info  # type: ignore[attr-defined]
     if cache.is_file():
         state = torch.load(cache, weights_only=True)
         return TensorImages(state["images"], state["targets"], info)
-    data = TensorImages.from_dataset(dataset, range(count))
+    data = TensorImages.from_dataset(dataset, range(start, start + count))
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".tmp{os.getpid()}")
     torch.save({"images": data.images, "targets": data.targets}, tmp)
@@ -108,10 +109,13 @@ def fashion_split(name: str, split: str) -> Dataset:
     return make(split=split, image_size=DATASET_SIZES[name], in_chans=3)
 
 
-def load_splits(name: str, profile: Profile, work: Path) -> dict[str, Dataset]:
+def load_splits(
+    name: str, profile: Profile, work: Path, *, selection: bool = False
+) -> dict[str, Dataset]:
     """{"train", "val", "test"} of a dataset. Validation is the library's one rule
     (`adaptok.train.holdout`, a seeded draw) applied to the first train_images + val_images
-    images of the training split."""
+    images of the training split. With `selection`, also "selection": the profile's
+    selection_images images of the training split right after those."""
     from adaptok.train import ShapesDataset, holdout
 
     size = DATASET_SIZES[name]
@@ -131,7 +135,17 @@ def load_splits(name: str, profile: Profile, work: Path) -> dict[str, Dataset]:
     pool = _materialise(pool_source, pool_count, folder / f"{name}-pool.pt")
     train, val = holdout(pool, profile.val_images, seed=SPLIT_SEED)
     test = _materialise(test_source, test_count, folder / f"{name}-test.pt")
-    return {"train": train, "val": val, "test": test}
+    splits = {"train": train, "val": val, "test": test}
+    if selection:
+        count = profile.selection_images
+        if name == "shapes" or not count or pool_count + count > len(pool_source):
+            raise ValueError(
+                f"profile {profile.name} has no selection split of {name}: it needs "
+                f"selection_images > 0 and {pool_count} + {count} training images"
+            )
+        cache = folder / f"{name}-selection.pt"
+        splits["selection"] = _materialise(pool_source, count, cache, start=pool_count)
+    return splits
 
 
 # ------------------------------------------------------------------------------------- models
@@ -512,10 +526,12 @@ def execute(run: Run, profile: Profile, work: Path, device: str, log: Log) -> li
     """Train (or retrofit and fine-tune) one run through `fit` and return its CSV rows."""
     from adaptok.train import fit
 
-    data = load_splits(run.dataset, profile, work)
+    retrofit_row = run.tokenizer.startswith("retrofit")
+    # A retrofit fine-tune is also scored on the selection split, which picks the protocol.
+    selecting = retrofit_row and run.finetune > 0 and profile.selection_images > 0
+    data = load_splits(run.dataset, profile, work, selection=selecting)
     info = data["train"].info  # type: ignore[attr-defined]
     folder = work / "runs" / profile.name / run.run_id
-    retrofit_row = run.tokenizer.startswith("retrofit")
     parent = None  # a retrofit row's grid parent: its starting weights, and a teacher
     if run.tokenizer == "tome":
         model = tome_model(run, profile, work, info.num_classes).to(device)
@@ -546,6 +562,13 @@ def execute(run: Run, profile: Profile, work: Path, device: str, log: Log) -> li
         result = fit(model, data["train"], data["val"], config, teacher=teacher, resume=True)
         log(f"fit: best validation {result.best_score:.4f} at step {result.best_step}")
     scored = score(model, data, device)
+    selection_score = float("nan")
+    if selecting:
+        from adaptok.train import evaluate
+
+        picked = evaluate(model, data["selection"], batch_size=64, device=device, amp="auto")
+        selection_score = picked.accuracy
+        log(f"selection split: {selection_score:.4f}")
     folder.mkdir(parents=True, exist_ok=True)
     curve = [list(point) for point in result.curve] if result else []
     (folder / "curve.json").write_text(json.dumps(curve))
@@ -564,6 +587,7 @@ def execute(run: Run, profile: Profile, work: Path, device: str, log: Log) -> li
         "token_side": run.patch,
         "best_step": result.best_step if result else 0,
         "best_val": result.best_score if result else float("nan"),
+        "selection_score": selection_score,
         "train_images": len(data["train"]),
         "val_images": len(data["val"]),
         "test_images": scored["test_images"],
