@@ -151,7 +151,7 @@ def test_the_report_reads_the_committed_table(bench, tmp_path) -> None:
     # The committed throughput times both datasets' retrofits and ToMe rows: every ToMe goal of
     # a measured retrofit is decided on it (met, missed or not decided, never "not measured").
     tome = [v for v in found if "-vs-tome-" in v.key]
-    assert len(tome) == 8 and all(v.status != "not measured" for v in tome)
+    assert len(tome) == 12 and all(v.status != "not measured" for v in tome)
     assert all("inference_speed.json" in v.text for v in tome)
     profiles = sorted({r["profile"] for r in committed})
     section = bench.readme_section(groups, profiles, [], speeds=speeds)
@@ -260,6 +260,17 @@ def test_the_retrofit_goals_are_decided_on_numbers(bench) -> None:
     one_seed = found[f"{key}-dht-one-epoch"]  # above the parent, but one seed
     assert one_seed.status == "not decided" and "3" in one_seed.note
     assert found["retrofit18-cluttered-fashion-mnist-128-dht-zero-shot"].status == "not measured"
+    # At the goal's token limit (LIMIT_TOKENS) the one protocol run there decides its own goal.
+    limit = bench.LIMIT_TOKENS
+    assert found[f"{key}-quadtree-one-epoch-{limit}"].status == "not measured"
+    at_limit = retrofit_rows(quad + "-kd-lr30", [0.846] * 3, tokens=limit, steps=125)
+    found = {
+        v.key: v for v in bench.verdicts(bench.group_rows(table + at_limit), "cpu-long", speeds=[])
+    }
+    verdict = found[f"{key}-quadtree-one-epoch-{limit}"]
+    assert verdict.status == "met" and verdict.gap == pytest.approx(-0.004)
+    assert "chose at 31 tokens" in verdict.text and "distilled" in verdict.text
+    assert found[f"{key}-quadtree-one-epoch"].gap == pytest.approx(-0.002)  # 31 reads its own
     # Distilled fine-tunes ("-kd") decide the one-epoch goal when they are measured.
     distilled = retrofit_rows(bench.distilled_kind(dht), [0.849, 0.85, 0.851], tokens=31, steps=125)
     groups = bench.group_rows(table + distilled)
