@@ -82,20 +82,30 @@ Log = Callable[[str], None]
 # -------------------------------------------------------------------------------------- data
 
 
+# Splits a worker process has loaded, by cache file: a worker runs many rows of one dataset,
+# and loading the cluttered splits (2 GB) for each of them grew a worker past the machine's
+# memory on 2026-12-06.
+_LOADED: dict[Path, Dataset] = {}
+
+
 def _materialise(dataset: Dataset, count: int, cache: Path, *, start: int = 0) -> Dataset:
     """`count` samples of a dataset from `start` on, in memory (`TensorImages`, float16), cached
-    on disk under --work."""
+    on disk under --work and kept in memory for the process's later rows."""
     from adaptok.train import TensorImages
 
+    if cache in _LOADED:
+        return _LOADED[cache]
     info = dataset.info  # type: ignore[attr-defined]
     if cache.is_file():
         state = torch.load(cache, weights_only=True)
-        return TensorImages(state["images"], state["targets"], info)
-    data = TensorImages.from_dataset(dataset, range(start, start + count))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"images": data.images, "targets": data.targets}, tmp)
-    os.replace(tmp, cache)
+        data = TensorImages(state["images"], state["targets"], info)
+    else:
+        data = TensorImages.from_dataset(dataset, range(start, start + count))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"images": data.images, "targets": data.targets}, tmp)
+        os.replace(tmp, cache)
+    _LOADED[cache] = data
     return data
 
 
