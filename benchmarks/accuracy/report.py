@@ -417,6 +417,8 @@ def retrofit_verdicts(
 
 
 TOME_GOAL = ">= 0 at >= ToMe's throughput"
+# A retrofit's throughput stands for rows with at most 2% more tokens than the model timed.
+TOKEN_TOLERANCE = 1.02
 
 
 def tome_verdict(
@@ -435,7 +437,9 @@ def tome_verdict(
     dominates it, and ToMe merged further to the retrofit's speed only loses more); missed when
     some ToMe row at least as fast is more accurate (that decides first); otherwise not decided,
     with the ToMe count that would decide it. Not measured without the retrofit's accuracy, a
-    ToMe row's, or their throughput in `speed`.
+    ToMe row's, or their throughput in `speed`, nor when the retrofit's rows have more tokens
+    than the model timed (beyond TOKEN_TOLERANCE: a dHT tokenizer fine-tuned with the ViT
+    keeps more regions than the untrained one bench_inference times).
 
     Args:
         key: the verdict's key.
@@ -460,6 +464,15 @@ def tome_verdict(
     if retrofit is None or not timed:
         missing = f"{kind} at budget {group.budget}" if retrofit is None else "ToMe"
         return Verdict(key, f"{text} (no {missing} row of `{speed.setting}` in `{source}`)")
+    if retrofit.tokens is not None and group.mean_tokens > TOKEN_TOLERANCE * retrofit.tokens:
+        # A fine-tuned dHT tokenizer keeps more regions than the untrained one that was timed:
+        # the model the accuracy is of runs more tokens than the throughput is of.
+        return Verdict(
+            key,
+            f"{text} (`{source}` timed it at {retrofit.tokens:.1f} tokens per image, the "
+            f"untrained partition; these rows have {group.mean_tokens:.1f}: their throughput is "
+            "not measured)",
+        )
     ratio = retrofit.ratio
     beaten = [(g, row) for g, row in timed if row.ratio >= ratio and g.mean > group.mean]
     dominated = [(g, row) for g, row in timed if row.ratio <= ratio and g.mean <= group.mean]
