@@ -30,9 +30,10 @@ the date, processor, threads, torch version and load.
 
     python benchmarks/bench_inference.py                        # vit-s and small, 1 thread
     python benchmarks/bench_inference.py --setting vit-s --threads 2 --repeats 9
-    # the accuracy benchmark's two trunks, for the report's ToMe verdicts:
+    # the accuracy benchmark's two trunks, for the report's ToMe verdicts (with --trained, its
+    # fine-tuned dHT models too, from the benchmark's --work folder):
     python benchmarks/bench_inference.py --setting fashion-mnist-64 \
-        cluttered-fashion-mnist-128 --json benchmarks/results/inference_speed.json
+        cluttered-fashion-mnist-128 --trained WORK --json benchmarks/results/inference_speed.json
 """
 
 from __future__ import annotations
@@ -52,15 +53,26 @@ from torch import Tensor, nn
 
 from accuracy.plan import (
     DATASET_SIZES,
+    LIMIT_TOKENS,
     TRUNK,
     patch_pixels_options,
     retrofit_parent,
     speed_runs,
     trunk_options,
 )
-from accuracy.runs import ToMeModel, build, fashion_split, make_vit, retrofitted, row_options
+from accuracy.report import RETROFIT_ROWS, chosen_fine_tune, group_rows, timed_run
+from accuracy.runs import (
+    CSV_PATH,
+    ToMeModel,
+    build,
+    fashion_split,
+    make_vit,
+    read_rows,
+    retrofitted,
+    row_options,
+)
 from accuracy.speeds import SpeedRow, SpeedTable, speed_kind, write_speeds
-from adaptok import retrofit
+from adaptok import load_model, retrofit
 from adaptok.cli.benchmarking import header_line, machine_facts
 from adaptok.models import export_timm
 from adaptok.models.tome import tome_forward
@@ -124,6 +136,7 @@ class Row:
         tokens: tokens per image (mean over the batch).
         kind: what it runs (`accuracy.speeds.KINDS`).
         budget: the token target (a retrofit's budget, ToMe's final count), None for the rest.
+        run_id: the accuracy run whose trained model this is (None: random weights).
     """
 
     name: str
@@ -131,14 +144,22 @@ class Row:
     tokens: float | None
     kind: str
     budget: int | None = None
+    run_id: str | None = None
 
 
-def counted(name: str, model: nn.Module, kind: str, budget: int | None, images: Tensor) -> Row:
+def counted(
+    name: str,
+    model: nn.Module,
+    kind: str,
+    budget: int | None,
+    images: Tensor,
+    run_id: str | None = None,
+) -> Row:
     """A row of an AdaptiveViT (or ToMe) with the tokens per image it ends with on `images`."""
     model.eval()
     with torch.inference_mode():
         _, counts = model(images, return_counts=True)
-    return Row(name, model, float(counts.float().mean()), kind, budget)
+    return Row(name, model, float(counts.float().mean()), kind, budget, run_id)
 
 
 def build_rows(vit: nn.Module, images: Tensor) -> list[Row]:
@@ -212,12 +233,15 @@ def dataset_images(dataset: str, batch: int) -> Tensor:
     return torch.stack([source[index][0] for index in range(batch)])
 
 
-def accuracy_rows(setting: Setting, images: Tensor, device: torch.device) -> list[Row]:
+def accuracy_rows(
+    setting: Setting, images: Tensor, device: torch.device, trained: Path | None = None
+) -> list[Row]:
     """The accuracy benchmark's models of `setting.dataset`, random weights: its grid parent
     (built as the parent row is), the parent exported to timm (the reference, and the model ToMe
     merges in, as the ToMe rows are built), every retrofit (`retrofitted`, as the retrofit rows
-    are built) and ToMe count of `speed_runs`, and the tokenizer alone of the dHT retrofit
-    the goals read ("retrofit-dht-cells")."""
+    are built) and ToMe count of `speed_runs`, the tokenizer alone of the dHT retrofit the
+    goals read ("retrofit-dht-cells"), and with `trained` (the accuracy benchmark's --work
+    folder) its fine-tuned dHT models (`trained_rows`)."""
     dataset = str(setting.dataset)
     parent_run = retrofit_parent(dataset)
     size, patch = DATASET_SIZES[dataset], parent_run.patch
@@ -249,9 +273,36 @@ def accuracy_rows(setting: Setting, images: Tensor, device: torch.device) -> lis
         name = f"retrofit {method} (budget {options['budget']}, {detail})"
         kind = speed_kind(run.tokenizer)
         rows.append(counted(name, model, kind, int(options["budget"]), images))
+    rows += trained_rows(dataset, trained, images, device) if trained else []
     rows += merged
     dht = next(row for row in rows if row.kind == "retrofit-dht-cells")  # the goals' dHT
     rows.append(Row("dHT partition alone", dht.run.tokenizer, None, "dht-partition"))
+    return rows
+
+
+def trained_rows(dataset: str, work: Path, images: Tensor, device: torch.device) -> list[Row]:
+    """The fine-tuned dHT models the report's one-epoch goals read (the protocol it chooses at
+    31 tokens and at LIMIT_TOKENS, the first seed), loaded from their best.pt under the
+    accuracy benchmark's --work folder: a dHT tokenizer fine-tuned with the ViT keeps more
+    regions than an untrained one, so only its own model times its rows."""
+    groups = group_rows(read_rows(CSV_PATH))
+    kind = RETROFIT_ROWS["dht"]
+    rows = []
+    for budget in (31, LIMIT_TOKENS):
+        group, _ = chosen_fine_tune(groups, "cpu-long", dataset, kind, budget)
+        if group is None:
+            continue
+        run_id = str(timed_run(group))
+        path = work / "runs" / "cpu-long" / run_id / "best.pt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: --trained needs the accuracy benchmark's --work folder of the run "
+                f"{run_id} (rerun it: python benchmarks/accuracy_vs_tokens.py --profile "
+                f"cpu-long --only '{run_id}$' --work WORK)"
+            )
+        model = load_model(path, device=device)
+        name = f"retrofit dht (budget {budget}, fine-tuned: {run_id.split('/')[1]})"
+        rows.append(counted(name, model, speed_kind(group.tokenizer), budget, images, run_id))
     return rows
 
 
@@ -284,6 +335,7 @@ def measured(rows: Sequence[Row], medians: Sequence[float], batch: int) -> list[
             row.tokens,
             round(median / batch, 4),
             None if row.tokens is None else round(reference / median, 4),
+            row.run_id,
         )
         for row, median in zip(rows, medians, strict=True)
     ]
@@ -321,6 +373,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per row first")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
+        "--trained",
+        type=Path,
+        help="the accuracy benchmark's --work folder: the dataset settings also time the "
+        "fine-tuned dHT models the report's one-epoch goals read, from their best.pt",
+    )
+    parser.add_argument(
         "--json",
         type=Path,
         help="also write the measured rows and the machine's facts there (the accuracy "
@@ -337,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.manual_seed(0)
         if setting.dataset:
             images = dataset_images(setting.dataset, batch).to(device)
-            rows = accuracy_rows(setting, images, device)
+            rows = accuracy_rows(setting, images, device, args.trained)
             what = f"the first {setting.dataset} test images"
         else:
             vit = timm.create_model(setting.model, pretrained=False, **setting.options)
@@ -346,12 +404,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             images = photo_crops(batch, side).to(device)
             rows = build_rows(vit, images)
             what = f"{side}x{side} photo crops"
+        weights = "random weights"
+        if any(row.run_id for row in rows):
+            weights += "; the fine-tuned rows their own"
         medians = time_rows(rows, images, repeats=args.repeats, warmup=args.warmup, device=device)
         speeds = measured(rows, medians, batch)
         facts = machine_facts(args.device)
         options = "".join(f", {key}={value}" for key, value in setting.options.items())
         print(
-            f"### {name}: {setting.model}{options} (random weights) · batch {batch} of {what} · "
+            f"### {name}: {setting.model}{options} ({weights}) · batch {batch} of {what} · "
             f"median of {args.repeats} calls after {args.warmup} warm-up calls, rows in turn"
         )
         print()

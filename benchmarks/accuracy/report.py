@@ -31,8 +31,10 @@ from .speeds import SPEEDS_PATH, SpeedTable, read_speeds, speed_kind
 __all__ = [
     "Group",
     "Verdict",
+    "chosen_fine_tune",
     "find",
     "group_rows",
+    "timed_run",
     "verdicts",
     "write_report",
 ]
@@ -416,6 +418,14 @@ def retrofit_verdicts(
     return out
 
 
+def timed_run(group: Group) -> str | None:
+    """The run of a fine-tuned group whose trained model bench_inference --trained times (the
+    first seed's); None for a group without training."""
+    if group.steps == 0:
+        return None
+    return min(group.run_ids, key=lambda run_id: "-s0-" not in run_id)
+
+
 TOME_GOAL = ">= 0 at >= ToMe's throughput"
 # A retrofit's throughput stands for rows with at most 2% more tokens than the model timed.
 TOKEN_TOLERANCE = 1.02
@@ -456,7 +466,9 @@ def tome_verdict(
     if speed is None:
         return Verdict(key, f"{text} (no throughput of {group.dataset} in `{source}`)")
     kind = speed_kind(group.tokenizer)  # the row of `speed` that times this retrofit's model
-    retrofit = speed.find(kind, int(group.budget))
+    # A fine-tuned group's own trained model (seed 0) where it was timed, else random weights.
+    retrofit = speed.find(kind, int(group.budget), run_id=timed_run(group))
+    retrofit = retrofit or speed.find(kind, int(group.budget))
     timed = sorted(  # (accuracy, throughput) of each ToMe count, slowest first
         ((g, row) for g in tomes if (row := speed.find("tome", int(g.budget))) is not None),
         key=lambda pair: pair[1].ratio,
@@ -469,9 +481,9 @@ def tome_verdict(
         # the model the accuracy is of runs more tokens than the throughput is of.
         return Verdict(
             key,
-            f"{text} (`{source}` timed it at {retrofit.tokens:.1f} tokens per image, the "
-            f"untrained partition; these rows have {group.mean_tokens:.1f}: their throughput is "
-            "not measured)",
+            f"{text} (`{source}` timed it at {retrofit.tokens:.1f} tokens per image, "
+            f"{'trained' if retrofit.run_id else 'the untrained partition'}; these rows have "
+            f"{group.mean_tokens:.1f}: their throughput is not measured)",
         )
     ratio = retrofit.ratio
     beaten = [(g, row) for g, row in timed if row.ratio >= ratio and g.mean > group.mean]

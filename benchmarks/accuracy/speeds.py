@@ -66,6 +66,8 @@ class SpeedRow:
         ms_per_image: median milliseconds of a call over the batch size.
         ratio: the timm grid row's time over this row's, i.e. this row's images/s as a multiple
             of the timm grid's (None for the partition alone, which gives no logits).
+        run_id: the accuracy run whose trained weights the row runs (a fine-tuned dHT
+            tokenizer keeps more regions than an untrained one); None: random weights.
     """
 
     row: str
@@ -74,6 +76,7 @@ class SpeedRow:
     tokens: float | None
     ms_per_image: float
     ratio: float | None
+    run_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -104,9 +107,13 @@ class SpeedTable:
     facts: MachineFacts
     rows: tuple[SpeedRow, ...]
 
-    def find(self, kind: str, budget: int | None) -> SpeedRow | None:
-        """The row of a kind at a token target, if it was timed."""
-        return next((r for r in self.rows if r.kind == kind and r.budget == budget), None)
+    def find(self, kind: str, budget: int | None, run_id: str | None = None) -> SpeedRow | None:
+        """The row of a kind at a token target, if it was timed: with random weights, or with
+        the weights of the accuracy run `run_id`."""
+        return next(
+            (r for r in self.rows if r.kind == kind and r.budget == budget and r.run_id == run_id),
+            None,
+        )
 
 
 def write_speeds(path: Path, tables: list[SpeedTable], command: str) -> None:
