@@ -118,3 +118,12 @@ def test_accuracy_settings_time_the_accuracy_benchmark_s_rows(bench, dataset, tm
         else:  # the quadtree reaches its (valid) budget, ToMe its final count
             assert row.tokens == budget
         assert row.ratio > 0
+
+
+def test_trained_rows_refuse_a_work_folder_without_the_fine_tuned_model(bench, tmp_path):
+    """--trained times the fine-tuned dHT models the report's one-epoch goals read; a folder
+    without their best.pt is refused, naming the run and the command that trains it."""
+    import torch
+
+    with pytest.raises(FileNotFoundError, match=r"retrofit-dht-cells.*-s0-.*--only"):
+        bench.trained_rows("fashion-mnist-64", tmp_path, torch.zeros(1), torch.device("cpu"))
