@@ -41,7 +41,9 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -71,7 +73,14 @@ from accuracy.runs import (
     retrofitted,
     row_options,
 )
-from accuracy.speeds import SpeedRow, SpeedTable, speed_kind, write_speeds
+from accuracy.speeds import (
+    SpeedRow,
+    SpeedTable,
+    combine_rounds,
+    read_speeds,
+    speed_kind,
+    write_speeds,
+)
 from adaptok import load_model, retrofit
 from adaptok.cli.benchmarking import header_line, machine_facts
 from adaptok.models import export_timm
@@ -341,7 +350,7 @@ def measured(rows: Sequence[Row], medians: Sequence[float], batch: int) -> list[
     ]
 
 
-def table(rows: Sequence[SpeedRow]) -> list[str]:
+def table_lines(rows: Sequence[SpeedRow]) -> list[str]:
     """Markdown lines: tokens, ms per image, images/s and the ratio to the timm grid row."""
     lines = [
         "| model | tokens / image | ms / image | images/s | vs timm grid |",
@@ -362,6 +371,79 @@ def table(rows: Sequence[SpeedRow]) -> list[str]:
     return lines
 
 
+def print_table(table: SpeedTable, what: str) -> None:
+    """The Markdown of one setting's table, with what it timed and how."""
+    weights = "random weights"
+    if any(row.run_id for row in table.rows):
+        weights += "; the fine-tuned rows their own"
+    options = "".join(f", {key}={value}" for key, value in table.options.items())
+    timing = f"median of {table.repeats} calls after {table.warmup} warm-up calls, rows in turn"
+    if table.rounds > 1:
+        timing = f"medians over {table.rounds} processes of each one's {timing}"
+    print(
+        f"### {table.setting}: {table.model}{options} ({weights}) · batch {table.batch} of "
+        f"{what} · {timing}"
+    )
+    print()
+    print(header_line(table.facts))
+    print()
+    print("\n".join(table_lines(table.rows)))
+    print()
+
+
+def described(setting: Setting) -> str:
+    """The images a setting times, in words."""
+    if setting.dataset:
+        return f"the first {setting.dataset} test images"
+    side = (
+        setting.options.get("img_size") or timm.create_model(setting.model).patch_embed.img_size[0]
+    )
+    return f"{side}x{side} photo crops"
+
+
+def time_setting(name: str, args: argparse.Namespace, device: torch.device) -> SpeedTable:
+    """Build a setting's rows and time them in this process."""
+    setting = SETTINGS[name]
+    batch = args.batch or setting.batch
+    torch.manual_seed(0)
+    if setting.dataset:
+        images = dataset_images(setting.dataset, batch).to(device)
+        rows = accuracy_rows(setting, images, device, args.trained)
+    else:
+        vit = timm.create_model(setting.model, pretrained=False, **setting.options)
+        vit = vit.eval().to(device)
+        images = photo_crops(batch, int(vit.patch_embed.img_size[0])).to(device)
+        rows = build_rows(vit, images)
+    medians = time_rows(rows, images, repeats=args.repeats, warmup=args.warmup, device=device)
+    return SpeedTable(
+        name, setting.dataset, setting.model, dict(setting.options), batch, args.repeats,
+        args.warmup, machine_facts(args.device), tuple(measured(rows, medians, batch)),
+    )  # fmt: skip
+
+
+def in_processes(args: argparse.Namespace) -> list[SpeedTable]:
+    """Time every setting in `args.rounds` fresh processes, one after another, and combine
+    their tables (`combine_rounds`): the ratios of one process hold (rows in turn), but on a
+    shared machine they moved 10-15% between processes minutes apart."""
+    rounds = []
+    with tempfile.TemporaryDirectory() as folder:
+        for number in range(args.rounds):
+            path = Path(folder) / f"round{number}.json"
+            child = [
+                "--setting", *args.setting, "--threads", str(args.threads),
+                "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+                "--device", args.device, "--rounds", "1", "--json", str(path),
+            ]  # fmt: skip
+            if args.batch:
+                child += ["--batch", str(args.batch)]
+            if args.trained:
+                child += ["--trained", str(args.trained)]
+            script = str(Path(__file__).resolve())
+            subprocess.run([sys.executable, script, *child], check=True, stdout=subprocess.DEVNULL)
+            rounds.append(read_speeds(path))
+    return combine_rounds(rounds)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -371,6 +453,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, help="images per call (default: the setting's)")
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per row")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per row first")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="time everything in this many fresh processes, one after another, and give each "
+        "row's medians over them (ratios moved 10-15%% between processes on a shared machine)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--trained",
@@ -385,47 +474,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report's ToMe verdicts read benchmarks/results/inference_speed.json)",
     )
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    tables = []
-    for name in args.setting:
-        setting = SETTINGS[name]
-        batch = args.batch or setting.batch
-        torch.manual_seed(0)
-        if setting.dataset:
-            images = dataset_images(setting.dataset, batch).to(device)
-            rows = accuracy_rows(setting, images, device, args.trained)
-            what = f"the first {setting.dataset} test images"
-        else:
-            vit = timm.create_model(setting.model, pretrained=False, **setting.options)
-            vit = vit.eval().to(device)
-            side = int(vit.patch_embed.img_size[0])
-            images = photo_crops(batch, side).to(device)
-            rows = build_rows(vit, images)
-            what = f"{side}x{side} photo crops"
-        weights = "random weights"
-        if any(row.run_id for row in rows):
-            weights += "; the fine-tuned rows their own"
-        medians = time_rows(rows, images, repeats=args.repeats, warmup=args.warmup, device=device)
-        speeds = measured(rows, medians, batch)
-        facts = machine_facts(args.device)
-        options = "".join(f", {key}={value}" for key, value in setting.options.items())
-        print(
-            f"### {name}: {setting.model}{options} ({weights}) · batch {batch} of {what} · "
-            f"median of {args.repeats} calls after {args.warmup} warm-up calls, rows in turn"
-        )
-        print()
-        print(header_line(facts))
-        print()
-        print("\n".join(table(speeds)))
-        print()
-        tables.append(
-            SpeedTable(
-                name, setting.dataset, setting.model, dict(setting.options), batch,
-                args.repeats, args.warmup, facts, tuple(speeds),
-            )
-        )  # fmt: skip
+    if args.rounds > 1:
+        tables = in_processes(args)
+    else:
+        tables = [time_setting(name, args, device) for name in args.setting]
+    for table in tables:
+        print_table(table, described(SETTINGS[table.setting]))
     if args.json:
         arguments = sys.argv[1:] if argv is None else list(argv)
         write_speeds(

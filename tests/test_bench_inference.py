@@ -127,3 +127,35 @@ def test_trained_rows_refuse_a_work_folder_without_the_fine_tuned_model(bench, t
 
     with pytest.raises(FileNotFoundError, match=r"retrofit-dht-cells.*-s0-.*--only"):
         bench.trained_rows("fashion-mnist-64", tmp_path, torch.zeros(1), torch.device("cpu"))
+
+
+def test_rounds_time_in_fresh_processes_and_give_the_medians(bench, tmp_path, capsys):
+    """--rounds N times every row in N processes, one after another, and writes each row's
+    median time and median ratio over them (each ratio against its own process's grid)."""
+    path = tmp_path / "speed.json"
+    arguments = ["--setting", "smoke", "--repeats", "1", "--warmup", "0", "--rounds", "2"]
+    assert bench.main([*arguments, "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "medians over 2 processes of each one's median of 1 calls" in out
+    (table,) = bench.read_speeds(path)
+    assert table.rounds == 2 and table.rows[0].ratio == 1.0
+    assert [row.row for row in table.rows][:2] == ["timm grid (16 tokens)", "retrofit grid"]
+
+
+def test_combine_rounds_takes_medians_and_refuses_different_rows(bench):
+    from adaptok.cli.benchmarking import MachineFacts
+
+    facts = MachineFacts("2026-12-06", "cpu", 1, "2", "3.11", 1.0, 2)
+
+    def one(ratio: float, name: str = "quadtree") -> list:
+        rows = (
+            bench.SpeedRow("grid", "grid", None, 64.0, 2.0, 1.0),
+            bench.SpeedRow(name, "retrofit-quadtree", 31, 31.0, 2.0 / ratio, ratio),
+        )
+        return [bench.SpeedTable("s", None, "vit", {}, 8, 1, 0, facts, rows)]
+
+    (table,) = bench.combine_rounds([one(1.5), one(2.0), one(1.6)])
+    assert table.rounds == 3 and table.rows[1].ratio == 1.6
+    assert table.rows[1].ms_per_image == pytest.approx(2.0 / 1.6, abs=1e-4)
+    with pytest.raises(ValueError, match="different rows"):
+        bench.combine_rounds([one(1.5), one(1.5, name="dht")])

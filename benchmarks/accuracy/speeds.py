@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ __all__ = [
     "SPEEDS_PATH",
     "SpeedRow",
     "SpeedTable",
+    "combine_rounds",
     "read_speeds",
     "speed_kind",
     "write_speeds",
@@ -93,8 +95,10 @@ class SpeedTable:
             reproduces (None for the other settings).
         model: the timm model name; options: its create_model keyword arguments.
         batch: images per call; repeats, warmup: timed and untimed calls per row.
-        facts: where and when it ran (date, processor, threads, load).
+        facts: where and when it ran (date, processor, threads, load; the first process's).
         rows: the timed rows, the timm grid first.
+        rounds: processes the rows were timed in, one after another; each row's time and ratio
+            are the medians over them (each ratio against its own process's timm grid).
     """
 
     setting: str
@@ -106,6 +110,7 @@ class SpeedTable:
     warmup: int
     facts: MachineFacts
     rows: tuple[SpeedRow, ...]
+    rounds: int = 1
 
     def find(self, kind: str, budget: int | None, run_id: str | None = None) -> SpeedRow | None:
         """The row of a kind at a token target, if it was timed: with random weights, or with
@@ -114,6 +119,33 @@ class SpeedTable:
             (r for r in self.rows if r.kind == kind and r.budget == budget and r.run_id == run_id),
             None,
         )
+
+
+def combine_rounds(rounds: list[list[SpeedTable]]) -> list[SpeedTable]:
+    """One table per setting from the tables of several processes (the same settings and rows
+    in each): each row's median ms per image and median ratio to its process's timm grid.
+
+    Raises:
+        ValueError: the processes timed different rows.
+    """
+    combined = []
+    for tables in zip(*rounds, strict=True):
+        rows = []
+        for versions in zip(*(table.rows for table in tables), strict=True):
+            if len({(row.row, row.run_id) for row in versions}) != 1:
+                raise ValueError(f"the rounds timed different rows: {versions}")
+            ratios = [row.ratio for row in versions]
+            rows.append(
+                dataclasses.replace(
+                    versions[0],
+                    ms_per_image=round(statistics.median(r.ms_per_image for r in versions), 4),
+                    ratio=None if None in ratios else round(statistics.median(ratios), 4),
+                )
+            )
+        combined.append(
+            dataclasses.replace(tables[0], rows=tuple(rows), rounds=sum(t.rounds for t in tables))
+        )
+    return combined
 
 
 def write_speeds(path: Path, tables: list[SpeedTable], command: str) -> None:
