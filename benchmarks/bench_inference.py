@@ -25,15 +25,18 @@ same functions as the benchmark's rows. The accuracy report's ToMe verdicts read
 from the JSON that --json writes (benchmarks/results/inference_speed.json).
 
 The rows are timed in turn within each repeat (after the warm-up calls), so a change in the
-machine's load touches every row alike, and the table gives medians. Printed as Markdown with
-the date, processor, threads, torch version and load.
+machine's load touches every row alike, and the table gives medians. Between processes minutes
+apart the ratios still moved 10-15% on a shared machine: --rounds N times everything in N fresh
+processes and gives each row's medians over them. Printed as Markdown with the date,
+processor, threads, torch version and load.
 
     python benchmarks/bench_inference.py                        # vit-s and small, 1 thread
     python benchmarks/bench_inference.py --setting vit-s --threads 2 --repeats 9
     # the accuracy benchmark's two trunks, for the report's ToMe verdicts (with --trained, its
-    # fine-tuned dHT models too, from the benchmark's --work folder):
+    # fine-tuned dHT models too, from the benchmark's --work folder; medians over 5 processes):
     python benchmarks/bench_inference.py --setting fashion-mnist-64 \
-        cluttered-fashion-mnist-128 --trained WORK --json benchmarks/results/inference_speed.json
+        cluttered-fashion-mnist-128 --repeats 9 --rounds 5 --trained WORK \
+        --json benchmarks/results/inference_speed.json
 """
 
 from __future__ import annotations

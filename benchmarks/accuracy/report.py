@@ -581,14 +581,17 @@ NOTES = [
     "(207 and 443 images/s for two quadtree retrofits), so the ToMe verdicts read throughput "
     "from `benchmarks/results/inference_speed.json` instead, written by `python "
     "benchmarks/bench_inference.py --setting fashion-mnist-64 cluttered-fashion-mnist-128 "
-    "--json benchmarks/results/inference_speed.json`: the same models (each dataset's grid "
-    "parent and the plan's retrofit and ToMe rows, random weights) on the dataset's first 64 "
-    "test images, batch 64, 1 thread, every row timed in turn, as images/s relative to the "
-    "parent exported to timm. A retrofit meets the goal when a ToMe row at most as fast is no "
-    "more accurate (ToMe merged further, down to the retrofit's speed, only loses more), "
-    "misses it when a ToMe row at least as fast is more accurate, and is not decided "
-    "otherwise (the verdict names the ToMe count that would decide it); without that file's "
-    "rows of the dataset the goal is not measured.",
+    "--repeats 9 --rounds 5 --trained WORK --json benchmarks/results/inference_speed.json`: "
+    "the same models (each dataset's grid parent and the plan's retrofit and ToMe rows, random "
+    "weights, and the fine-tuned dHT models the one-epoch goals read, from their best.pt under "
+    "the benchmark's WORK folder) on the dataset's first 64 test images, batch 64, 1 thread, "
+    "every row timed in turn, as images/s relative to the parent exported to timm, medians "
+    "over 5 processes run one after another (single runs minutes apart moved 10-15%). A "
+    "retrofit meets the goal when a ToMe row at most as fast is no more accurate (ToMe merged "
+    "further, down to the retrofit's speed, only loses more), misses it when a ToMe row at "
+    "least as fast is more accurate, and is not decided otherwise (the verdict names the ToMe "
+    "count that would decide it); without that file's rows of the dataset, or when the rows "
+    "have more than 2% more tokens than the model timed, the goal is not measured.",
 ]
 
 CAPTIONS = {
