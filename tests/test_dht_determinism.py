@@ -117,6 +117,10 @@ def test_channel_mix_and_sigmoid_give_the_same_bits_anywhere_in_a_tensor() -> No
     whole = mix_channels(values, weight, bias)
     parts = torch.cat([mix_channels(part, weight, bias) for part in values.split(997)])
     assert torch.equal(whole, parts)
+    in_order = bias[None]  # the order the bits are defined by: bias, then channel 0, 1, ...
+    for channel in range(values.shape[1]):
+        in_order = in_order + weight[None, :, channel] * values[:, channel, None]
+    assert torch.equal(whole, in_order)
     strided = torch.stack([values, values], 1)[:, 0]
     assert torch.equal(exact_sigmoid(values), exact_sigmoid(strided))
     assert torch.equal(exact_sigmoid(values[:9]), exact_sigmoid(values)[:9])

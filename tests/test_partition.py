@@ -1,10 +1,12 @@
+import itertools
+
 import pytest
 import torch
 
 import adaptok
 from adaptok import AdaptokError, Partition
 from adaptok.graph import label_components
-from adaptok.ops import add_blocks
+from adaptok.ops import add_blocks, sum_blocks
 from adaptok.regions import PartitionError, check_partition, lift
 
 
@@ -141,6 +143,22 @@ def test_means_and_sums_on_a_finer_grid_equal_those_of_the_lifted_partition(size
     assert images.grad is not None and bool((images.grad > 0).all())
     with pytest.raises(AdaptokError, match="whole multiple of the Partition's 12x17"):
         part.region_mean(torch.rand(part.batch_size, 3, 18, 17))
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64]
+)
+def test_sum_blocks_equals_a_block_by_block_oracle(dtype: torch.dtype) -> None:
+    """Every output pixel is the sum of its own rows x cols block, in every dtype (floating
+    point through the pooling window, integers through the block axes)."""
+    images = (torch.rand(2, 3, 12, 15) * 10).to(dtype)
+    summed = sum_blocks(images, 3, 5)
+    assert summed.shape == (2, 3, 4, 3) and summed.dtype == dtype
+    for row, col in itertools.product(range(4), range(3)):
+        block = images[:, :, 3 * row : 3 * row + 3, 5 * col : 5 * col + 5].double()
+        expected = block.sum((2, 3))
+        rtol = 1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-6
+        torch.testing.assert_close(summed[:, :, row, col].double(), expected, atol=0, rtol=rtol)
 
 
 def test_check_partition_rejects_disconnected_regions() -> None:

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .errors import AdaptokError
 from .graph import label_components
-from .ops import counted
+from .ops import counted, sum_blocks
 
 __all__ = ["Partition", "PartitionError", "align_to_cells", "check_partition", "lift"]
 
@@ -349,9 +349,7 @@ class Partition:
         area = self.area
         if isinstance(images, Tensor) and images.ndim == 4 and self._is_finer(images.shape[2:]):
             rows, cols = self._block_factor(images.shape[2:])
-            height, width = self.image_size
-            blocks = images.reshape(*images.shape[:2], height, rows, width, cols)
-            images = blocks.sum((3, 5))
+            images = sum_blocks(images, rows, cols)
             area = area * (rows * cols)
         self._check_pixels(images)
         channels = images.shape[1]

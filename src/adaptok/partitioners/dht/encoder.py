@@ -49,8 +49,10 @@ def mix_channels(values: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     blocks positions differently)."""
     shape = (1, -1) + (1,) * (values.dim() - 2)
     mixed = bias.view(shape)
-    for channel in range(values.shape[1]):
-        mixed = mixed + weight[:, channel].view(shape) * values[:, channel : channel + 1]
+    # One call each to take the columns and channels apart, two per channel to mix them.
+    columns = weight.t().reshape(weight.shape[1], *shape).unbind(0)
+    for column, channel in zip(columns, values.split(1, dim=1), strict=True):
+        mixed = mixed + column * channel
     return mixed
 
 

@@ -115,6 +115,8 @@ def region_ic(
         criterion=criterion,
         iota=iota,
     )
+    if min_width <= 0:  # no region is thinner than nothing
+        return ic
     return torch.where(is_thin(graph.count, graph.box, min_width), -math.inf, ic)
 
 
@@ -224,7 +226,7 @@ def build_hierarchy(
         if not bool(active.any()):
             break
         # A region too thin to be selected has no self-edge either: it must join a neighbour.
-        must_join = is_thin(graph.count, graph.box, min_width)
+        must_join = is_thin(graph.count, graph.box, min_width) if min_width > 0 else None
         step = link_vertices(
             graph,
             self_edge(graph.variance),

@@ -628,9 +628,10 @@ def sum_columns(columns: Tensor, group: Tensor, size: int) -> Tensor:
     """[size, k] sums over each group ([N] in [0, size)) of the k quantities in the rows of
     `columns` ([k, N], each row contiguous).
 
-    One 1-D scatter_add per quantity: several times faster on CPU than index_add of [N, k]
-    rows, and it adds each group's members in the same order (index order), so the sums are
-    the same bits. Out of place, so that autograd sees one scatter per quantity.
+    One scatter_add along the rows: each row is added in index order, as a 1-D scatter_add of
+    that row alone would (the same bits, whatever the batch), several times faster on CPU than
+    index_add of [N, k] rows and one call instead of k. Out of place, so autograd sees it.
     """
-    zeros = columns.new_zeros(size)
-    return torch.stack([zeros.scatter_add(0, group, column) for column in columns], 1)
+    rows = columns.shape[0]
+    sums = columns.new_zeros(rows, size).scatter_add(1, group.expand(rows, -1), columns)
+    return sums.t().contiguous()
