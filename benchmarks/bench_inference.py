@@ -354,23 +354,30 @@ def measured(rows: Sequence[Row], medians: Sequence[float], batch: int) -> list[
 
 
 def table_lines(rows: Sequence[SpeedRow]) -> list[str]:
-    """Markdown lines: tokens, ms per image, images/s and the ratio to the timm grid row."""
+    """Markdown lines: tokens, ms per image, images/s and the ratio to the timm grid row (with
+    its range over the processes, when several timed the rows)."""
+    spread = any(row.round_ratios for row in rows)
     lines = [
-        "| model | tokens / image | ms / image | images/s | vs timm grid |",
-        "|---|---:|---:|---:|---:|",
+        "| model | tokens / image | ms / image | images/s | vs timm grid |"
+        + (" range over processes |" if spread else ""),
+        "|---|---:|---:|---:|---:|" + ("---:|" if spread else ""),
     ]
     reference = rows[0].ms_per_image
     for row in rows:
         if row.ratio is None:  # the partition alone: a share of the timm forward, no logits
-            lines.append(
+            line = (
                 f"| {row.row} | | {row.ms_per_image:.2f} | | "
                 f"{100 * row.ms_per_image / reference:.0f}% of the timm forward |"
             )
         else:
-            lines.append(
+            line = (
                 f"| {row.row} | {row.tokens:.1f} | {row.ms_per_image:.2f} | "
                 f"{1000 / row.ms_per_image:.1f} | {row.ratio:.2f}x |"
             )
+        if spread:
+            ratios = row.round_ratios
+            line += f" {min(ratios):.2f}-{max(ratios):.2f}x |" if ratios else " |"
+        lines.append(line)
     return lines
 
 

@@ -137,8 +137,10 @@ def test_rounds_time_in_fresh_processes_and_give_the_medians(bench, tmp_path, ca
     assert bench.main([*arguments, "--json", str(path)]) == 0
     out = capsys.readouterr().out
     assert "medians over 2 processes of each one's median of 1 calls" in out
+    assert "range over processes |" in out  # each ratio's min-max over the processes
     (table,) = bench.read_speeds(path)
     assert table.rounds == 2 and table.rows[0].ratio == 1.0
+    assert table.rows[0].round_ratios == (1.0, 1.0)  # through the JSON, as a tuple
     assert [row.row for row in table.rows][:2] == ["timm grid (16 tokens)", "retrofit grid"]
 
 
@@ -156,6 +158,11 @@ def test_combine_rounds_takes_medians_and_refuses_different_rows(bench):
 
     (table,) = bench.combine_rounds([one(1.5), one(2.0), one(1.6)])
     assert table.rounds == 3 and table.rows[1].ratio == 1.6
+    assert table.rows[1].round_ratios == (1.5, 2.0, 1.6)  # each process's, in order
+    assert table.rows[0].round_ratios == (1.0, 1.0, 1.0)
+    (again,) = bench.combine_rounds([[table], one(1.7)])  # combined tables keep every process's
+    assert again.rounds == 4 and again.rows[1].round_ratios == (1.5, 2.0, 1.6, 1.7)
+    assert again.rows[1].ratio == pytest.approx(1.65)
     assert table.rows[1].ms_per_image == pytest.approx(2.0 / 1.6, abs=1e-4)
     with pytest.raises(ValueError, match="different rows"):
         bench.combine_rounds([one(1.5), one(1.5, name="dht")])

@@ -26,7 +26,7 @@ from .plan import (
 )
 from .plots import curves_path, gather_curves, plot_all
 from .runs import ROOT, read_rows
-from .speeds import SPEEDS_PATH, SpeedTable, read_speeds, speed_kind
+from .speeds import SPEEDS_PATH, SpeedRow, SpeedTable, read_speeds, speed_kind
 
 __all__ = [
     "Group",
@@ -498,9 +498,11 @@ def tome_verdict(
     )
     gap = group.mean - tome.mean
     if beaten:
-        return Verdict(key, text, TOME_GOAL, "missed", gap, -gap)
+        note = rounds_note(retrofit, row, tome.budget, "at least as fast as")
+        return Verdict(key, text, TOME_GOAL, "missed", gap, -gap, note=note)
     if dominated:
-        return Verdict(key, text, TOME_GOAL, "met", gap)
+        note = rounds_note(retrofit, row, tome.budget, "at most as fast as")
+        return Verdict(key, text, TOME_GOAL, "met", gap, note=note)
     # Every ToMe row timed is slower and more accurate, or faster and less accurate.
     slower = [g for g, r in timed if r.ratio < ratio]  # more tokens left: more accurate
     faster = [g for g, r in timed if r.ratio > ratio]
@@ -515,6 +517,23 @@ def tome_verdict(
         where = f"more than {faster[0].budget} final tokens"
     note = f"{seen}: ToMe at {ratio:.2f}x the timm grid ({where}) decides it"
     return Verdict(key, text, TOME_GOAL, "not decided", gap, note=note)
+
+
+def rounds_note(retrofit: SpeedRow, tome: SpeedRow, final: object, relation: str) -> str:
+    """A ToMe verdict's caveat when the throughput comparison it rests on (ToMe's row `relation`
+    the retrofit's, by median ratio) did not hold in every process the rows were timed in
+    (`SpeedRow.round_ratios`); "" when it held in all, or without per-process ratios."""
+    ours, theirs = retrofit.round_ratios, tome.round_ratios
+    if ours is None or theirs is None or len(ours) != len(theirs):
+        return ""
+    at_least = relation.startswith("at least")
+    held = sum(t >= r if at_least else t <= r for r, t in zip(ours, theirs, strict=True))
+    if held == len(ours):
+        return ""
+    return (
+        f"ToMe at {final} final tokens was {relation} the retrofit in {held} of {len(ours)} "
+        "timing processes: the throughput comparison is within the timing noise"
+    )
 
 
 def stated(groups: dict[tuple, Group], profile: str, *, speeds: list[SpeedTable]) -> list[str]:

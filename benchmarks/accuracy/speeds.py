@@ -70,6 +70,10 @@ class SpeedRow:
             of the timm grid's (None for the partition alone, which gives no logits).
         run_id: the accuracy run whose trained weights the row runs (a fine-tuned dHT
             tokenizer keeps more regions than an untrained one); None: random weights.
+        round_ratios: the ratio of every process the rows were timed in (`combine_rounds`;
+            `ratio` is their median), or None (one process, or no ratio). A comparison of two
+            rows holds in round k when it holds between their k-th ratios: both were timed in
+            turn in the same process.
     """
 
     row: str
@@ -79,10 +83,13 @@ class SpeedRow:
     ms_per_image: float
     ratio: float | None
     run_id: str | None = None
+    round_ratios: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"row kind {self.kind!r} is not one of {KINDS}; add it to KINDS")
+        if self.round_ratios is not None:  # JSON gives a list
+            object.__setattr__(self, "round_ratios", tuple(self.round_ratios))
 
 
 @dataclass(frozen=True)
@@ -134,12 +141,13 @@ def combine_rounds(rounds: list[list[SpeedTable]]) -> list[SpeedTable]:
         for versions in zip(*(table.rows for table in tables), strict=True):
             if len({(row.row, row.run_id) for row in versions}) != 1:
                 raise ValueError(f"the rounds timed different rows: {versions}")
-            ratios = [row.ratio for row in versions]
+            ratios = [ratio for row in versions for ratio in row.round_ratios or (row.ratio,)]
             rows.append(
                 dataclasses.replace(
                     versions[0],
                     ms_per_image=round(statistics.median(r.ms_per_image for r in versions), 4),
                     ratio=None if None in ratios else round(statistics.median(ratios), 4),
+                    round_ratios=None if None in ratios else tuple(ratios),
                 )
             )
         combined.append(
