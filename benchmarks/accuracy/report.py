@@ -494,7 +494,7 @@ def tome_verdict(
     text = (
         f"{what} ({label}, {group.cell()}%, {ratio:.2f}x the timm grid's images/s) vs ToMe at "
         f"{tome.budget} final tokens ({row.ratio:.2f}x, {100 * tome.mean:.1f}%); throughput "
-        f"from `{source}` (`{speed.setting}`, {speed.facts.date}{load})"
+        f"from `{source}` (`{speed.setting}`, {speed.facts.date}, {speed.facts.machine}{load})"
     )
     gap = group.mean - tome.mean
     if beaten:
@@ -610,7 +610,20 @@ NOTES = [
     "further, down to the retrofit's speed, only loses more), misses it when a ToMe row at "
     "least as fast is more accurate, and is not decided otherwise (the verdict names the ToMe "
     "count that would decide it); without that file's rows of the dataset, or when the rows "
-    "have more than 2% more tokens than the model timed, the goal is not measured.",
+    "have more than 2% more tokens than the model timed, the goal is not measured. Ratios move "
+    "with the machine and between processes: a verdict says when its deciding comparison (ToMe "
+    "at most, or at least, as fast) did not hold in every one of the 5 processes.",
+    "",
+    "The fine-tuned dHT models timed in that file since 2026-12-06 07:17 UTC are stand-ins: the "
+    "machine that held the table's checkpoints was lost, so the same fine-tunes (seed 0, the "
+    "chosen protocol, at 31 and 37 tokens) were rerun from parents retrained with the same "
+    "recipe. Training is not bit-reproducible across those machines (the retrained parents "
+    "score 78.1 / 39.8% on test against the table's 78.5 / 41.1%), but throughput depends on "
+    "the architecture and the tokens per image, and the stand-ins keep 31.0 / 36.8 / 30.9 / "
+    "36.7 tokens per image on the test split against the table's rows' 31.0 / 36.9 / 31.0 / "
+    "36.7. That file was measured on an Intel Xeon machine, the earlier ones on an AMD EPYC: "
+    "its ratios are lower for every adaptive row (the dHT partition alone took 28-33% of the "
+    "timm forward there, 19-23% on the AMD machine).",
 ]
 
 CAPTIONS = {
