@@ -578,3 +578,29 @@ def test_curves_are_kept_beside_the_table_and_redraw_only_when_complete(bench, t
     assert not picture.exists()  # dHT's curve is missing: nothing to redraw
     assert plots.plot_curves(plt, curves["cpu-small"], [grid], picture, "cpu-small")
     assert picture.stat().st_size > 0
+
+
+def test_the_replication_report_judges_its_own_table_by_the_report_s_rules(bench, tmp_path) -> None:
+    """benchmarks/retrofit_replication.py: the issue-18 verdicts of a separate table (its own
+    parent), only those it measures; a missing table is refused with the way to make it."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import retrofit_replication
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    quad = bench.RETROFIT_ROWS["quadtree"]
+    tail = bench.retrofit_parent("fashion-mnist-64").augment_tail
+    rows = retrofit_rows("grid" + tail, [0.80], tokens=64, steps=1600) + retrofit_rows(
+        quad, [0.70], tokens=31, steps=0
+    )
+    table = tmp_path / "replica.csv"
+    bench.append_rows(rows, table)
+    first = tmp_path / "first.csv"
+    bench.append_rows(retrofit_rows("grid" + tail, [0.85], tokens=64, steps=1600), first)
+    text = "\n".join(retrofit_replication.report(table, tmp_path / "no_speeds.json", first))
+    assert "| fashion-mnist-64 | grid-aug75 | 64.0 | 1600 | 1 | 80.0 |  | 85.0 |" in text
+    # 70% is below 90% of this table's parent (72%): the replication's parent, not the main one.
+    assert "no fine-tune (70.0%), vs 90% of its parent (80.0%): -2.0 points" in text
+    assert "**missed**" in text and "not measured" not in text
+    with pytest.raises(FileNotFoundError, match="no rows"):
+        retrofit_replication.report(tmp_path / "absent.csv", first=first)

@@ -621,7 +621,10 @@ NOTES = [
     "score 78.1 / 39.8% on test against the table's 78.5 / 41.1%), but throughput depends on "
     "the architecture and the tokens per image, and the stand-ins keep 31.0 / 36.8 / 30.9 / "
     "36.7 tokens per image on the test split against the table's rows' 31.0 / 36.9 / 31.0 / "
-    "36.7. That file was measured on an Intel Xeon machine, the earlier ones on an AMD EPYC: "
+    "36.7. Those retrained parents carry the whole of issue 18's goals a second time (their "
+    "own ToMe rows, retrofits and three-seed fine-tunes, timed in the same file): "
+    "`benchmarks/results/retrofit_replication.md`. "
+    "That file was measured on an Intel Xeon machine, the earlier ones on an AMD EPYC: "
     "its ratios are lower for every adaptive row (the dHT partition alone took 28-33% of the "
     "timm forward there, 19-23% on the AMD machine).",
 ]
@@ -839,7 +842,9 @@ def readme_section(
     out += [
         "Every row (the 400-step `cpu-small` profile of every tokenizer and token count, the "
         "shapes segmentation set, the retrofits), the training curves, the partitions and the "
-        "goals per profile: `benchmarks/results/accuracy_vs_tokens.md`.",
+        "goals per profile: `benchmarks/results/accuracy_vs_tokens.md`. Issue 18's goals again "
+        "on a second pair of parents (the same recipe retrained, the retrofits and ToMe rerun "
+        "from them): `benchmarks/results/retrofit_replication.md`.",
         "",
     ]
     return out
