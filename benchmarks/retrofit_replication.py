@@ -7,9 +7,9 @@ parents gives a second pair, and a second look at how much the goals' verdicts d
 parent. The replication table holds, per dataset, the retrained parent, its ToMe rows, the
 retrofits without fine-tuning, and the one-epoch fine-tunes of the protocol the selection split
 chose on the first parents (`LIMIT_PROTOCOLS`: distilled, 0.3 of the peak rate), three seeds at
-31 and 37 tokens. This script prints its rows and the issue-18 verdicts (`accuracy.report.verdicts`;
-the ToMe goals on `benchmarks/results/inference_speed.json`, whose fine-tuned dHT rows are this
-table's seed-0 models) as Markdown.
+31 and 37 tokens. This script prints its rows and the issue-18 verdicts
+(`accuracy.report.retrofit_verdicts`; the ToMe goals on `benchmarks/results/inference_speed.json`,
+whose fine-tuned dHT rows are this table's seed-0 models) as Markdown.
 
     python benchmarks/retrofit_replication.py > benchmarks/results/retrofit_replication.md
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `accuracy` beside this file
 
-from accuracy.report import group_rows, verdicts
+from accuracy.report import group_rows, retrofit_verdicts
 from accuracy.runs import CSV_PATH, read_rows
 from accuracy.speeds import SPEEDS_PATH, read_speeds
 
@@ -68,7 +68,7 @@ def report(table: Path, speeds_path: Path = SPEEDS_PATH, first: Path = CSV_PATH)
     if not rows:
         raise FileNotFoundError(f"{table}: no rows (this script's docstring says how to run them)")
     groups = group_rows(rows)
-    found = verdicts(groups, PROFILE, speeds=read_speeds(speeds_path))
+    found = retrofit_verdicts(groups, PROFILE, speeds=read_speeds(speeds_path))
     lines = [
         "# Issue 18's goals on a second pair of parents",
         "",
@@ -82,8 +82,7 @@ def report(table: Path, speeds_path: Path = SPEEDS_PATH, first: Path = CSV_PATH)
         "Verdicts (only those this table measures):",
         "",
     ]
-    measured = [v for v in found if v.key.startswith("retrofit18-") and v.status != "not measured"]
-    return lines + [v.line() for v in measured]
+    return lines + [v.line() for v in found if v.status != "not measured"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

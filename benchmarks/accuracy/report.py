@@ -498,10 +498,10 @@ def tome_verdict(
     )
     gap = group.mean - tome.mean
     if beaten:
-        note = rounds_note(retrofit, row, tome.budget, "at least as fast as")
+        note = rounds_note(retrofit, row, tome.budget, tome_faster=True)
         return Verdict(key, text, TOME_GOAL, "missed", gap, -gap, note=note)
     if dominated:
-        note = rounds_note(retrofit, row, tome.budget, "at most as fast as")
+        note = rounds_note(retrofit, row, tome.budget, tome_faster=False)
         return Verdict(key, text, TOME_GOAL, "met", gap, note=note)
     # Every ToMe row timed is slower and more accurate, or faster and less accurate.
     slower = [g for g, r in timed if r.ratio < ratio]  # more tokens left: more accurate
@@ -519,20 +519,21 @@ def tome_verdict(
     return Verdict(key, text, TOME_GOAL, "not decided", gap, note=note)
 
 
-def rounds_note(retrofit: SpeedRow, tome: SpeedRow, final: object, relation: str) -> str:
-    """A ToMe verdict's caveat when the throughput comparison it rests on (ToMe's row `relation`
-    the retrofit's, by median ratio) did not hold in every process the rows were timed in
-    (`SpeedRow.round_ratios`); "" when it held in all, or without per-process ratios."""
+def rounds_note(retrofit: SpeedRow, tome: SpeedRow, final: object, *, tome_faster: bool) -> str:
+    """A ToMe verdict's caveat when the throughput comparison it rests on (ToMe's row at least
+    as fast as the retrofit's with `tome_faster`, at most as fast without, by median ratio) did
+    not hold in every process the rows were timed in (`SpeedRow.round_ratios`); "" when it held
+    in all, or without per-process ratios."""
     ours, theirs = retrofit.round_ratios, tome.round_ratios
     if ours is None or theirs is None or len(ours) != len(theirs):
         return ""
-    at_least = relation.startswith("at least")
-    held = sum(t >= r if at_least else t <= r for r, t in zip(ours, theirs, strict=True))
+    held = sum(t >= r if tome_faster else t <= r for r, t in zip(ours, theirs, strict=True))
     if held == len(ours):
         return ""
+    relation = "at least" if tome_faster else "at most"
     return (
-        f"ToMe at {final} final tokens was {relation} the retrofit in {held} of {len(ours)} "
-        "timing processes: the throughput comparison is within the timing noise"
+        f"ToMe at {final} final tokens was {relation} as fast as the retrofit in {held} of "
+        f"{len(ours)} timing processes: the throughput comparison is within the timing noise"
     )
 
 

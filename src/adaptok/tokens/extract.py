@@ -129,7 +129,8 @@ def pool_patches(images: Tensor, part: Partition, patch_size: int) -> Tokens:
     if owner.numel() == part.num_regions and bool((owner == region).all()):
         patches = grid_patches  # the grid at P, in the Partition's region order: the patches
     else:
-        cells = torch.bincount(owner, minlength=part.num_regions).to(images.dtype)
+        # Each region is whole patches here, so its area counts them.
+        cells = (part.area // (patch_size * patch_size)).to(images.dtype)
         summed = grid_patches.new_zeros(part.num_regions, grid_patches.shape[1])
         patches = summed.index_add(0, owner, grid_patches) / cells[:, None]
     return assemble_tokens(part, patch_size, patches, position=weights)
