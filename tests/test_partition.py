@@ -267,7 +267,7 @@ def test_results_of_the_dht_tokenizer_and_the_model_print_shapes_not_values() ->
     images = torch.rand(2, 3, 32, 32)
     result = repr(load_default_tokenizer().eval()(images))
     assert result.startswith("DHTResult(partition=Partition(2 images of 32x32, ")
-    assert "pixels=Tensor[2, 3, 32, 32] float32" in result and "tensor(" not in result
+    assert "images=Tensor[2, 3, 32, 32] float32" in result and "tensor(" not in result
     model = build_model(ModelConfig(image_size=32, patch_size=8)).eval()
     output = repr(model.forward_output(images))
     assert "logits=Tensor[2, 10] float32" in output and "tensor(" not in output

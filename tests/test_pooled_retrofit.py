@@ -94,6 +94,61 @@ def test_pooling_equals_a_per_region_loop_oracle(block):
     torch.testing.assert_close(weights.sum(1), torch.ones(part.num_regions))
 
 
+@pytest.mark.parametrize(
+    "block", [3, 8, 16, "grid"], ids=["shared-patches", "whole-patches", "2x2-blocks", "grid"]
+)
+def test_pooled_tokens_take_region_colors_as_the_injected_image_would(block):
+    # dHT's mean injection on the tokens (whole patches) or on the image (shared patches): the
+    # tokens of part.inject_means(images, colors) either way, and the same gradients.
+    if block == "grid":
+        part = partition(torch.rand(2, 3, 32, 48), "grid", patch_size=8)
+    else:
+        part = random_partition(2, 32, 48, block=block, seed=14)
+    generator = torch.Generator().manual_seed(15)
+    images = torch.rand(2, 3, 32, 48, generator=generator).requires_grad_(True)
+    colors = torch.rand(part.num_regions, 3, generator=generator).requires_grad_(True)
+    got = extract_tokens(images, part, patch_size=8, pooled=True, region_colors=colors)
+    expected = extract_tokens(part.inject_means(images, colors), part, patch_size=8, pooled=True)
+    torch.testing.assert_close(got.patches, expected.patches, atol=1e-6, rtol=0)
+    weights = torch.rand(got.patches.shape, generator=generator)
+    grad_got = torch.autograd.grad((got.patches * weights).sum(), (images, colors))
+    grad_expected = torch.autograd.grad((expected.patches * weights).sum(), (images, colors))
+    for a, b in zip(grad_got, grad_expected, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    moved = part.unpad(got.patches, got.patch_valid).detach()
+    if block != 3:  # whole patches: every token's per-channel mean is its region's colour
+        torch.testing.assert_close(moved.view(part.num_regions, 3, -1).mean(-1), colors.detach())
+
+
+def test_region_colors_must_be_one_colour_per_region():
+    part = random_partition(2, 16, 16, block=4, seed=16)
+    images = torch.rand(2, 3, 16, 16)
+    with pytest.raises(AdaptokError, match=rf"\[{part.num_regions}, 3\] tensor"):
+        extract_tokens(images, part, patch_size=4, pooled=True, region_colors=torch.rand(2, 3))
+
+
+def test_a_pooled_dht_model_tokenizes_like_its_injected_pixels_with_the_same_gradients():
+    vit = _vit(32, patch_size=8, num_classes=3)
+    model = retrofit(vit, "dht", partition_options={"budget": 12, "weights": "none"}).train()
+    assert model.config.partition_options["cell"] == 8  # whole patches: injected on the tokens
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(17))
+    _, tokens = model.tokenize(images)
+    result = model.tokenizer(images)  # deterministic in training without sample_budget
+    reference = extract_tokens(result.pixels, result.partition, 8, **model.extract_options)
+    torch.testing.assert_close(tokens.patches, reference.patches, atol=1e-6, rtol=0)
+    weights = torch.rand(tokens.patches.shape, generator=torch.Generator().manual_seed(18))
+    parameters = [p for p in model.tokenizer.parameters() if p.requires_grad]
+    got = torch.autograd.grad((tokens.patches * weights).sum(), parameters, allow_unused=True)
+    expected = torch.autograd.grad(
+        (reference.patches * weights).sum(), parameters, allow_unused=True
+    )
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in got)
+    for a, b in zip(got, expected, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 def test_pooled_quadtree_tokens_are_their_patches_means():
     images = photo("coffee", (64, 96))
     part = partition(images, "quadtree", budget=33, min_patch=8, max_patch=32)

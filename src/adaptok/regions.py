@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .errors import AdaptokError
 from .graph import label_components
-from .ops import counted, sum_blocks
+from .ops import add_blocks, counted, sum_blocks
 
 __all__ = ["Partition", "PartitionError", "align_to_cells", "check_partition", "lift"]
 
@@ -359,9 +359,28 @@ class Partition:
         )
         return sums / area[:, None].to(sums.dtype)
 
+    def inject_means(self, images: Tensor, colors: Tensor) -> Tensor:
+        """`images` with every region's mean replaced by `colors` (dHT's mean injection):
+        images + (colors - region mean), in one new tensor, differentiable in both.
+
+        Args:
+            images: [B, C, H, W] on the Partition's pixel grid, or on a grid a whole multiple
+                finer (as `region_mean`: ids are read on the Partition's grid only).
+            colors: [N, C] every region's new mean.
+        """
+        return add_blocks(images, self.scatter(colors - self.region_mean(images)))
+
     def mean_image(self, images: Tensor) -> Tensor:
         """Each region filled with its mean colour: [B, C, H, W] -> [B, C, H, W]."""
         return self.scatter(self.region_mean(images))
+
+    def padded_rows(self) -> tuple[Tensor, int]:
+        """Where `pad` puts every region: ([N] int64 row of each region in the padded batch
+        flattened to [B * T], T the largest region count)."""
+        counts = self.counts
+        longest = int(counts.max()) if counts.numel() else 0
+        slot = torch.arange(self.num_regions, device=self.device) - self.offsets[self.batch_index]
+        return self.batch_index * longest + slot, longest
 
     def pad(self, values: Tensor, fill: float = 0.0) -> tuple[Tensor, Tensor]:
         """Group per-region values by image into a padded batch.
@@ -381,13 +400,14 @@ class Partition:
                 self.batch_size, int(counts[0]), dtype=torch.bool, device=self.device
             )
             return values.reshape(self.batch_size, -1, *values.shape[1:]), valid
-        longest = int(counts.max()) if counts.numel() else 0
-        slot = torch.arange(self.num_regions, device=self.device) - self.offsets[self.batch_index]
-        padded = values.new_full((self.batch_size, longest, *values.shape[1:]), fill)
-        padded[self.batch_index, slot] = values
-        valid = torch.zeros(self.batch_size, longest, dtype=torch.bool, device=self.device)
-        valid[self.batch_index, slot] = True
-        return padded, valid
+        rows, longest = self.padded_rows()
+        shape = (self.batch_size * longest, *values.shape[1:])
+        padded = values.new_full(shape, fill).index_copy_(0, rows, values)
+        valid = torch.zeros(self.batch_size * longest, dtype=torch.bool, device=self.device)
+        valid[rows] = True
+        return padded.view(self.batch_size, longest, *values.shape[1:]), valid.view(
+            self.batch_size, longest
+        )
 
     def unpad(self, padded: Tensor, valid: Tensor) -> Tensor:
         """Inverse of `pad`: [B, T, ...] + valid [B, T] -> [N, ...] in region order."""

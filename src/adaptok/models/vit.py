@@ -187,9 +187,20 @@ class AdaptiveViT(nn.Module):
                 f"border's position); resize the images to at most {limit[0]}x{limit[1]}"
             )
         result = self.tokenizer(images)
-        tokens = extract_tokens(
-            result.pixels, result.partition, patch_size=self.patch_size, **self.extract_options
-        )
+        colors = getattr(result, "region_colors", None)
+        if colors is not None and self.extract_options.get("pooled"):
+            # Pooled tokens take dHT's injected means themselves (`pool_patches`).
+            tokens = extract_tokens(
+                result.images,
+                result.partition,
+                patch_size=self.patch_size,
+                region_colors=colors,
+                **self.extract_options,
+            )
+        else:
+            tokens = extract_tokens(
+                result.pixels, result.partition, patch_size=self.patch_size, **self.extract_options
+            )
         return result.partition, tokens
 
     def forward_output(self, images: Tensor) -> ModelOutput:

@@ -79,7 +79,9 @@ def extract_squares(images: Tensor, part: Partition, patch_size: int) -> Tensor:
     return out
 
 
-def pool_patches(images: Tensor, part: Partition, patch_size: int) -> Tokens:
+def pool_patches(
+    images: Tensor, part: Partition, patch_size: int, *, region_colors: Tensor | None = None
+) -> Tokens:
     """Pooled tokens: every region's token is the mean of the P x P grid patches it overlaps,
     each weighted by the share of the region inside it.
 
@@ -92,10 +94,15 @@ def pool_patches(images: Tensor, part: Partition, patch_size: int) -> Tokens:
     [G, C*P*P] product per image (batched). No resampling; gradients reach `images` (e.g. dHT's
     mean-injected pixels), not the (discrete) weights.
 
+    With `region_colors` the tokens are those of `part.inject_means(images, region_colors)`
+    (dHT's mean injection). Where every region is whole patches its mean is its token's mean, so
+    the colours are injected on the tokens: no injected image is made.
+
     Args:
         images: [B, C, H, W] with H and W multiples of P.
         part: the Partition.
         patch_size: P.
+        region_colors: [N, C] every region's mean after injection, or None.
 
     Returns:
         Tokens with patches [B, T, C*P*P], position [B, T, (H/P)*(W/P)] (the weights), no mask.
@@ -107,13 +114,15 @@ def pool_patches(images: Tensor, part: Partition, patch_size: int) -> Tokens:
             f"{height}x{width}; pad or resize them (e.g. to "
             f"{-(-height // patch_size) * patch_size}x{-(-width // patch_size) * patch_size})"
         )
+    owner = cell_owners(part, patch_size, patch_size)
+    if owner is None and region_colors is not None:
+        images, region_colors = part.inject_means(images, region_colors), None
     rows, cols = height // patch_size, width // patch_size
     grid_patches = (
         images.reshape(batch, channels, rows, patch_size, cols, patch_size)
         .permute(0, 2, 4, 1, 3, 5)
         .reshape(batch * rows * cols, channels * patch_size * patch_size)
     )
-    owner = cell_owners(part, patch_size, patch_size)
     if owner is None:  # regions share patches: the [T, G] x [G, C*P*P] product per image
         weights = position_histogram(part, (rows, cols)).to(images.dtype)  # [N, G]
         padded_weights, valid = part.pad(weights)  # [B, T, G]
@@ -127,13 +136,27 @@ def pool_patches(images: Tensor, part: Partition, patch_size: int) -> Tokens:
     owner = owner.reshape(-1)
     region = torch.arange(part.num_regions, device=owner.device)
     if owner.numel() == part.num_regions and bool((owner == region).all()):
-        patches = grid_patches  # the grid at P, in the Partition's region order: the patches
-    else:
-        # Each region is whole patches here, so its area counts them.
-        cells = (part.area // (patch_size * patch_size)).to(images.dtype)
-        summed = grid_patches.new_zeros(part.num_regions, grid_patches.shape[1])
-        patches = summed.index_add(0, owner, grid_patches) / cells[:, None]
-    return assemble_tokens(part, patch_size, patches, position=weights)
+        # The grid at P, in the Partition's region order: the patches are the tokens.
+        patches = _inject_on_tokens(grid_patches, region_colors, channels)
+        return assemble_tokens(part, patch_size, patches, position=weights)
+    # Each region is whole patches here, so its area counts them. The sums go straight to
+    # their padded rows (the same additions in the same order as summing per region first).
+    slots, longest = part.padded_rows()
+    cells, valid = part.pad((part.area // (patch_size * patch_size)).to(images.dtype), fill=1.0)
+    patches = grid_patches.new_zeros(batch * longest, grid_patches.shape[1])
+    patches.index_add_(0, slots.index_select(0, owner), grid_patches)
+    patches = patches.view(batch, longest, -1).div_(cells[..., None])
+    if region_colors is not None:
+        patches = _inject_on_tokens(patches, part.pad(region_colors)[0], channels)
+    return assemble_tokens(part, patch_size, patches, valid=valid, position=weights)
+
+
+def _inject_on_tokens(patches: Tensor, colors: Tensor | None, channels: int) -> Tensor:
+    """[..., C*P*P] pooled tokens with each one's per-channel mean moved to colors [..., C]."""
+    if colors is None:
+        return patches
+    pixels = patches.unflatten(-1, (channels, -1))
+    return (pixels + (colors - pixels.mean(-1))[..., None]).flatten(-2)
 
 
 def extract_tokens(
@@ -145,6 +168,7 @@ def extract_tokens(
     gradient: bool = False,
     samples: int = 2,
     pooled: bool = False,
+    region_colors: Tensor | None = None,
 ) -> Tokens:
     """Turn a Partition of a batch into padded per-region token inputs.
 
@@ -166,6 +190,10 @@ def extract_tokens(
         pooled: pool the P x P grid patches over each region instead of resampling it
             (`pool_patches`); `Tokens.position` then holds the pooling weights on the P-patch
             grid, so position_grid must be None.
+        region_colors: [N, C] or None; the tokens of `part.inject_means(images, region_colors)`
+            (dHT's mean injection: each region's mean moved to its colour). Pooled tokens of
+            regions made of whole patches take the colours on the tokens, without an injected
+            image.
 
     Returns:
         Tokens, padded to the largest region count in the batch.
@@ -176,13 +204,22 @@ def extract_tokens(
         images = images[None]
     part._check_pixels(images)
     patch_size = check_int("patch_size", patch_size)
+    if region_colors is not None:
+        expected = (part.num_regions, images.shape[1])
+        if not isinstance(region_colors, Tensor) or tuple(region_colors.shape) != expected:
+            got = tuple(region_colors.shape) if isinstance(region_colors, Tensor) else region_colors
+            raise AdaptokError(
+                f"region_colors must be one colour per region, a {list(expected)} tensor, got {got}"
+            )
+        if not pooled or gradient:  # read from the injected image itself
+            images, region_colors = part.inject_means(images, region_colors), None
     if pooled:
         if position_grid is not None:
             raise AdaptokError(
                 "pooled tokens carry their pooling weights on the P-patch grid as positions; "
                 "drop position_grid"
             )
-        tokens = pool_patches(images, part, patch_size)
+        tokens = pool_patches(images, part, patch_size, region_colors=region_colors)
         if gradient:
             tokens = tokens.with_fields(
                 gradient=part.pad(gradient_histogram(images, part, patch_size * patch_size))[0]

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import AdaptokError, check_images
-from ...ops import add_blocks, imagenet_mean_std, summary_repr
+from ...ops import imagenet_mean_std, summary_repr
 from ...regions import Partition, lift
 from .budget import AUTO, check_budget, resolve_budget
 from .criteria import check_criterion
@@ -140,15 +140,20 @@ class DHTResult:
     Attributes:
         partition: the final Partition (N regions in the batch, each 4-connected, at most the
             budget per image).
-        pixels: [B, C, H, W] mean-injected pixels x + (W·f̄_S - x̄_S), in the input's space;
-            carries gradient to the encoder, the self-edge projection and the injection map.
+        images: [B, C, H, W] the input images x (what the mean injection starts from).
         region_features: [N, d] similarity-weighted mean feature f̄_S of every final region.
         region_colors: [N, C] W·f̄_S in the input's space (the injected region means).
+        inject_pixels: () -> pixels, built on their first read: a model that pools whole patches
+            injects the means on its tokens instead (`pool_patches(region_colors=...)`), the
+            same numbers without a pass over the full size.
         inspect: () -> Inspection, the maps below, built on their first read: a model reads
             none of them, and at full size they cost a ViT-S/16 retrofit about a tenth of its
             forward (benchmarks/results/inference_speed.md).
 
-    Properties (built by `inspect`, once):
+    Properties (built once, on first read):
+        pixels: [B, C, H, W] mean-injected pixels x + (W·f̄_S - x̄_S), in the input's space
+            (`Partition.inject_means`); carries gradient to the encoder, the self-edge
+            projection and the injection map.
         features: [B, d, h, w] pixel features f from the encoder at the working size (H x W at
             resolution 1, and for every image when some of the batch fell back to full size);
             they carry gradient.
@@ -159,12 +164,17 @@ class DHTResult:
     """
 
     partition: Partition
-    pixels: Tensor
+    images: Tensor
     region_features: Tensor
     region_colors: Tensor
+    inject_pixels: Callable[[], Tensor] = field(repr=False)
     inspect: Callable[[], Inspection] = field(repr=False)
 
     __repr__ = summary_repr
+
+    @cached_property
+    def pixels(self) -> Tensor:
+        return self.inject_pixels()
 
     @cached_property
     def _inspection(self) -> Inspection:
@@ -217,9 +227,10 @@ def _concatenate_results(results: list[DHTResult]) -> DHTResult:
 
     return DHTResult(
         partition=Partition.concatenate([result.partition for result in results]),
-        pixels=torch.cat([result.pixels for result in results]),
+        images=torch.cat([result.images for result in results]),
         region_features=torch.cat([result.region_features for result in results]),
         region_colors=torch.cat([result.region_colors for result in results]),
+        inject_pixels=lambda: torch.cat([result.pixels for result in results]),
         inspect=inspect,
     )
 
@@ -242,9 +253,10 @@ def _take_images(result: DHTResult, index: Tensor) -> DHTResult:
 
     return DHTResult(
         partition=part,
-        pixels=result.pixels.index_select(0, index),
+        images=result.images.index_select(0, index),
         region_features=result.region_features.index_select(0, rows),
         region_colors=result.region_colors.index_select(0, rows),
+        inject_pixels=lambda: result.pixels.index_select(0, index),
         inspect=inspect,
     )
 
@@ -665,18 +677,17 @@ class DHTTokenizer(nn.Module):
             / total[:, None]
         )
         region_colors = self._denormalise_colors(self.inject(region_features))
-        if height % shape[-2] or width % shape[-1]:  # blocks of unequal sizes: lift first
-            part = part.lift(height, width)
-        # Over the working size's pixels when each is a block of full-size pixels: the same
-        # means and pixels without a pass of ids over the full size.
-        correction = region_colors - part.region_mean(full)
-        pixels = add_blocks(full, part.scatter(correction))
-        part = part.lift(height, width)
+        # Injected over the working size's pixels when each is a block of full-size pixels: the
+        # same means and pixels without a pass of ids over the full size.
+        lifted = part.lift(height, width)
+        if height % shape[-2] or width % shape[-1]:  # blocks of unequal sizes: at full size
+            part = lifted
         return DHTResult(
-            partition=part,
-            pixels=pixels,
+            partition=lifted,
+            images=full,
             region_features=region_features,
             region_colors=region_colors,
+            inject_pixels=lambda: part.inject_means(full, region_colors),
             inspect=inspect,
         )
 
