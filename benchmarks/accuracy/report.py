@@ -625,9 +625,10 @@ NOTES = [
     "36.7. Those retrained parents carry the whole of issue 18's goals a second time (their "
     "own ToMe rows, retrofits and three-seed fine-tunes, timed in the same file): "
     "`benchmarks/results/retrofit_replication.md`. "
-    "That file was measured on an Intel Xeon machine, the earlier ones on an AMD EPYC: "
-    "its ratios are lower for every adaptive row (the dHT partition alone took 28-33% of the "
-    "timm forward there, 19-23% on the AMD machine).",
+    "That file was measured on an Intel Xeon machine (since 2026-12-06 08:43 UTC with the "
+    "pooled dHT retrofit injecting its region means on the tokens), the earlier ones on an AMD "
+    "EPYC: its ratios are lower for every adaptive row (the dHT partition alone took 25-28% of "
+    "the timm forward there, 19-23% on the AMD machine).",
 ]
 
 CAPTIONS = {
