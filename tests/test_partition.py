@@ -70,6 +70,11 @@ def test_pad_and_unpad() -> None:
     assert valid.sum(1).tolist() == part.counts.tolist()
     assert (padded[~valid] == -1).all()
     assert torch.equal(part.unpad(padded, valid), values)
+    # padded_rows: where pad puts each region in the padded batch flattened to [B * T]
+    rows, longest = part.padded_rows()
+    assert longest == padded.shape[1]
+    assert torch.equal(padded.flatten()[rows], values)
+    assert torch.equal(rows // longest, part.batch_index)
 
 
 def test_select_keeps_the_images_partition() -> None:
