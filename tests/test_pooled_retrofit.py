@@ -149,6 +149,22 @@ def test_a_pooled_dht_model_tokenizes_like_its_injected_pixels_with_the_same_gra
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_a_pooled_model_of_whole_patches_never_builds_the_injected_image(monkeypatch):
+    vit = _vit(32, patch_size=8, num_classes=3)
+    model = retrofit(vit, "dht", partition_options={"budget": 12, "weights": "none"}).eval()
+    built = []
+    inject = Partition.inject_means
+    monkeypatch.setattr(
+        Partition, "inject_means", lambda part, *args: built.append(1) or inject(part, *args)
+    )
+    with torch.no_grad():
+        model(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(19)))
+    assert not built
+    with torch.no_grad():  # the image is still there for whoever reads it
+        pixels = model.tokenizer(torch.rand(1, 3, 32, 32)).pixels
+    assert built and pixels.shape == (1, 3, 32, 32)
+
+
 def test_pooled_quadtree_tokens_are_their_patches_means():
     images = photo("coffee", (64, 96))
     part = partition(images, "quadtree", budget=33, min_patch=8, max_patch=32)

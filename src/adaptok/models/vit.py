@@ -187,20 +187,15 @@ class AdaptiveViT(nn.Module):
                 f"border's position); resize the images to at most {limit[0]}x{limit[1]}"
             )
         result = self.tokenizer(images)
+        options = self.extract_options
         colors = getattr(result, "region_colors", None)
-        if colors is not None and self.extract_options.get("pooled"):
-            # Pooled tokens take dHT's injected means themselves (`pool_patches`).
-            tokens = extract_tokens(
-                result.images,
-                result.partition,
-                patch_size=self.patch_size,
-                region_colors=colors,
-                **self.extract_options,
-            )
+        if colors is not None and options.get("pooled"):
+            # Pooled tokens take dHT's injected means themselves (`pool_patches`); reading
+            # `result.pixels` would build the injected image.
+            pixels, options = result.images, {**options, "region_colors": colors}
         else:
-            tokens = extract_tokens(
-                result.pixels, result.partition, patch_size=self.patch_size, **self.extract_options
-            )
+            pixels = result.pixels
+        tokens = extract_tokens(pixels, result.partition, patch_size=self.patch_size, **options)
         return result.partition, tokens
 
     def forward_output(self, images: Tensor) -> ModelOutput:
